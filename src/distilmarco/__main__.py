@@ -1,0 +1,5 @@
+import sys
+
+from distilmarco.cli import main
+
+sys.exit(main())

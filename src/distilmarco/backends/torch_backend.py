@@ -1,0 +1,67 @@
+"""The reference backend: our PyTorch module, fp32 on CPU, fp16/bf16 on GPU."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from distilmarco.errors import InputError
+from distilmarco.model.sentence import SentenceModule, load_sentence_module
+from distilmarco.model.st_format import SentenceModelSpec
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda, then mps, then cpu; an explicit device must be available."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise InputError(f"device {device!r} is not one of 'auto', 'cpu', 'cuda', 'mps'")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but torch sees no CUDA GPU")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise InputError("device 'mps' was asked for but torch sees no Apple GPU")
+    return device
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(
+        self, module: SentenceModule, precision: str = "fp32", device: str = "cpu"
+    ) -> None:
+        self.device = resolve_device(device)
+        if precision not in _DTYPES:
+            raise InputError(
+                f"precision {precision!r} is not available on the torch backend; "
+                f"choose one of {sorted(_DTYPES)}"
+            )
+        if precision == "fp16" and self.device == "cpu":
+            raise InputError("fp16 needs a GPU; on CPU use fp32, bf16 or the onnx backend's int8")
+        self.precision = precision
+        # Only the transformer runs in reduced precision; pooling and heads stay float32.
+        module.encoder.to(dtype=_DTYPES[precision])
+        self.module = module.to(self.device).eval()
+
+    @classmethod
+    def from_spec(
+        cls, spec: SentenceModelSpec, precision: str = "fp32", device: str = "cpu"
+    ) -> TorchBackend:
+        return cls(load_sentence_module(spec), precision=precision, device=device)
+
+    def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        ids = torch.from_numpy(input_ids).to(self.device)
+        mask = torch.from_numpy(attention_mask).to(self.device)
+        with torch.inference_mode():
+            out = self.module(ids, mask)
+        return out.float().cpu().numpy()

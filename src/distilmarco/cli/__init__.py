@@ -1,0 +1,35 @@
+"""Command-line interface: thin commands that call the library and map its errors to exit codes."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from distilmarco.cli import embed as _embed  # noqa: F401  (registers commands)
+from distilmarco.cli.app import app, err
+from distilmarco.errors import DistilmarcoError
+
+__all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; library errors become one red line on stderr and exit code 1 (2 for usage)."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        err.print("aborted")
+        return 130
+    except (DistilmarcoError, OSError, TypeError, ValueError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

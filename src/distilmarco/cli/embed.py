@@ -1,0 +1,72 @@
+"""``distilmarco embed`` and ``distilmarco info``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+
+from distilmarco.cli.app import ModelOption, app, err, out
+from distilmarco.model.hub import DEFAULT_MODEL
+
+
+@app.command()
+def embed(
+    input: Path = typer.Argument(..., help="Text lines, .jsonl, .csv/.tsv or .parquet"),
+    output: Path = typer.Option(..., "--output", "-o", help=".npy, .parquet or .jsonl"),
+    model: str | None = ModelOption,
+    field: str | None = typer.Option(None, help="JSONL field holding the text (default: text)"),
+    column: str | None = typer.Option(None, help="CSV/Parquet column (default: text)"),
+    normalize: bool = typer.Option(False, help="Scale vectors to unit length"),
+    backend: str = typer.Option("torch", help="torch, onnx, openvino or auto"),
+    precision: str = typer.Option("fp32", help="fp32, int8, fp16 or bf16"),
+    device: str = typer.Option("cpu", help="cpu, cuda, mps or auto"),
+    batch_tokens: int = typer.Option(16384, help="Token budget per batch"),
+    strict: bool = typer.Option(False, help="Fail on inputs longer than the model's limit"),
+) -> None:
+    """Embed every text in INPUT and write the vectors to OUTPUT."""
+    from distilmarco.encoder import Encoder
+    from distilmarco.textio import read_texts, write_vectors
+
+    if output.suffix.lower() not in (".npy", ".parquet", ".jsonl"):
+        raise typer.BadParameter(f"{output} must end in .npy, .parquet or .jsonl", param_hint="-o")
+    texts = read_texts(input, field=field, column=column)
+    encoder = Encoder(model or DEFAULT_MODEL, backend=backend, precision=precision, device=device)
+    vectors, stats = encoder.encode_with_stats(
+        texts,
+        normalize=normalize,
+        batch_tokens=batch_tokens,
+        truncation="error" if strict else "count",
+        show_progress=True,
+    )
+    write_vectors(output, vectors, texts)
+    if stats.truncated:
+        err.print(f"{stats.truncated} input(s) were truncated to {encoder.max_seq_length} tokens")
+    err.print(
+        f"wrote {vectors.shape[0]} x {vectors.shape[1]} vectors to {output} "
+        f"in {stats.seconds:.1f}s ({stats.tokens / max(stats.seconds, 1e-9):,.0f} tokens/s)"
+    )
+
+
+@app.command()
+def info(
+    model: str = typer.Argument(DEFAULT_MODEL, help="Hub id or local folder"),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
+    backend: str = typer.Option("torch", help="torch, onnx, openvino or auto"),
+    precision: str = typer.Option("fp32", help="fp32, int8, fp16 or bf16"),
+) -> None:
+    """Describe a model: architecture, dimensions, max length, pooling, similarity, files."""
+    from distilmarco.encoder import Encoder
+
+    facts = asdict(Encoder(model, backend=backend, precision=precision).info)
+    if as_json:
+        out.print_json(json.dumps(facts))
+        return
+    for key, value in facts.items():
+        if key == "files":
+            value = ", ".join(value)
+        elif isinstance(value, tuple):
+            value = ", ".join(value) or "-"
+        out.print(f"[bold]{key:>16}[/bold]  {value}", highlight=False)

@@ -1,0 +1,306 @@
+"""Text in, vectors out: validate -> tokenize -> length-sorted token-budget batches -> backend.
+
+``Encoder.encode`` always returns a float32 array of shape (N, D) in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from distilmarco.backends import Backend, create_backend
+from distilmarco.errors import BackendError, InputError, TruncationError
+from distilmarco.model.hub import DEFAULT_MODEL, resolve
+from distilmarco.model.st_format import SentenceModelSpec, Similarity
+from distilmarco.tokenize import Tokenizer
+
+log = logging.getLogger(__name__)
+
+Truncation = Literal["warn", "error", "count"]
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Texts tokenised at a time: bounds memory by this window, not by the number of inputs.
+_WINDOW = 8192
+DEFAULT_BATCH_TOKENS = 16384
+MAX_BATCH_SIZE = 512
+
+
+@dataclass(frozen=True)
+class EncodeStats:
+    """What one ``encode`` call did: sizes, padding waste, truncations, time."""
+
+    texts: int
+    tokens: int  # real tokens, special tokens included
+    padded_tokens: int  # tokens computed including padding
+    truncated: int
+    batches: int
+    seconds: float
+
+    @property
+    def padding_fraction(self) -> float:
+        return 1.0 - self.tokens / self.padded_tokens if self.padded_tokens else 0.0
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    model_id: str
+    revision: str | None
+    folder: str
+    architecture: str
+    layers: int
+    hidden_size: int
+    attention_heads: int
+    dimension: int
+    max_seq_length: int
+    pooling: tuple[str, ...]
+    heads: tuple[str, ...]
+    normalized: bool
+    similarity: Similarity
+    layout: str
+    backend: str
+    precision: str
+    device: str
+    files: tuple[str, ...]
+
+
+class Encoder:
+    """A sentence-embedding model ready to encode.
+
+    >>> enc = Encoder("msmarco-distilbert-base-v4")          # doctest: +SKIP
+    >>> enc.encode(["how do planes fly?"]).shape             # doctest: +SKIP
+    (1, 768)
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        revision: str | None = None,
+        backend: str = "torch",
+        precision: str = "fp32",
+        device: str = "cpu",
+        max_seq_length: int | None = None,
+        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        cache_dir: str | Path | None = None,
+        threads: int | None = None,
+    ) -> None:
+        resolved = resolve(model, revision=revision, cache_dir=cache_dir)
+        self.model_id = resolved.model_id
+        self.revision = resolved.revision
+        self.spec = SentenceModelSpec.from_folder(resolved.folder, name_hint=resolved.model_id)
+        limit = self.spec.max_seq_length
+        if max_seq_length is not None and not 2 <= max_seq_length <= limit:
+            raise InputError(f"max_seq_length {max_seq_length} must be between 2 and {limit}")
+        self.max_seq_length = max_seq_length or limit
+        self.batch_tokens = _check_batch_tokens(batch_tokens, self.max_seq_length)
+        if threads is not None:
+            if threads < 1:
+                raise InputError(f"threads must be >= 1, got {threads}")
+            import torch
+
+            torch.set_num_threads(threads)
+        self.tokenizer = Tokenizer.from_folder(
+            self.spec.transformer_folder, self.max_seq_length, self.spec.do_lower_case
+        )
+        self.backend: Backend = create_backend(self.spec, backend, precision, device)
+
+    # --- facts about the model -------------------------------------------------------------
+
+    @property
+    def dimension(self) -> int:
+        return self.spec.dimension
+
+    @property
+    def similarity(self) -> Similarity:
+        return self.spec.similarity
+
+    @property
+    def info(self) -> EncoderInfo:
+        spec, tf = self.spec, self.spec.transformer
+        return EncoderInfo(
+            model_id=self.model_id,
+            revision=self.revision,
+            folder=str(spec.folder),
+            architecture=tf.architecture,
+            layers=tf.num_layers,
+            hidden_size=tf.hidden_size,
+            attention_heads=tf.num_heads,
+            dimension=spec.dimension,
+            max_seq_length=self.max_seq_length,
+            pooling=spec.pooling.modes,
+            heads=tuple(type(h).__name__.removesuffix("Spec") for h in spec.heads),
+            normalized=spec.normalized,
+            similarity=spec.similarity,
+            layout=spec.layout,
+            backend=self.backend.name,
+            precision=self.backend.precision,
+            device=self.backend.device,
+            files=tuple(
+                sorted(
+                    str(p.relative_to(spec.folder)) for p in spec.folder.rglob("*") if p.is_file()
+                )
+            ),
+        )
+
+    # --- encoding --------------------------------------------------------------------------
+
+    def encode(
+        self,
+        texts: str | Iterable[str],
+        *,
+        normalize: bool = False,
+        batch_tokens: int | None = None,
+        truncation: Truncation = "warn",
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embed ``texts``: float32 (N, D), row i for text i. A single string gives (1, D)."""
+        vectors, _ = self.encode_with_stats(
+            texts,
+            normalize=normalize,
+            batch_tokens=batch_tokens,
+            truncation=truncation,
+            show_progress=show_progress,
+        )
+        return vectors
+
+    def encode_with_stats(
+        self,
+        texts: str | Iterable[str],
+        *,
+        normalize: bool = False,
+        batch_tokens: int | None = None,
+        truncation: Truncation = "warn",
+        show_progress: bool = False,
+    ) -> tuple[np.ndarray, EncodeStats]:
+        """Like ``encode``, also returning what the call did (tokens, padding, truncations)."""
+        if truncation not in ("warn", "error", "count"):
+            raise InputError(f"truncation {truncation!r} is not one of 'warn', 'error', 'count'")
+        budget = _check_batch_tokens(batch_tokens or self.batch_tokens, self.max_seq_length)
+        items = validate_texts(texts)
+        start = time.perf_counter()
+        out = np.empty((len(items), self.dimension), dtype=np.float32)
+        tokens = padded = truncated = batches = 0
+        with _progress(len(items), show_progress) as advance:
+            for lo in range(0, len(items), _WINDOW):
+                window = items[lo : lo + _WINDOW]
+                tok = self.tokenizer.encode(window)
+                if truncation == "error" and tok.truncated.any():
+                    first = lo + int(np.argmax(tok.truncated))
+                    raise TruncationError(
+                        f"input {first} is longer than {self.max_seq_length} tokens "
+                        "(truncation='error'); shorten it or allow truncation"
+                    )
+                truncated += int(tok.truncated.sum())
+                for rows in plan_batches(tok.lengths, budget):
+                    ids, mask = pad_batch([tok.ids[i] for i in rows], self.tokenizer.pad_id)
+                    out[lo + rows] = self.backend.embed(ids, mask)
+                    tokens += int(mask.sum())
+                    padded += mask.size
+                    batches += 1
+                    advance(len(rows))
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            raise BackendError(
+                f"the {self.backend.name}/{self.backend.precision} backend produced non-finite "
+                f"values for {int(bad.sum())} input(s), first at index {int(np.argmax(bad))}"
+            )
+        if normalize:
+            out = normalize_rows(out)
+        if truncated and truncation == "warn":
+            log.warning(
+                "%d of %d input(s) were longer than %d tokens and were truncated",
+                truncated,
+                len(items),
+                self.max_seq_length,
+            )
+        stats = EncodeStats(
+            len(items), tokens, padded, truncated, batches, time.perf_counter() - start
+        )
+        return out, stats
+
+
+def validate_texts(texts: str | Iterable[str]) -> list[str]:
+    """A list of strings, or an error naming the first bad item and why."""
+    if isinstance(texts, str):
+        return [texts]
+    if texts is None or isinstance(texts, bytes | bytearray) or not isinstance(texts, Iterable):
+        raise TypeError(
+            f"texts must be a string or an iterable of strings, got {type(texts).__name__}"
+        )
+    items = list(texts)
+    for i, text in enumerate(items):
+        if not isinstance(text, str):
+            raise TypeError(f"input {i} is {type(text).__name__}, expected str")
+        bad = _SURROGATE.search(text)
+        if bad:
+            raise InputError(
+                f"input {i} contains a lone surrogate (U+{ord(bad.group()):04X}) at position "
+                f"{bad.start()}: it is not valid Unicode text"
+            )
+    return items
+
+
+def plan_batches(lengths: np.ndarray, budget: int) -> Iterator[np.ndarray]:
+    """Row indices per batch: longest first, each batch's rows x max length <= ``budget``."""
+    order = np.argsort(-lengths, kind="stable")
+    start = 0
+    while start < len(order):
+        longest = int(lengths[order[start]])
+        size = max(1, min(budget // max(longest, 1), MAX_BATCH_SIZE))
+        yield order[start : start + size]
+        start += size
+
+
+def pad_batch(ids: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad to the longest row: (B, T) int64 ids and attention mask."""
+    width = max(len(x) for x in ids)
+    batch = np.full((len(ids), width), pad_id, dtype=np.int64)
+    mask = np.zeros((len(ids), width), dtype=np.int64)
+    for row, x in enumerate(ids):
+        batch[row, : len(x)] = x
+        mask[row, : len(x)] = 1
+    return batch, mask
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """Unit-length rows; all-zero rows stay zero (never NaN)."""
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+
+
+def _check_batch_tokens(budget: int, max_len: int) -> int:
+    if not isinstance(budget, int) or budget < max_len:
+        raise InputError(
+            f"batch_tokens must be an integer >= max_seq_length {max_len}, got {budget}"
+        )
+    return budget
+
+
+class _progress:
+    """A rich progress bar with ETA on stderr when asked for; otherwise a no-op."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self._bar: object | None = None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import Progress
+
+        bar = Progress(*Progress.get_default_columns(), transient=True)
+        task = bar.add_task("embedding", total=self.total)
+        bar.start()
+        self._bar = bar
+        return lambda n: bar.advance(task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()  # type: ignore[attr-defined]

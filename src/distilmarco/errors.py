@@ -1,0 +1,61 @@
+"""One small error hierarchy. Messages name the bad value and, where there are any, the valid choices.
+
+The CLI and the server map these to exit codes and HTTP statuses at the edge; library code raises them.
+"""
+
+from __future__ import annotations
+
+
+class DistilmarcoError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ModelNotFoundError(DistilmarcoError):
+    """The model could not be found locally or on the Hub."""
+
+
+class ModelFormatError(DistilmarcoError):
+    """A model folder is malformed or uses a module, activation or option we do not support."""
+
+
+class CheckpointError(ModelFormatError):
+    """Weights do not match the architecture: missing, unexpected or mis-shaped keys."""
+
+
+class InputError(DistilmarcoError, ValueError):
+    """User input is invalid (names the index or field at fault)."""
+
+
+class TruncationError(InputError):
+    """Raised in strict mode when an input is longer than the model's limit."""
+
+
+class MissingExtraError(DistilmarcoError, ImportError):
+    """An optional dependency is not installed; the message names the extra to install."""
+
+    def __init__(self, module: str, extra: str, feature: str) -> None:
+        super().__init__(
+            f"{feature} needs the optional package {module!r}, which is not installed. "
+            f"Install it with: pip install 'distilmarco[{extra}]'"
+        )
+        self.module = module
+        self.extra = extra
+
+
+class BackendError(DistilmarcoError):
+    """A backend could not be built, exported or run."""
+
+
+class IndexStoreError(DistilmarcoError):
+    """An index file is unusable: not ours, from a newer version, or damaged."""
+
+
+class ModelMismatchError(IndexStoreError):
+    """An index was built with another model than the one it is opened with."""
+
+
+class NotFoundError(DistilmarcoError, KeyError):
+    """A document id (or similar key) does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,122 @@
+"""Tokenising with the model's own ``tokenizers`` WordPiece, configured once and never per call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, normalizers, pre_tokenizers, processors
+from tokenizers.models import WordPiece
+
+from distilmarco.errors import ModelFormatError
+
+# Characters kept per allowed token before tokenising. When a capped text still yields fewer
+# tokens than the limit, the cap grows (x4) up to _MAX_CHARS_PER_TOKEN: the result equals
+# tokenising the whole text except for texts whose words average over 1,000 characters (which
+# WordPiece turns into [UNK] anyway), and the memory per text stays bounded.
+_CHARS_PER_TOKEN = 24
+_MAX_CHARS_PER_TOKEN = 1536
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    ids: list[np.ndarray]  # one int64 array per text, with [CLS] ... [SEP]
+    truncated: np.ndarray  # bool, True where the text was longer than max_length tokens
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+
+
+class Tokenizer:
+    """Turns texts into token ids, truncated to ``max_length`` (special tokens included)."""
+
+    def __init__(self, tokenizer: HFTokenizer, max_length: int, lowercase: bool = False) -> None:
+        self.max_length = max_length
+        self.lowercase = lowercase
+        # Two private copies, each configured here once: the tokenizers object is shared across
+        # threads, and reconfiguring it per call is not thread-safe.
+        self._truncating = HFTokenizer.from_str(tokenizer.to_str())
+        self._truncating.no_padding()
+        self._truncating.enable_truncation(max_length)
+        self._full = HFTokenizer.from_str(tokenizer.to_str())
+        self._full.no_padding()
+        self._full.no_truncation()
+        self.pad_id = self._token_id("[PAD]", default=0)
+        self.cls_id = self._token_id("[CLS]", default=101)
+        self.sep_id = self._token_id("[SEP]", default=102)
+
+    @classmethod
+    def from_folder(cls, folder: Path, max_length: int, do_lower_case: bool) -> Tokenizer:
+        """``tokenizer.json`` if present, else a BERT WordPiece built from ``vocab.txt``."""
+        tok_json = folder / "tokenizer.json"
+        if tok_json.is_file():
+            try:
+                tok = HFTokenizer.from_file(str(tok_json))
+            except Exception as exc:  # tokenizers raises a bare Exception on bad files
+                raise ModelFormatError(f"could not read {tok_json}: {exc}") from exc
+            return cls(tok, max_length, do_lower_case)
+        vocab = folder / "vocab.txt"
+        if not vocab.is_file():
+            raise ModelFormatError(f"{folder} has neither tokenizer.json nor vocab.txt")
+        return cls(_wordpiece_from_vocab(folder), max_length, do_lower_case)
+
+    def _token_id(self, token: str, default: int) -> int:
+        found = self._full.token_to_id(token)
+        return default if found is None else found
+
+    def encode(self, texts: Sequence[str]) -> Tokenized:
+        """Token ids for already validated strings."""
+        if self.lowercase:
+            texts = [t.lower() for t in texts]
+        cap = self.max_length * _CHARS_PER_TOKEN
+        capped = [t[:cap] for t in texts]
+        encodings = self._truncating.encode_batch(capped)
+        ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
+        truncated = np.array([bool(e.overflowing) for e in encodings], dtype=bool)
+        for i, text in enumerate(texts):
+            if len(text) > cap:
+                ids[i], truncated[i] = self._encode_long(text, cap)
+        return Tokenized(ids=ids, truncated=truncated)
+
+    def _encode_long(self, text: str, cap: int) -> tuple[np.ndarray, bool]:
+        limit = self.max_length * _MAX_CHARS_PER_TOKEN
+        while True:
+            enc = self._truncating.encode(text[:cap])
+            if len(enc.ids) >= self.max_length or cap >= min(len(text), limit):
+                return np.asarray(enc.ids, dtype=np.int64), cap < len(text) or bool(enc.overflowing)
+            cap *= 4
+
+    def count(self, texts: Sequence[str]) -> list[int]:
+        """Token counts without truncation (special tokens included)."""
+        return [len(e.ids) for e in self._full.encode_batch(list(texts))]
+
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character spans of every token of ``text``, without special tokens or truncation."""
+        if self.lowercase:
+            text = text.lower()
+        enc = self._full.encode(text, add_special_tokens=False)
+        return list(enc.offsets)
+
+
+def _wordpiece_from_vocab(folder: Path) -> HFTokenizer:
+    lower = True
+    cfg = folder / "tokenizer_config.json"
+    if cfg.is_file():
+        try:
+            lower = bool(json.loads(cfg.read_text(encoding="utf-8")).get("do_lower_case", True))
+        except json.JSONDecodeError as exc:
+            raise ModelFormatError(f"{cfg} is not valid JSON: {exc}") from exc
+    tok = HFTokenizer(WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=lower, strip_accents=None)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    if cls_id is None or sep_id is None:
+        raise ModelFormatError(f"{folder / 'vocab.txt'} lacks [CLS] or [SEP]")
+    tok.post_processor = processors.BertProcessing(("[SEP]", sep_id), ("[CLS]", cls_id))
+    tok.decoder = decoders.WordPiece()
+    return tok
