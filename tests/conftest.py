@@ -169,3 +169,19 @@ def tiny_model_dir(make_model: Callable[..., Path]) -> Path:
 @pytest.fixture(scope="session")
 def sts_test() -> list[tuple[str, str, float]]:
     return read_sts("test")
+
+
+@pytest.fixture(scope="session")
+def minilm_encoder(minilm_dir: Path):  # type: ignore[no-untyped-def]
+    """The real all-MiniLM-L6-v2 (BERT, 384-d) through our Encoder, loaded once per session."""
+    from distilmarco import Encoder
+
+    return Encoder(minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
+    """Our Encoder over the tiny random DistilBERT: real code path, milliseconds per call."""
+    from distilmarco import Encoder
+
+    return Encoder(tiny_model_dir)
