@@ -1,0 +1,115 @@
+"""``distilmarco serve``: the HTTP server. Every flag can also come from a DISTILMARCO_* variable."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from distilmarco.cli.app import app, err
+from distilmarco.model.hub import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+
+def _env(name: str) -> str:
+    return f"DISTILMARCO_{name}"
+
+
+@app.command()
+def serve(
+    model: str = typer.Option(
+        DEFAULT_MODEL, "--model", "-m", envvar=_env("MODEL"), help="Hub id or local folder"
+    ),
+    index: Path | None = typer.Option(
+        None, envvar=_env("INDEX"), help="Index file to search and edit (enables /search)"
+    ),
+    host: str = typer.Option("127.0.0.1", envvar=_env("HOST"), help="Address to bind"),
+    port: int = typer.Option(8080, envvar=_env("PORT"), help="TCP port"),
+    api_key: str | None = typer.Option(
+        None, envvar=_env("API_KEY"), help="Require 'Authorization: Bearer KEY'"
+    ),
+    cors_origin: list[str] = typer.Option(
+        [],
+        envvar=_env("CORS_ORIGINS"),
+        help="Allowed browser origin (repeatable); CORS is off without",
+    ),
+    backend: str = typer.Option(
+        "torch", envvar=_env("BACKEND"), help="torch, onnx, openvino or auto"
+    ),
+    precision: str = typer.Option(
+        "fp32", envvar=_env("PRECISION"), help="fp32, int8, fp16 or bf16"
+    ),
+    device: str = typer.Option("cpu", envvar=_env("DEVICE"), help="cpu, cuda, mps or auto"),
+    threads: int | None = typer.Option(None, envvar=_env("THREADS"), help="Torch CPU threads"),
+    max_batch_tokens: int = typer.Option(
+        16384, envvar=_env("MAX_BATCH_TOKENS"), help="Real tokens per inference batch"
+    ),
+    max_wait_ms: float = typer.Option(
+        2.0, envvar=_env("MAX_WAIT_MS"), help="Longest wait for a batch to fill"
+    ),
+    max_queue_tokens: int = typer.Option(
+        131072, envvar=_env("MAX_QUEUE_TOKENS"), help="Queued tokens before answering 429"
+    ),
+    max_body_bytes: int = typer.Option(
+        8 * 1024 * 1024, envvar=_env("MAX_BODY_BYTES"), help="Largest request body"
+    ),
+    max_inputs: int = typer.Option(2048, envvar=_env("MAX_INPUTS"), help="Texts per request"),
+    max_input_chars: int = typer.Option(
+        32768, envvar=_env("MAX_INPUT_CHARS"), help="Characters per text"
+    ),
+    truncate: bool = typer.Option(
+        True, envvar=_env("TRUNCATE"), help="Cut over-long inputs (else 422) unless a request says"
+    ),
+    model_name: str | None = typer.Option(
+        None, envvar=_env("MODEL_NAME"), help="Model name reported to OpenAI clients"
+    ),
+    graceful_timeout: int = typer.Option(
+        30, envvar=_env("GRACEFUL_TIMEOUT"), help="Seconds to finish in-flight requests on stop"
+    ),
+    log_level: str = typer.Option("info", envvar=_env("LOG_LEVEL"), help="uvicorn log level"),
+) -> None:
+    """Serve embeddings (OpenAI and TEI APIs), similarity, search and a search page over HTTP."""
+    try:
+        import uvicorn
+
+        from distilmarco.server import ServerSettings, create_app
+    except ImportError as exc:
+        from distilmarco.errors import MissingExtraError
+
+        raise MissingExtraError(exc.name or "fastapi", "server", "distilmarco serve") from exc
+    from distilmarco.encoder import Encoder
+
+    settings = ServerSettings(
+        host=host,
+        port=port,
+        api_key=api_key or None,
+        cors_origins=tuple(cors_origin),
+        max_batch_tokens=max_batch_tokens,
+        max_wait_ms=max_wait_ms,
+        max_queue_tokens=max_queue_tokens,
+        max_body_bytes=max_body_bytes,
+        max_inputs=max_inputs,
+        max_input_chars=max_input_chars,
+        truncate=truncate,
+        model_name=model_name,
+    ).validate()
+    encoder = Encoder(model, backend=backend, precision=precision, device=device, threads=threads)
+    opened = None
+    if index is not None:
+        import importlib
+
+        # imported by name until the index package exports Index
+        opened = importlib.import_module("distilmarco.index").Index(index, encoder=encoder)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        err.print(f"[yellow]warning:[/yellow] listening on {host} without an API key")
+    err.print(f"serving {encoder.model_id} on http://{host}:{port}  (docs: /docs)", highlight=False)
+    uvicorn.run(
+        create_app(settings, encoder, opened),
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_graceful_shutdown=graceful_timeout,
+        access_log=False,
+    )

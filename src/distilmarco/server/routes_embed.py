@@ -1,0 +1,121 @@
+"""``POST /v1/embeddings`` (OpenAI), ``POST /embed`` and ``POST /similarity`` (text-embeddings-inference)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from distilmarco.server.http_errors import ApiError
+from distilmarco.server.schemas import (
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    EmbedRequest,
+    ErrorResponse,
+    OpenAIError,
+    SimilarityRequest,
+)
+from distilmarco.server.service import EmbeddingService
+
+_OPENAI_ERRORS: dict[int | str, dict] = {
+    code: {"model": OpenAIError} for code in (400, 401, 413, 422, 429, 503)
+}
+_ERRORS: dict[int | str, dict] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 429, 503)
+}
+
+
+def json_response(content: object, status: int = 200) -> Response:
+    """Compact JSON; refuses NaN/Infinity rather than writing invalid JSON."""
+    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return Response(body.encode("utf-8"), status_code=status, media_type="application/json")
+
+
+def embedding_routes(service: EmbeddingService, model_name: str) -> APIRouter:
+    router = APIRouter()
+    cosine = service.encoder.similarity == "cosine"
+    dimension = service.encoder.dimension
+
+    @router.post(
+        "/v1/embeddings",
+        response_model=EmbeddingsResponse,
+        responses=_OPENAI_ERRORS,
+        tags=["OpenAI"],
+        summary="Embeddings, OpenAI-compatible",
+    )
+    async def openai_embeddings(req: EmbeddingsRequest) -> Response:
+        """Vectors for ``input``. Unit length when the model compares by cosine (as OpenAI's are)."""
+        if req.dimensions is not None and req.dimensions != dimension:
+            raise ApiError(
+                422,
+                f"dimensions {req.dimensions} is not supported: this model gives {dimension}",
+                param="dimensions",
+            )
+        texts = [req.input] if isinstance(req.input, str) else req.input
+        out = await service.embed(texts, truncate=None, normalize=cosine, param="input")
+        if req.encoding_format == "base64":
+            little = out.vectors.astype("<f4", copy=False)
+            items: list = [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
+        else:
+            items = out.vectors.tolist()
+        data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(items)]
+        return json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": model_name,
+                "usage": {"prompt_tokens": out.tokens, "total_tokens": out.tokens},
+            }
+        )
+
+    @router.post(
+        "/embed",
+        response_model=list[list[float]],
+        responses=_ERRORS,
+        tags=["text-embeddings-inference"],
+        summary="Embeddings, TEI-compatible",
+    )
+    async def tei_embed(req: EmbedRequest) -> Response:
+        """One vector per input (a list of lists even for one string)."""
+        texts = [req.inputs] if isinstance(req.inputs, str) else req.inputs
+        out = await service.embed(
+            texts, truncate=req.truncate, normalize=req.normalize, param="inputs"
+        )
+        return json_response(out.vectors.tolist())
+
+    @router.post(
+        "/similarity",
+        response_model=list[float],
+        responses=_ERRORS,
+        tags=["text-embeddings-inference"],
+        summary="Score a source sentence against others",
+    )
+    async def similarity(req: SimilarityRequest) -> Response:
+        """The model's own similarity (cosine for msmarco-distilbert-base-v4), one per sentence."""
+        texts = [req.inputs.source_sentence, *req.inputs.sentences]
+        out = await service.embed(texts, truncate=req.truncate, normalize=False, param="inputs")
+        scores = score(out.vectors[0], out.vectors[1:], service.encoder.similarity)
+        return json_response([float(x) for x in scores])
+
+    return router
+
+
+def score(query: np.ndarray, others: np.ndarray, similarity: str) -> np.ndarray:
+    """Scores of ``query`` (D,) against ``others`` (N, D); higher is more similar."""
+    q = query.astype(np.float64)
+    m = others.astype(np.float64)
+    if similarity == "cosine":
+        denom = np.maximum(np.linalg.norm(m, axis=1) * np.linalg.norm(q), 1e-12)
+        return (m @ q) / denom
+    if similarity == "dot":
+        return m @ q
+    if similarity == "euclidean":
+        return -np.linalg.norm(m - q, axis=1)
+    if similarity == "manhattan":
+        return -np.abs(m - q).sum(axis=1)
+    raise ApiError(
+        500, f"similarity {similarity!r} is not one of cosine, dot, euclidean, manhattan"
+    )

@@ -1,0 +1,164 @@
+"""Request and response bodies. Field names follow OpenAI (``/v1/embeddings``) and
+text-embeddings-inference (``/embed``, ``/similarity``) so that their clients work unchanged."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Texts = str | list[str]
+
+
+# --- OpenAI -------------------------------------------------------------------------------
+
+
+class EmbeddingsRequest(BaseModel):
+    """OpenAI ``POST /v1/embeddings``. ``model`` is accepted and the served model answers."""
+
+    input: Texts = Field(description="A text or a list of texts")
+    model: str = Field(description="Any name; the served model answers and is named in the reply")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(
+        None, ge=1, description="Must equal the model's dimension when given"
+    )
+    user: str | None = None
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str = Field(
+        description="Floats, or base64 of little-endian float32 bytes"
+    )
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    error: OpenAIErrorDetail
+
+
+# --- text-embeddings-inference ------------------------------------------------------------
+
+
+class EmbedRequest(BaseModel):
+    """TEI ``POST /embed``: returns one vector per input, always a list of lists."""
+
+    inputs: Texts
+    normalize: bool = True
+    truncate: bool | None = Field(
+        None, description="Cut inputs longer than the model's limit (default: the server's policy)"
+    )
+    truncation_direction: Literal["Right", "right"] = "Right"
+
+
+class SimilarityInputs(BaseModel):
+    source_sentence: str
+    sentences: list[str] = Field(min_length=1)
+
+
+class SimilarityRequest(BaseModel):
+    """TEI ``POST /similarity``: the source sentence scored against each sentence."""
+
+    inputs: SimilarityInputs
+    truncate: bool | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    error_type: str
+
+
+# --- index --------------------------------------------------------------------------------
+
+
+class SearchRequest(BaseModel):
+    query: str
+    k: int = Field(10, ge=1)
+    where: dict[str, Any] | None = Field(None, description="Metadata filter")
+    mode: str = Field("vector", description="vector, keyword or hybrid")
+
+
+class SearchHit(BaseModel):
+    id: str
+    score: float
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    highlight: list[int] | None = Field(
+        None, description="[start, end) character span of the passage that matched, in text"
+    )
+
+
+class SearchResponse(BaseModel):
+    query: str
+    mode: str
+    results: list[SearchHit]
+
+
+class DocumentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class DocumentWithId(DocumentIn):
+    id: str = Field(min_length=1, max_length=512)
+
+
+class DocumentsBatch(BaseModel):
+    documents: list[DocumentWithId] = Field(min_length=1)
+
+
+class DocumentOut(BaseModel):
+    id: str
+    text: str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class WriteResult(BaseModel):
+    ids: list[str]
+    count: int
+
+
+# --- service ------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok", "starting", "stopping"]
+
+
+class Info(BaseModel):
+    model_id: str
+    model_name: str
+    revision: str | None
+    architecture: str
+    dimension: int
+    max_seq_length: int
+    similarity: str
+    normalized: bool
+    pooling: list[str]
+    backend: str
+    precision: str
+    device: str
+    limits: dict[str, int | float | bool]
+    index: dict[str, Any] | None
+    version: str
