@@ -59,3 +59,7 @@ class NotFoundError(DistilmarcoError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class FormatError(InputError):
+    """A data file is malformed; the message names the file and the line (``path:line: ...``)."""
