@@ -1,0 +1,147 @@
+"""The two rebuildable caches over the store — the exact-search matrix and the HNSW file — and the
+rules that keep them honest: each remembers the sequence it covers and catches up from the store's
+``changes_since``; a cache older than the pruned tombstones, or an ANN file that is missing,
+corrupt, from another store or ahead of it, is rebuilt. The store always wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from distilmarco.errors import IndexStoreError
+from distilmarco.index.ann import AnnIndex
+from distilmarco.index.search import VectorMatrix
+from distilmarco.index.store import Store
+
+log = logging.getLogger(__name__)
+
+# Save the ANN file after catching up at least this many changed chunks (and after rebuilds).
+SAVE_AFTER_CHANGES = 2000
+
+
+class Caches:
+    """Lazily built, incrementally caught-up search structures of one index."""
+
+    def __init__(self, store: Store, dimension: int, similarity: str, ann_path: Path) -> None:
+        self.store = store
+        self.dimension = dimension
+        self.similarity = similarity
+        self.ann_path = ann_path
+        self._lock = threading.RLock()
+        self._matrix: VectorMatrix | None = None
+        self._ann: AnnIndex | None = None
+        self._ann_saved_seq = -1
+        self.last_ann_event = "not loaded"
+
+    @property
+    def store_id(self) -> str:
+        return self.store.meta()["store_id"]
+
+    def matrix(self) -> VectorMatrix:
+        """The exact-search matrix, caught up with the store."""
+        with self._lock:
+            seq, pruned = self.store.seq()
+            m = self._matrix
+            if m is None or m.seq < pruned:
+                m = VectorMatrix.empty(self.dimension)
+            if m.seq != seq or self._matrix is None:
+                m.apply(self.store.changes_since(m.seq, self.dimension))
+            self._matrix = m
+            return m
+
+    def ann(self, *, persist: bool = True) -> AnnIndex:
+        """The HNSW cache, loaded from its file (or rebuilt) and caught up with the store."""
+        with self._lock:
+            ann = self._ann or self._load_ann()
+            seq, pruned = self.store.seq()
+            if 0 < ann.seq < pruned:
+                ann = self._fresh_ann("its sequence is older than the store's pruned tombstones")
+            changed = 0
+            if ann.seq != seq:
+                changes = self.store.changes_since(ann.seq, self.dimension)
+                ann.remove(changes.removed)
+                new = np.asarray([not ann.contains(k) for k in changes.added], dtype=bool)
+                if new.any():
+                    ann.add(changes.added[new], changes.vectors[new])
+                ann.seq = changes.seq
+                changed = len(changes.added) + len(changes.removed)
+            counts = self.store.counts()
+            if counts.seq == ann.seq and counts.chunks != len(ann):
+                log.warning(
+                    "ANN cache holds %d vectors but the store %d chunks; rebuilding",
+                    len(ann),
+                    counts.chunks,
+                )
+                self._ann = self._fresh_ann("it disagreed with the store")
+                return self.ann(persist=persist)
+            self._ann = ann
+            if (
+                persist
+                and ann.seq != self._ann_saved_seq
+                and (changed >= SAVE_AFTER_CHANGES or self._ann_saved_seq < 0)
+            ):
+                self.save_ann()
+            return ann
+
+    def save_ann(self) -> None:
+        """Write the in-memory ANN cache to its file (atomically), if there is one to write."""
+        with self._lock:
+            if self._ann is None or self._ann.seq == self._ann_saved_seq:
+                return
+            self._ann.save(self.ann_path)
+            self._ann_saved_seq = self._ann.seq
+            log.info("saved ANN cache (%d vectors, seq %d)", len(self._ann), self._ann.seq)
+
+    def drop(self) -> None:
+        """Forget both caches (after a reindex)."""
+        with self._lock:
+            self._matrix = None
+            self._ann = None
+            self._ann_saved_seq = -1
+
+    def _load_ann(self) -> AnnIndex:
+        try:
+            ann = AnnIndex.load(self.ann_path)
+        except IndexStoreError as exc:
+            reason = str(exc)
+        else:
+            seq, _ = self.store.seq()
+            if ann.store_id != self.store_id:
+                reason = f"ANN file {self.ann_path} belongs to another index"
+            elif (ann.dimension, ann.similarity) != (self.dimension, self.similarity):
+                reason = f"ANN file {self.ann_path} was built for another model"
+            elif ann.seq > seq:
+                reason = f"ANN file {self.ann_path} claims sequence {ann.seq} > the store's {seq}"
+            else:
+                self._ann_saved_seq = ann.seq
+                self.last_ann_event = f"loaded (seq {ann.seq})"
+                return ann
+        return self._fresh_ann(reason)
+
+    def _fresh_ann(self, reason: str) -> AnnIndex:
+        log.warning("rebuilding the ANN cache: %s", reason)
+        self.last_ann_event = f"rebuilt: {reason}"
+        self._ann_saved_seq = -1
+        return AnnIndex(self.dimension, self.similarity, store_id=self.store_id, seq=0)
+
+    def ann_file_stamp(self) -> dict[str, object]:
+        """What the ANN file on disk says about itself (for stats), without trusting it."""
+        if not self.ann_path.exists():
+            return {"file": str(self.ann_path), "present": False}
+        try:
+            stamp = AnnIndex.load(self.ann_path).stamp
+        except IndexStoreError as exc:
+            return {"file": str(self.ann_path), "present": True, "valid": False, "error": str(exc)}
+        seq, _ = self.store.seq()
+        return {
+            "file": str(self.ann_path),
+            "present": True,
+            "valid": stamp.store_id == self.store_id,
+            "seq": stamp.seq,
+            "vectors": stamp.count,
+            "stale_by": seq - stamp.seq,
+        }

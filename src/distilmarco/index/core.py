@@ -1,0 +1,532 @@
+"""``Index``: documents in, passages out. Composes the store (truth), the chunker, the encoder and
+the search caches; every piece lives in its own module.
+
+Write path: validate -> chunk -> embed (no lock held) -> one short write transaction.
+Read path: dense (exact matrix or HNSW + full-precision rescoring), BM25 (FTS5), or hybrid (RRF).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from distilmarco.errors import InputError, ModelMismatchError, NotFoundError
+from distilmarco.index.caches import Caches
+from distilmarco.index.chunking import ChunkConfig, chunk_spans
+from distilmarco.index.filters import compile_where, metadata_json
+from distilmarco.index.search import (
+    best_per_document,
+    fts_query,
+    prepare,
+    reciprocal_rank_fusion,
+    similarity_scores,
+)
+from distilmarco.index.store import ChunkRow, DocumentRow, Store, StoredDocument
+
+if TYPE_CHECKING:
+    from distilmarco.encoder import Encoder
+
+log = logging.getLogger(__name__)
+
+Mode = Literal["dense", "bm25", "hybrid"]
+MODES = ("dense", "bm25", "hybrid")
+DEFAULT_PATH = "distilmarco.db"
+ANN_THRESHOLD = 50_000  # live chunks above which dense search uses HNSW by default
+HYBRID_DEPTH = 100  # documents each ranking contributes to the fusion
+_IDENTITY = ("model_id", "revision", "dimension", "similarity")
+
+Document = StoredDocument
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: a document and its best passage (``text[start:end]`` of the document).
+
+    ``score`` is the model's similarity for dense search (cosine for msmarco-distilbert-base-v4),
+    the BM25 score for ``bm25`` and the reciprocal-rank-fusion score for ``hybrid``.
+    """
+
+    id: str
+    score: float
+    passage: str
+    start: int
+    end: int
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    path: str
+    documents: int
+    chunks: int
+    vectors: int
+    fts_rows: int
+    seq: int
+    model_id: str | None
+    revision: str | None
+    dimension: int | None
+    similarity: str | None
+    chunk_window: int | None
+    chunk_overlap: int | None
+    file_bytes: int
+    ann: dict[str, object]
+
+
+class Index:
+    """A persistent semantic search index in one SQLite file.
+
+    >>> with Index("docs.db", encoder) as index:               # doctest: +SKIP
+    ...     index.add(["a"], ["Planes fly because their wings make lift."], [{"lang": "en"}])
+    ...     index.search("how do aircraft stay up?", k=3)
+
+    ``encoder`` may be an ``Encoder``, a model name/folder, or None: then the model recorded in the
+    index is loaded when first needed (the default model for a new index). Opening an index with a
+    different model than it was built with raises ``ModelMismatchError``; use ``reindex``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = DEFAULT_PATH,
+        encoder: Encoder | str | os.PathLike[str] | None = None,
+        *,
+        chunk_tokens: int | None = None,
+        chunk_overlap: int | None = None,
+        ann: Literal["auto", "always", "never"] = "auto",
+        busy_timeout: float = 30.0,
+        create: bool = True,
+    ) -> None:
+        if ann not in ("auto", "always", "never"):
+            raise InputError(f"ann {ann!r} is not one of 'auto', 'always', 'never'")
+        self.path = Path(path)
+        self.ann_policy = ann
+        self.store = Store(self.path, busy_timeout=busy_timeout, create=create)
+        self._encoder: Encoder | None = None
+        self._chunk_request = (chunk_tokens, chunk_overlap)
+        self._caches: Caches | None = None
+        if encoder is not None:
+            self._set_encoder(_as_encoder(encoder))
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Save a caught-up ANN cache if one is in memory, then close the file."""
+        if self._caches is not None:
+            self._caches.save_ann()
+        self.store.close()
+
+    # --- the model ------------------------------------------------------------------------------
+
+    @property
+    def encoder(self) -> Encoder:
+        """The encoder; loads the model the index records if none was given."""
+        if self._encoder is None:
+            from distilmarco.encoder import Encoder
+            from distilmarco.model.hub import DEFAULT_MODEL
+
+            meta = self.store.meta()
+            self._set_encoder(
+                Encoder(meta.get("model_id", DEFAULT_MODEL), revision=meta.get("revision") or None)
+            )
+        assert self._encoder is not None
+        return self._encoder
+
+    def _set_encoder(self, encoder: Encoder) -> None:
+        check_same_model(self.store.meta(), model_meta(encoder))
+        self._encoder = encoder
+        meta = self.store.meta()
+        window, overlap = self._chunk_request
+        if "chunk_window" in meta and window is None and overlap is None:
+            window, overlap = int(meta["chunk_window"]), int(meta["chunk_overlap"])
+        self.chunking = ChunkConfig.for_model(encoder.max_seq_length, window, overlap)
+
+    def _model_meta(self) -> dict[str, str]:
+        return {
+            **model_meta(self.encoder),
+            "chunk_window": str(self.chunking.window),
+            "chunk_overlap": str(self.chunking.overlap),
+        }
+
+    @property
+    def caches(self) -> Caches:
+        if self._caches is None:
+            meta = self.store.meta()
+            if "dimension" in meta:
+                dim, sim = int(meta["dimension"]), meta["similarity"]
+            else:
+                dim, sim = self.encoder.dimension, self.encoder.similarity
+            ann_path = self.path.with_name(self.path.name + ".ann")
+            self._caches = Caches(self.store, dim, sim, ann_path)
+        return self._caches
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def add(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> int:
+        """Add new documents in one transaction; an id that already exists fails the whole call."""
+        return self._put(ids, texts, metadata, replace=False)
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> int:
+        """Add documents, replacing any with the same id, in one transaction."""
+        return self._put(ids, texts, metadata, replace=True)
+
+    def _put(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any] | None] | None,
+        *,
+        replace: bool,
+    ) -> int:
+        rows = self._embed_documents(*validate_documents(ids, texts, metadata))
+        if not rows:
+            return 0
+        return self.store.put(
+            rows, replace=replace, meta=self._model_meta(), check=check_same_model
+        )
+
+    def _embed_documents(
+        self, ids: list[str], texts: list[str], metas: list[str]
+    ) -> list[DocumentRow]:
+        """Chunk and embed (no lock held): the slow part of every write happens here."""
+        spans = [self._spans(text) for text in texts]
+        passages = [text[s:e] for text, doc in zip(texts, spans, strict=True) for s, e in doc]
+        if not passages:
+            return []
+        vectors, stats = self.encoder.encode_with_stats(passages, truncation="count")
+        if stats.truncated:
+            log.warning("%d passage(s) were re-tokenised past the model limit", stats.truncated)
+        vectors = prepare(vectors, self.caches.similarity)
+        rows, at = [], 0
+        for id_, text, meta, doc in zip(ids, texts, metas, spans, strict=True):
+            chunks = tuple(ChunkRow(s, e, vectors[at + i]) for i, (s, e) in enumerate(doc))
+            at += len(doc)
+            rows.append(DocumentRow(id_, text, meta, content_hash(text), chunks))
+        return rows
+
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        offsets = self.encoder.tokenizer.offsets(text)
+        return chunk_spans(offsets, len(text), self.chunking)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Remove documents by id; returns how many of them existed."""
+        return self.store.delete(_check_ids(ids, allow_duplicates=True))
+
+    def reindex(self, encoder: Encoder | str | os.PathLike[str]) -> int:
+        """Re-embed every document with ``encoder`` (another model or chunking) in one transaction."""
+        new = _as_encoder(encoder)
+        self._encoder, self._caches = new, None
+        window, overlap = self._chunk_request
+        self.chunking = ChunkConfig.for_model(new.max_seq_length, window, overlap)
+        docs = list(self.store.iter_documents())
+        rows = self._embed_documents(
+            [d.id for d in docs], [d.text for d in docs], ["{}"] * len(docs)
+        )
+        doc_rows = self.store.doc_rows([d.id for d in docs])
+        rows_by_doc = {doc_rows[r.id]: r.chunks for r in rows if r.id in doc_rows}
+        self.store.replace_all(rows_by_doc, self._model_meta())
+        return len(docs)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def get(self, id: str) -> Document:
+        doc = self.store.get(id)
+        if doc is None:
+            raise NotFoundError(f"no document with id {id!r} in {self.path}")
+        return doc
+
+    def count(self) -> int:
+        return self.store.counts().documents
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __contains__(self, id: object) -> bool:
+        return isinstance(id, str) and self.store.get(id) is not None
+
+    def documents(self) -> Iterator[Document]:
+        """Every document (id, text, metadata, ...) in insertion order."""
+        return self.store.iter_documents()
+
+    def ids(self) -> list[str]:
+        return [d.id for d in self.store.iter_documents()]
+
+    def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        """id -> SHA-256 of the stored text, for the ids that exist (incremental indexing)."""
+        return self.store.content_hashes(list(ids))
+
+    def vectors(self, ids: Sequence[str]) -> np.ndarray:
+        """Document vectors (N, D), row i for ids[i]: the mean of the document's chunk vectors,
+        re-normalised for cosine models (for a one-chunk document, its chunk's vector)."""
+        found = self.store.doc_vectors(list(ids), self.caches.dimension)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise NotFoundError(f"{len(missing)} id(s) not in the index, e.g. {missing[0]!r}")
+        out = (
+            np.stack([found[i].mean(axis=0) for i in ids])
+            if ids
+            else np.zeros((0, self.caches.dimension), np.float32)
+        )
+        return prepare(out, self.caches.similarity)
+
+    def search(
+        self,
+        query: str,
+        k: int = 10,
+        *,
+        where: Mapping[str, Any] | None = None,
+        mode: Mode = "dense",
+        exact: bool | None = None,
+    ) -> list[Hit]:
+        """The ``k`` best documents for ``query``, each with its best passage.
+
+        ``where`` keeps documents whose metadata equals every given value (a list: any of them).
+        ``exact`` forces exact (True) or HNSW (False) dense search; None chooses by size.
+        """
+        if mode not in MODES:
+            raise InputError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+        if not isinstance(query, str) or not query.strip():
+            raise InputError("query must be a non-empty string")
+        k = _check_k(k)
+        if mode == "bm25":
+            return self._bm25(query, k, where)
+        if mode == "dense":
+            return self.search_vector(self._embed_query(query), k, where=where, exact=exact)
+        depth = max(k, HYBRID_DEPTH)
+        dense = self.search_vector(self._embed_query(query), depth, where=where, exact=exact)
+        lexical = self._bm25(query, depth, where)
+        by_id = {h.id: h for h in lexical} | {h.id: h for h in dense}
+        fused = reciprocal_rank_fusion([[h.id for h in dense], [h.id for h in lexical]])
+        return [_rescored(by_id[i], score) for i, score in fused[:k]]
+
+    def _embed_query(self, query: str) -> np.ndarray:
+        return self.encoder.encode([query], truncation="count")[0]
+
+    def search_vector(
+        self,
+        vector: np.ndarray,
+        k: int = 10,
+        *,
+        where: Mapping[str, Any] | None = None,
+        exclude_ids: Sequence[str] = (),
+        exact: bool | None = None,
+    ) -> list[Hit]:
+        """Documents nearest to ``vector`` (e.g. ``vectors([id])[0]`` for "more like this")."""
+        k = _check_k(k)
+        dim, similarity = self.caches.dimension, self.caches.similarity
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if query.shape != (dim,) or not np.isfinite(query).all():
+            raise InputError(f"query vector must be {dim} finite numbers, got shape {query.shape}")
+        query = prepare(query, similarity)
+        if where is None and not exclude_ids and self._use_ann(exact):
+            return self._ann_search(query, k)
+        m = self.caches.matrix()
+        mask = None
+        if where:
+            sql, params = compile_where(where, self.store.metadata_keys())
+            mask = np.isin(m.docs, self.store.docs_matching(sql, params))
+        if exclude_ids:
+            excluded = np.fromiter(self.store.doc_rows(list(exclude_ids)).values(), dtype=np.int64)
+            keep = ~np.isin(m.docs, excluded)
+            mask = keep if mask is None else mask & keep
+        scores = m.scores(query, similarity, mask)
+        pos, best = best_per_document(scores, m.docs, k)
+        live = np.isfinite(best)
+        return self._hits(m.keys[pos[live]], best[live])
+
+    def _use_ann(self, exact: bool | None) -> bool:
+        if exact is not None:
+            return not exact
+        if self.ann_policy != "auto":
+            return self.ann_policy == "always"
+        return self.caches.similarity != "manhattan" and self.store.counts().chunks >= ANN_THRESHOLD
+
+    def _ann_search(self, query: np.ndarray, k: int) -> list[Hit]:
+        """HNSW candidates, rescored with the store's full-precision vectors, best chunk per doc."""
+        ann = self.caches.ann()
+        want = max(4 * k, 40)
+        while True:
+            keys = ann.search(query, want)
+            info = self.store.passages(keys)
+            keys = np.asarray([c for c in keys if int(c) in info], dtype=np.int64)
+            numbering: dict[str, int] = {}
+            docs = np.asarray(
+                [numbering.setdefault(info[int(c)][0], len(numbering)) for c in keys], np.int64
+            )
+            if len(numbering) >= k or want >= len(ann):
+                break
+            want *= 4
+        vectors = self.store.chunk_vectors(keys, self.caches.dimension)
+        scores = similarity_scores(vectors, query, self.caches.similarity)
+        pos, best = best_per_document(scores, docs, k)
+        return self._hits(keys[pos], best, info)
+
+    def _bm25(self, query: str, k: int, where: Mapping[str, Any] | None) -> list[Hit]:
+        match = fts_query(query)
+        if match is None:
+            return []
+        sql, params = compile_where(where, self.store.metadata_keys()) if where else (None, [])
+        rows = self.store.bm25(match, k, sql, params)
+        return self._hits(
+            np.asarray([c for c, _ in rows], np.int64), np.asarray([s for _, s in rows])
+        )
+
+    def _hits(
+        self,
+        chunks: np.ndarray,
+        scores: np.ndarray,
+        info: Mapping[int, tuple[str, int, int, str, dict[str, Any]]] | None = None,
+    ) -> list[Hit]:
+        info = info if info is not None else self.store.passages(chunks)
+        hits = []
+        for chunk, score in zip(chunks.tolist(), scores.tolist(), strict=True):
+            if chunk in info:  # a concurrent delete may have removed it since the scan
+                id_, start, end, text, meta = info[chunk]
+                hits.append(Hit(id_, float(score), text[start:end], start, end, meta))
+        return hits
+
+    # --- maintenance ----------------------------------------------------------------------------
+
+    def optimize(self) -> None:
+        """Bring the ANN file up to date with the store and save it (e.g. after a bulk add)."""
+        if self.store.counts().chunks:
+            self.caches.ann(persist=False)
+            self.caches.save_ann()
+
+    def stats(self) -> IndexStats:
+        counts = self.store.counts()
+        meta = self.store.meta()
+        size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+
+        def num(key: str) -> int | None:
+            return int(meta[key]) if key in meta else None
+
+        return IndexStats(
+            path=str(self.path),
+            documents=counts.documents,
+            chunks=counts.chunks,
+            vectors=counts.vectors,
+            fts_rows=counts.fts,
+            seq=counts.seq,
+            model_id=meta.get("model_id"),
+            revision=meta.get("revision") or None,
+            dimension=num("dimension"),
+            similarity=meta.get("similarity"),
+            chunk_window=num("chunk_window"),
+            chunk_overlap=num("chunk_overlap"),
+            file_bytes=size,
+            ann=self.caches.ann_file_stamp() if "dimension" in meta else {"present": False},
+        )
+
+
+# --- pure helpers ---------------------------------------------------------------------------------
+
+
+def model_meta(encoder: Encoder) -> dict[str, str]:
+    return {
+        "model_id": encoder.model_id,
+        "revision": encoder.revision or "",
+        "dimension": str(encoder.dimension),
+        "similarity": encoder.similarity,
+    }
+
+
+def check_same_model(recorded: Mapping[str, str], wanted: Mapping[str, str]) -> None:
+    """Raise ModelMismatchError when an index built with one model is used with another."""
+    if "model_id" not in recorded:
+        return
+    diffs = [
+        f"{key} {recorded.get(key)!r} (index) != {wanted.get(key)!r} (given)"
+        for key in _IDENTITY
+        if recorded.get(key, "") != wanted.get(key, "")
+    ]
+    if diffs:
+        raise ModelMismatchError(
+            "this index was built with another model: "
+            + "; ".join(diffs)
+            + ". Open it without a model to use the recorded one, or run reindex to re-embed"
+        )
+
+
+def content_hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def validate_documents(
+    ids: Sequence[str], texts: Sequence[str], metadata: Sequence[Mapping[str, Any] | None] | None
+) -> tuple[list[str], list[str], list[str]]:
+    """Check a whole batch before anything is embedded or written; errors name the position."""
+    ids = _check_ids(ids, allow_duplicates=False)
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise InputError(f"texts must be a list of strings, got {type(texts).__name__}")
+    if len(texts) != len(ids):
+        raise InputError(f"got {len(ids)} ids but {len(texts)} texts")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InputError(f"text {i} (id {ids[i]!r}) is {type(text).__name__}, expected str")
+        if not text.strip():
+            raise InputError(f"text {i} (id {ids[i]!r}) is empty")
+    from distilmarco.encoder import validate_texts
+
+    validate_texts(texts)
+    if metadata is None:
+        metas = ["{}"] * len(ids)
+    elif isinstance(metadata, Mapping) or not isinstance(metadata, Sequence):
+        raise InputError("metadata must be a list with one dict (or None) per document")
+    elif len(metadata) != len(ids):
+        raise InputError(f"got {len(ids)} ids but {len(metadata)} metadata entries")
+    else:
+        metas = [metadata_json(m, i) for i, m in enumerate(metadata)]
+    return ids, list(texts), metas
+
+
+def _check_ids(ids: Sequence[str], *, allow_duplicates: bool) -> list[str]:
+    if isinstance(ids, str) or not isinstance(ids, Sequence):
+        raise InputError(f"ids must be a list of strings, got {type(ids).__name__}")
+    seen: set[str] = set()
+    for i, id_ in enumerate(ids):
+        if not isinstance(id_, str):
+            raise InputError(f"id {i} is {type(id_).__name__} ({id_!r}); ids must be strings")
+        if not id_:
+            raise InputError(f"id {i} is an empty string")
+        if id_ in seen and not allow_duplicates:
+            raise InputError(f"id {id_!r} appears more than once in this batch (again at {i})")
+        seen.add(id_)
+    return list(ids)
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+def _rescored(hit: Hit, score: float) -> Hit:
+    return Hit(hit.id, score, hit.passage, hit.start, hit.end, hit.metadata)
+
+
+def _as_encoder(encoder: Encoder | str | os.PathLike[str]) -> Encoder:
+    from distilmarco.encoder import Encoder
+
+    return encoder if isinstance(encoder, Encoder) else Encoder(encoder)

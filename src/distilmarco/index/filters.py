@@ -1,0 +1,88 @@
+"""Metadata: validating what is stored and compiling ``where`` filters to SQL."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from distilmarco.errors import InputError
+
+Scalar = str | int | float | bool | None
+
+
+def metadata_json(metadata: object, position: int) -> str:
+    """Canonical JSON of one document's metadata: a dict with string keys, JSON values only."""
+    if metadata is None:
+        return "{}"
+    if not isinstance(metadata, Mapping):
+        raise InputError(
+            f"metadata {position} is {type(metadata).__name__}; it must be a dict (JSON object)"
+        )
+    for key in metadata:
+        if not isinstance(key, str):
+            raise InputError(f"metadata {position} has a key {key!r} that is not a string")
+    try:
+        return json.dumps(dict(metadata), sort_keys=True, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"metadata {position} is not JSON-serialisable: {exc}") from exc
+
+
+def parse_where_pairs(pairs: Sequence[str]) -> dict[str, Scalar]:
+    """CLI ``--where key=value`` items; values that parse as JSON scalars keep their type."""
+    out: dict[str, Scalar] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--where {pair!r} must look like key=value")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key] = value if isinstance(value, str | int | float | bool) or value is None else raw
+    return out
+
+
+def compile_where(where: Mapping[str, Any], known_keys: Sequence[str]) -> tuple[str, list[Any]]:
+    """SQL over ``documents.metadata`` for equality filters; a list value means "any of".
+
+    Every key must occur in some stored document: a misspelt key is an error, not zero hits.
+    """
+    if not isinstance(where, Mapping):
+        raise InputError(
+            f"where must be a dict of metadata key -> value, got {type(where).__name__}"
+        )
+    clauses: list[str] = []
+    params: list[Any] = []
+    for key, value in where.items():
+        if not isinstance(key, str) or key not in known_keys:
+            raise InputError(
+                f"where-clause key {key!r} is not a metadata key of any document; "
+                f"known keys: {', '.join(known_keys) or '(none)'}"
+            )
+        path = '$."' + key.replace('"', '\\"') + '"'
+        values = list(value) if isinstance(value, list | tuple) else [value]
+        if not values:
+            raise InputError(f"where-clause key {key!r} has an empty list of values")
+        parts = []
+        for v in values:
+            _check_scalar(key, v)
+            if v is None:
+                parts.append("json_type(metadata, ?) = 'null'")
+                params.append(path)
+            else:
+                parts.append("json_extract(metadata, ?) = ?")
+                params.extend([path, int(v) if isinstance(v, bool) else v])
+        clauses.append("(" + " OR ".join(parts) + ")")
+    return " AND ".join(clauses) or "1", params
+
+
+def _check_scalar(key: str, value: object) -> None:
+    if value is not None and not isinstance(value, str | int | float | bool):
+        raise InputError(
+            f"where-clause value for {key!r} is {type(value).__name__}; use a string, number, "
+            "boolean, null or a list of those"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InputError(f"where-clause value for {key!r} must be finite, got {value}")

@@ -1,0 +1,144 @@
+"""Exact search, document-level aggregation and rank fusion: pure functions over arrays, plus the
+in-memory matrix of chunk vectors that exact search scans (caught up from the store by sequence).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from distilmarco.index.store import Changes
+
+RRF_K = 60  # the constant of Cormack et al. (2009)
+_BLOCK = 65536  # rows per matmul block: bounds the temporary score arrays
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def prepare(vectors: np.ndarray, similarity: str) -> np.ndarray:
+    """Vectors as stored and searched: unit length for cosine, unchanged otherwise."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if similarity != "cosine":
+        return vectors
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
+
+
+def similarity_scores(matrix: np.ndarray, query: np.ndarray, similarity: str) -> np.ndarray:
+    """Score of every row against one prepared query; higher is better for every similarity."""
+    if similarity in ("cosine", "dot"):
+        return matrix @ query
+    diff = matrix - query
+    if similarity == "euclidean":
+        return -np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return -np.abs(diff).sum(axis=1)  # manhattan
+
+
+def best_per_document(
+    chunk_scores: np.ndarray, docs: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of the best-scoring chunk of each of the top ``k`` documents, and their scores.
+
+    Ties between documents are broken by the lower position (the older chunk), deterministically.
+    """
+    if k <= 0 or len(chunk_scores) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    want = min(len(chunk_scores), k)
+    while True:
+        # The top `want` chunks hold the top k documents once they span k distinct documents.
+        cand = (
+            np.argpartition(-chunk_scores, want - 1)[:want]
+            if want < len(chunk_scores)
+            else (np.arange(len(chunk_scores)))
+        )
+        cand = cand[np.lexsort((cand, -chunk_scores[cand]))]
+        _, first = np.unique(docs[cand], return_index=True)
+        if len(first) >= k or want == len(chunk_scores):
+            keep = cand[np.sort(first)][:k]
+            return keep, chunk_scores[keep]
+        want = min(len(chunk_scores), want * 4)
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[str]], k: int = RRF_K
+) -> list[tuple[str, float]]:
+    """Fuse ranked id lists: score(id) = sum over lists of 1 / (k + rank), rank from 1."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for rank, id_ in enumerate(ranking, start=1):
+            scores[id_] = scores.get(id_, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def fts_query(text: str) -> str | None:
+    """An FTS5 MATCH expression: every distinct word of ``text``, quoted, joined by OR."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
+    if not words:
+        return None
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+@dataclass
+class VectorMatrix:
+    """Every live chunk vector as one matrix, with chunk ids and document row ids alongside."""
+
+    keys: np.ndarray  # (N,) int64 chunk ids, ascending
+    docs: np.ndarray  # (N,) int64 document row ids
+    matrix: np.ndarray  # (N, D) float32
+    alive: np.ndarray  # (N,) bool
+    seq: int
+
+    @classmethod
+    def empty(cls, dim: int) -> VectorMatrix:
+        return cls(
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros((0, dim), np.float32),
+            np.zeros(0, bool),
+            0,
+        )
+
+    def apply(self, changes: Changes) -> None:
+        """Catch up: mark removed chunks dead, append added ones, compact when mostly dead."""
+        if len(changes.removed):
+            self.alive[_present(self.keys, changes.removed)] = False
+        if len(changes.added):
+            fresh = changes.added > (self.keys[-1] if len(self.keys) else -1)
+            self.keys = np.concatenate([self.keys, changes.added[fresh]])
+            self.docs = np.concatenate([self.docs, changes.added_docs[fresh]])
+            self.matrix = np.concatenate([self.matrix, changes.vectors[fresh]])
+            self.alive = np.concatenate([self.alive, np.ones(int(fresh.sum()), bool)])
+        self.seq = changes.seq
+        if len(self.alive) and self.alive.mean() < 0.7:
+            self.keys, self.docs = self.keys[self.alive], self.docs[self.alive]
+            self.matrix, self.alive = self.matrix[self.alive], self.alive[self.alive]
+
+    @property
+    def live(self) -> int:
+        return int(self.alive.sum())
+
+    def scores(self, query: np.ndarray, similarity: str, mask: np.ndarray | None) -> np.ndarray:
+        """Scores of every row (dead or masked rows get -inf), computed in blocks."""
+        out = np.empty(len(self.keys), dtype=np.float32)
+        for lo in range(0, len(self.keys), _BLOCK):
+            out[lo : lo + _BLOCK] = similarity_scores(
+                self.matrix[lo : lo + _BLOCK], query, similarity
+            )
+        allowed = self.alive if mask is None else self.alive & mask
+        out[~allowed] = -np.inf
+        return out
+
+    def positions(self, keys: np.ndarray) -> np.ndarray:
+        """Row positions of the given chunk ids (which must be present)."""
+        return np.searchsorted(self.keys, keys)
+
+
+def _present(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Positions in sorted ``keys`` of the members of ``wanted`` that are there."""
+    pos = np.searchsorted(keys, wanted)
+    pos = np.clip(pos, 0, max(len(keys) - 1, 0))
+    if not len(keys):
+        return np.zeros(0, np.int64)
+    return pos[keys[pos] == wanted]
