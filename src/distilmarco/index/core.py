@@ -414,6 +414,11 @@ class Index:
             self.caches.ann(persist=False)
             self.caches.save_ann()
 
+    def optimize_if_large(self) -> None:
+        """``optimize`` when dense search would use HNSW (above ``ANN_THRESHOLD`` chunks)."""
+        if self._use_ann(None) and self.caches.similarity != "manhattan":
+            self.optimize()
+
     def stats(self) -> IndexStats:
         counts = self.store.counts()
         meta = self.store.meta()

@@ -1,0 +1,163 @@
+"""``distilmarco index add|search|get|delete|stats|reindex``: thin wrappers over ``Index``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+
+from distilmarco.cli.app import app, err, out
+
+index_app = typer.Typer(
+    help="Build and search a semantic index (one SQLite file).", no_args_is_help=True
+)
+app.add_typer(index_app, name="index")
+
+DbOption = typer.Option(
+    Path("distilmarco.db"), "--db", "-d", help="Index file (default ./distilmarco.db)"
+)
+JsonOption = typer.Option(False, "--json", help="Machine-readable output")
+
+
+def _open(db: Path, model: str | None = None, create: bool = False):  # type: ignore[no-untyped-def]
+    from distilmarco.index import Index
+
+    return Index(db, model, create=create)
+
+
+@index_app.command("add")
+def add(
+    paths: list[Path] = typer.Argument(
+        ..., help="Files or folders (.txt .md .rst .html .jsonl .csv .parquet)"
+    ),
+    db: Path = DbOption,
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="Model for a new index (default: the recorded one)"
+    ),
+    field: str = typer.Option("text", help="Field/column holding the text in tables"),
+    sync: bool = typer.Option(False, "--sync", help="Remove documents whose files are gone"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Index files and folders; only new or changed content is embedded."""
+    from rich.progress import Progress
+
+    from distilmarco.index.ingest import ingest
+
+    with _open(db, model, create=True) as index, Progress(console=err, transient=True) as bar:
+        task = bar.add_task("embedding", total=None)
+        report = ingest(
+            index,
+            paths,
+            sync=sync,
+            field=field,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+        index.optimize_if_large()
+    if as_json:
+        out.print_json(json.dumps(asdict(report)))
+    else:
+        out.print(
+            f"{report.files} file(s), {report.documents} document(s): {report.added} added, "
+            f"{report.updated} updated, {report.unchanged} unchanged, {report.deleted} deleted"
+            + (f", {report.empty} empty skipped" if report.empty else "")
+        )
+
+
+@index_app.command("search")
+def search(
+    query: str = typer.Argument(..., help="What to look for, in plain words"),
+    db: Path = DbOption,
+    k: int = typer.Option(10, "-k", "--top", help="Number of documents"),
+    mode: str = typer.Option("dense", help="dense, bm25 or hybrid"),
+    where: list[str] = typer.Option(
+        [], "--where", "-w", help="Metadata filter key=value (repeatable)"
+    ),
+    exact: bool | None = typer.Option(None, "--exact/--ann", help="Force exact or HNSW search"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Search the index; prints score, id and the best passage."""
+    from distilmarco.index.filters import parse_where_pairs
+
+    with _open(db) as index:
+        hits = index.search(
+            query, k, where=parse_where_pairs(where) or None, mode=mode, exact=exact
+        )  # type: ignore[arg-type]
+    if as_json:
+        out.print_json(json.dumps([asdict(h) for h in hits]))
+        return
+    if not hits:
+        out.print("no hits")
+    words = {w.lower() for w in query.split() if len(w) > 2}
+    for hit in hits:
+        out.print(f"[bold]{hit.score:.4f}[/bold]  [cyan]{escape(hit.id)}[/cyan]", highlight=False)
+        out.print("    " + _highlight(" ".join(hit.passage.split())[:400], words), highlight=False)
+
+
+def _highlight(passage: str, words: set[str]) -> str:
+    return " ".join(
+        f"[yellow]{escape(w)}[/yellow]" if w.lower().strip(".,;:!?()\"'") in words else escape(w)
+        for w in passage.split()
+    )
+
+
+@index_app.command("get")
+def get(
+    id: str = typer.Argument(..., help="Document id"),
+    db: Path = DbOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Show one document."""
+    with _open(db) as index:
+        doc = index.get(id)
+    if as_json:
+        out.print_json(json.dumps(asdict(doc)))
+    else:
+        out.print(
+            f"[bold]{escape(doc.id)}[/bold]  {doc.chunks} chunk(s)  {json.dumps(doc.metadata)}"
+        )
+        out.print(escape(doc.text), highlight=False)
+
+
+@index_app.command("delete")
+def delete(
+    ids: list[str] = typer.Argument(..., help="Document ids"),
+    db: Path = DbOption,
+) -> None:
+    """Remove documents by id."""
+    with _open(db) as index:
+        n = index.delete(ids)
+    out.print(
+        f"deleted {n} of {len(ids)} document(s)"
+        + (" (the rest were not found)" if n < len(ids) else "")
+    )
+
+
+@index_app.command("stats")
+def stats(db: Path = DbOption, as_json: bool = JsonOption) -> None:
+    """Counts, model, chunking, file size and the state of the ANN cache."""
+    with _open(db) as index:
+        facts = asdict(index.stats())
+    if as_json:
+        out.print_json(json.dumps(facts))
+        return
+    for key, value in facts.items():
+        out.print(f"[bold]{key:>14}[/bold]  {value}", highlight=False)
+
+
+@index_app.command("reindex")
+def reindex(
+    db: Path = DbOption,
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="New model (default: the recorded one)"
+    ),
+) -> None:
+    """Re-embed every document (e.g. with another model)."""
+    from distilmarco.index import Index
+
+    with Index(db, create=False) as index:
+        n = index.reindex(model or index.store.meta().get("model_id") or "")
+        index.optimize_if_large()
+    out.print(f"re-embedded {n} document(s) with {model or 'the recorded model'}")
