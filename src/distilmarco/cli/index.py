@@ -84,7 +84,7 @@ def search(
     with _open(db) as index:
         hits = index.search(
             query, k, where=parse_where_pairs(where) or None, mode=mode, exact=exact
-        )  # type: ignore[arg-type]
+        )
     if as_json:
         out.print_json(json.dumps([asdict(h) for h in hits]))
         return
