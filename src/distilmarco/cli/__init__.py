@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-import click
+import typer
 
 from distilmarco.cli import embed as _embed  # noqa: F401  (registers commands)
 from distilmarco.cli import index as _index  # noqa: F401
@@ -21,10 +21,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     try:
         result = app(args=argv, standalone_mode=False)
-    except click.exceptions.ClickException as exc:
-        exc.show()
+    except typer.exceptions.TyperException as exc:  # usage errors: bad option, bad value
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err.print(f"error: {exc}", highlight=False, markup=False)
         return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
         err.print("aborted")
         return 130
     except (DistilmarcoError, OSError, TypeError, ValueError) as exc:
