@@ -49,5 +49,5 @@ def test_offline_without_cache_explains_what_to_do(hub_cache: Path) -> None:
 
 
 def test_missing_local_path_is_not_sent_to_the_hub(tmp_path: Path) -> None:
-    with pytest.raises(ModelNotFoundError, match="model folder .* does not exist"):
+    with pytest.raises(ModelNotFoundError, match=r"model folder .* does not exist"):
         Encoder(tmp_path / "nope")

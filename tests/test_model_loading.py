@@ -73,7 +73,7 @@ def test_pickled_weights_load_only_through_weights_only(
     assert "weights_only=True" in caplog.text
     # A pickle that would run code is refused, not executed.
     torch.save({"evil": Path("/tmp")}, model_copy / "pytorch_model.bin")
-    with pytest.raises(CheckpointError, match="could not read .*pytorch_model.bin safely"):
+    with pytest.raises(CheckpointError, match=r"could not read .*pytorch_model.bin safely"):
         Encoder(model_copy)
 
 
@@ -86,7 +86,7 @@ def test_corrupt_safetensors_is_a_clear_error(model_copy: Path) -> None:
 
 def test_no_weights_at_all(model_copy: Path) -> None:
     (model_copy / "model.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="no weights in .*expected one of model.safetensors"):
+    with pytest.raises(CheckpointError, match=r"no weights in .*expected one of model.safetensors"):
         Encoder(model_copy)
 
 
@@ -117,7 +117,7 @@ def test_unsupported_architecture_is_refused(model_copy: Path) -> None:
 
 
 def test_folder_that_is_not_a_model(tmp_path: Path) -> None:
-    with pytest.raises(ModelFormatError, match="neither modules.json nor config.json"):
+    with pytest.raises(ModelFormatError, match=r"neither modules.json nor config.json"):
         Encoder(tmp_path)
 
 
