@@ -98,10 +98,9 @@ def serve(
     encoder = Encoder(model, backend=backend, precision=precision, device=device, threads=threads)
     opened = None
     if index is not None:
-        import importlib
+        from distilmarco.index import Index
 
-        # imported by name until the index package exports Index
-        opened = importlib.import_module("distilmarco.index").Index(index, encoder=encoder)
+        opened = Index(index, encoder=encoder)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.print(f"[yellow]warning:[/yellow] listening on {host} without an API key")
     err.print(f"serving {encoder.model_id} on http://{host}:{port}  (docs: /docs)", highlight=False)

@@ -32,7 +32,7 @@ from distilmarco.server.http_errors import (
 )
 from distilmarco.server.limits import BodyLimitMiddleware
 from distilmarco.server.metrics import Metrics, MetricsMiddleware
-from distilmarco.server.routes_embed import embedding_routes, json_response
+from distilmarco.server.routes_embed import add_embedding_routes, json_response
 from distilmarco.server.schemas import Health, Info
 from distilmarco.server.service import EmbeddingService
 from distilmarco.server.settings import ServerSettings
@@ -84,7 +84,7 @@ def create_app(settings: ServerSettings, encoder: Encoder, index: Any = None) ->
         }
         index_facts = None
         if index is not None:
-            index_facts = {"documents": await service.batcher.call(index.count)}
+            index_facts = {"documents": await asyncio.to_thread(index.count)}
         return json_response(
             {
                 "model_id": facts.model_id,
@@ -122,11 +122,11 @@ def create_app(settings: ServerSettings, encoder: Encoder, index: Any = None) ->
         )
         return HTMLResponse(html)
 
-    app.include_router(embedding_routes(service, model_name))
+    add_embedding_routes(app, service, model_name)
     if index is not None:
-        from distilmarco.server.routes_index import index_routes
+        from distilmarco.server.routes_index import add_index_routes
 
-        app.include_router(index_routes(service, index))
+        add_index_routes(app, service, index, settings)
 
     known = {getattr(r, "path", "") for r in app.routes}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -30,6 +30,7 @@ _KINDS: dict[int, tuple[str, str | None, str]] = {
     401: ("invalid_request_error", "invalid_api_key", "Unauthorized"),
     404: ("invalid_request_error", "not_found", "NotFound"),
     405: ("invalid_request_error", "method_not_allowed", "Validation"),
+    409: ("invalid_request_error", "conflict", "Conflict"),
     413: ("invalid_request_error", "request_too_large", "Validation"),
     415: ("invalid_request_error", "unsupported_media_type", "Validation"),
     422: ("invalid_request_error", "invalid_value", "Validation"),

@@ -119,3 +119,20 @@ def check_texts(texts: Sequence[str], max_inputs: int, max_chars: int, param: st
                 f"{bad.start()}: it is not valid Unicode text",
                 param=param,
             )
+
+
+def check_unicode(value: object, param: str) -> None:
+    """422 when any string inside ``value`` (nested dicts/lists, keys too) has a lone surrogate."""
+    stack: list[object] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                raise ApiError(
+                    422, f"{param} contains a lone surrogate: it is not valid Unicode", param=param
+                )
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)

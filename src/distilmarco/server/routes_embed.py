@@ -6,7 +6,7 @@ import base64
 import json
 
 import numpy as np
-from fastapi import APIRouter
+from fastapi import FastAPI
 from starlette.responses import Response
 
 from distilmarco.server.http_errors import ApiError
@@ -30,12 +30,14 @@ _ERRORS: dict[int | str, dict] = {
 
 def json_response(content: object, status: int = 200) -> Response:
     """Compact JSON; refuses NaN/Infinity rather than writing invalid JSON."""
-    body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        body = json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:  # NaN or Infinity: a server fault, never invalid JSON
+        raise ApiError(500, f"the response held a non-finite number: {exc}") from exc
     return Response(body.encode("utf-8"), status_code=status, media_type="application/json")
 
 
-def embedding_routes(service: EmbeddingService, model_name: str) -> APIRouter:
-    router = APIRouter()
+def add_embedding_routes(router: FastAPI, service: EmbeddingService, model_name: str) -> None:
     cosine = service.encoder.similarity == "cosine"
     dimension = service.encoder.dimension
 
@@ -100,8 +102,6 @@ def embedding_routes(service: EmbeddingService, model_name: str) -> APIRouter:
         scores = score(out.vectors[0], out.vectors[1:], service.encoder.similarity)
         return json_response([float(x) for x in scores])
 
-    return router
-
 
 def score(query: np.ndarray, others: np.ndarray, similarity: str) -> np.ndarray:
     """Scores of ``query`` (D,) against ``others`` (N, D); higher is more similar."""
@@ -109,7 +109,7 @@ def score(query: np.ndarray, others: np.ndarray, similarity: str) -> np.ndarray:
     m = others.astype(np.float64)
     if similarity == "cosine":
         denom = np.maximum(np.linalg.norm(m, axis=1) * np.linalg.norm(q), 1e-12)
-        return (m @ q) / denom
+        return np.clip((m @ q) / denom, -1.0, 1.0)
     if similarity == "dot":
         return m @ q
     if similarity == "euclidean":

@@ -91,20 +91,23 @@ class ErrorResponse(BaseModel):
 
 
 class SearchRequest(BaseModel):
-    query: str
-    k: int = Field(10, ge=1)
-    where: dict[str, Any] | None = Field(None, description="Metadata filter")
-    mode: str = Field("vector", description="vector, keyword or hybrid")
+    query: str = Field(description="What to look for")
+    k: int = Field(10, ge=1, description="How many documents to return")
+    where: dict[str, Any] | None = Field(
+        None, description="Metadata filter: key -> value (or a list of accepted values)"
+    )
+    mode: Literal["dense", "bm25", "hybrid"] = "dense"
+    include_text: bool = Field(False, description="Also return each document's full text")
 
 
 class SearchHit(BaseModel):
     id: str
     score: float
-    text: str
+    passage: str = Field(description="The best-matching passage: text[start:end] of the document")
+    start: int
+    end: int
     metadata: dict[str, Any] = Field(default_factory=dict)
-    highlight: list[int] | None = Field(
-        None, description="[start, end) character span of the passage that matched, in text"
-    )
+    text: str | None = Field(None, description="The whole document, when include_text is set")
 
 
 class SearchResponse(BaseModel):
@@ -126,6 +129,7 @@ class DocumentWithId(DocumentIn):
 
 class DocumentsBatch(BaseModel):
     documents: list[DocumentWithId] = Field(min_length=1)
+    upsert: bool = Field(False, description="Replace documents whose id exists (else 409)")
 
 
 class DocumentOut(BaseModel):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from distilmarco.encoder import Encoder, normalize_rows
-from distilmarco.server.batching import BatchReport, MicroBatcher
+from distilmarco.server.batching import BatchReport, MicroBatcher, QueueFullError
 from distilmarco.server.http_errors import ApiError
 from distilmarco.server.limits import check_texts
 from distilmarco.server.metrics import Metrics
@@ -100,7 +100,11 @@ class EmbeddingService:
             )
         if truncated:
             self.metrics.truncated.inc(truncated)
-        vectors = await self.batcher.embed(tokenized.ids)
+        try:
+            vectors = await self.batcher.embed(tokenized.ids)
+        except QueueFullError:
+            self.metrics.rejected.inc()
+            raise
         if normalize:
             vectors = normalize_rows(vectors)
         return Embedded(vectors, int(tokenized.lengths.sum()), truncated)
