@@ -120,10 +120,8 @@ def _ann_neighbours(x: np.ndarray, k: int, metric: str, seed: int) -> tuple[np.n
     found = graph.search(x, k + 1, log=False)
     keys = found.keys.astype(np.int64)
     dist = found.distances.astype(np.float32)
-    if metric in ("cosine", "dot"):
-        scores = 1.0 - dist  # usearch's "cos" and "ip" distances are 1 - similarity
-    else:
-        scores = -np.sqrt(np.maximum(dist, 0.0))
+    # usearch's "cos" and "ip" distances are 1 - similarity; "l2sq" is the squared distance.
+    scores = 1.0 - dist if metric in ("cosine", "dot") else -np.sqrt(np.maximum(dist, 0.0))
     counts = np.asarray(found.counts, dtype=np.int64)  # type: ignore[union-attr]
     invalid = np.arange(keys.shape[1])[None, :] >= counts[:, None]
     keys[invalid] = -1

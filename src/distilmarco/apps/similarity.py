@@ -75,12 +75,19 @@ def prepare(x: np.ndarray, metric: Metric) -> np.ndarray:
 
 def _scores(a: np.ndarray, b: np.ndarray, metric: Metric, b_sq: np.ndarray | None) -> np.ndarray:
     """Scores of prepared rows ``a`` against prepared rows ``b``: (len(a), len(b))."""
-    s = a @ b.T
-    if metric == "euclidean":
-        a_sq = np.einsum("ij,ij->i", a, a)[:, None]
-        bsq = np.einsum("ij,ij->i", b, b)[None, :] if b_sq is None else b_sq[None, :]
-        s = -np.sqrt(np.maximum(a_sq + bsq - 2.0 * s, 0.0))
-    return s.astype(np.float32, copy=False)
+    if metric != "euclidean":
+        return (a @ b.T).astype(np.float32, copy=False)
+    # |a - b|^2 = |a|^2 + |b|^2 - 2ab cancels badly in float32 for near-identical rows
+    # (error ~1e-3 on distance 0): expand in float64, as scikit-learn does.
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    a_sq = np.einsum("ij,ij->i", a64, a64)[:, None]
+    bsq = np.einsum("ij,ij->i", b64, b64)[None, :] if b_sq is None else b_sq[None, :]
+    return (-np.sqrt(np.maximum(a_sq + bsq - 2.0 * (a64 @ b64.T), 0.0))).astype(np.float32)
+
+
+def _sq_norms(x: np.ndarray) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    return np.einsum("ij,ij->i", x64, x64)
 
 
 def pairwise(a: np.ndarray, b: np.ndarray, metric: str = "cosine") -> np.ndarray:
@@ -126,7 +133,7 @@ def iter_blocks(
     a, b = as_matrix(a, "a"), as_matrix(b, "b")
     check_same_dim(a, b)
     pb = prepare(b, m)
-    b_sq = np.einsum("ij,ij->i", pb, pb) if m == "euclidean" else None
+    b_sq = _sq_norms(pb) if m == "euclidean" else None
     step = block_rows(b.shape[0], block_elements)
     for start in range(0, a.shape[0], step):
         yield start, _scores(prepare(a[start : start + step], m), pb, m, b_sq)
@@ -159,7 +166,7 @@ def top_k(
     col_step = max(k_eff, min(total, block_elements // 64))
     row_step = block_rows(min(col_step, total), block_elements)
     pc = prepare(c, m)
-    c_sq = np.einsum("ij,ij->i", pc, pc) if m == "euclidean" else None
+    c_sq = _sq_norms(pc) if m == "euclidean" else None
     best_i = np.full((n, k_eff), -1, dtype=np.int64)
     best_s = np.full((n, k_eff), -np.inf, dtype=np.float32)
     for r0 in range(0, n, row_step):
