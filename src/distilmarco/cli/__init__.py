@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from distilmarco.cli import apps as _apps  # noqa: F401
 from distilmarco.cli import embed as _embed  # noqa: F401  (registers commands)
 from distilmarco.cli import index as _index  # noqa: F401
 from distilmarco.cli import serve as _serve  # noqa: F401

@@ -1,0 +1,487 @@
+"""``distilmarco similar | dedup | cluster | recommend | classify | map``: thin commands over
+``distilmarco.apps``. Rows go to stdout as JSONL (or to ``--output``: .jsonl or .csv); counts and
+notices go to stderr."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from distilmarco.cli.app import ModelOption, app, err, out
+from distilmarco.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from distilmarco.encoder import Encoder
+    from distilmarco.index import Index
+
+IndexOption = typer.Option(None, "--index", "-d", help="Index file (see `distilmarco index`)")
+FieldOption = typer.Option(None, help="JSONL field holding the text (default: text)")
+ColumnOption = typer.Option(None, help="CSV/Parquet column holding the text (default: text)")
+OutputOption = typer.Option(
+    None, "--output", "-o", help=".jsonl or .csv (default: JSONL on stdout)"
+)
+MetricOption = typer.Option("cosine", help="cosine, dot or euclidean (negated distance)")
+
+classify_app = typer.Typer(help="Few-shot and zero-shot text classification.", no_args_is_help=True)
+app.add_typer(classify_app, name="classify")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _encoder(model: str | None) -> Encoder:
+    from distilmarco.encoder import Encoder
+    from distilmarco.model.hub import DEFAULT_MODEL
+
+    return Encoder(model or DEFAULT_MODEL)
+
+
+def _read(path: Path, field: str | None, column: str | None, what: str = "texts") -> list[str]:
+    from distilmarco.textio import read_texts
+
+    texts = read_texts(path, field=field, column=column)
+    if not texts:
+        raise InputError(f"{path} holds no {what}")
+    return texts
+
+
+def _embed(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
+    return encoder.encode(list(texts), truncation="count", show_progress=len(texts) > 256)
+
+
+def _open_index(path: Path) -> Index:
+    from distilmarco.index import Index
+
+    if not path.is_file():
+        raise InputError(f"index file {path} does not exist")
+    return Index(path, create=False)
+
+
+def _emit(rows: Sequence[dict[str, Any]], output: Path | None) -> None:
+    """Rows as JSONL on stdout, or into ``output`` (.jsonl, or .csv with lists joined by '|')."""
+    if output is None:
+        for row in rows:
+            out.print(json.dumps(row, ensure_ascii=False), markup=False, highlight=False)
+        return
+    suffix = output.suffix.lower()
+    if suffix == ".jsonl":
+        with open(output, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    elif suffix == ".csv":
+        with open(output, "w", encoding="utf-8", newline="") as f:
+            fields = list(rows[0]) if rows else []
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow(
+                    {k: "|".join(map(str, v)) if isinstance(v, list) else v for k, v in row.items()}
+                )
+    else:
+        raise InputError(f"output {output} must end in .jsonl or .csv")
+    err.print(f"wrote {len(rows)} row(s) to {output}", highlight=False)
+
+
+# --- similar ---------------------------------------------------------------------------------
+
+
+@app.command()
+def similar(
+    text: str | None = typer.Argument(None, help="A text to compare (with --index or --to)"),
+    index: Path | None = IndexOption,
+    doc_id: str | None = typer.Option(None, "--id", help="Document of the index to match"),
+    source: Path | None = typer.Option(None, "--from", help="File of texts to compare"),
+    target: Path | None = typer.Option(None, "--to", help="File of texts to compare against"),
+    pairwise: bool = typer.Option(False, help="--from row i against --to row i only"),
+    k: int = typer.Option(5, "-k", "--top", help="Matches per text"),
+    metric: str = MetricOption,
+    model: str | None = ModelOption,
+    field: str | None = FieldOption,
+    column: str | None = ColumnOption,
+    output: Path | None = OutputOption,
+) -> None:
+    """Most similar texts: TEXT (or --id) in an --index, or texts of --from/TEXT against --to."""
+    from distilmarco.apps import similarity
+
+    if index is not None:
+        if (text is None) == (doc_id is None):
+            raise InputError("with --index give either TEXT or --id")
+        with _open_index(index) as ix:
+            if doc_id is not None:
+                vec, exclude = ix.vectors([doc_id])[0], [doc_id]
+            else:
+                vec, exclude = ix.encoder.encode([text or ""], truncation="count")[0], []
+            found = ix.search_vector(vec, k, exclude_ids=exclude)
+        _emit([{"id": h.id, "score": h.score, "passage": h.passage} for h in found], output)
+        return
+    if target is None or (source is None) == (text is None):
+        raise InputError("give --index with TEXT or --id, or --to FILE with TEXT or --from FILE")
+    encoder = _encoder(model)
+    queries = [text or ""] if source is None else _read(source, field, column)
+    corpus = _read(target, field, column)
+    qv, cv = _embed(encoder, queries), _embed(encoder, corpus)
+    if pairwise:
+        scores = similarity.pairwise(qv, cv, metric)
+        rows = [
+            {"row": i, "a": a, "b": b, "score": float(s)}
+            for i, (a, b, s) in enumerate(zip(queries, corpus, scores, strict=True))
+        ]
+    else:
+        hits = similarity.top_k(qv, cv, k, metric)
+        rows = [
+            {
+                "query_row": i,
+                "query": queries[i],
+                "row": int(j),
+                "text": corpus[j],
+                "score": float(s),
+            }
+            for i in range(len(queries))
+            for j, s in zip(hits.indices[i], hits.scores[i], strict=True)
+            if j >= 0
+        ]
+    _emit(rows, output)
+
+
+# --- dedup -----------------------------------------------------------------------------------
+
+
+@app.command()
+def dedup(
+    input: Path | None = typer.Argument(None, help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
+    index: Path | None = IndexOption,
+    threshold: float = typer.Option(0.9, help="Minimum similarity of a duplicate pair"),
+    top_k: int = typer.Option(100, help="Candidate neighbours kept per text"),
+    method: str = typer.Option("auto", help="exact, ann (HNSW) or auto (ANN above 50k texts)"),
+    metric: str = MetricOption,
+    pairs: bool = typer.Option(False, "--pairs", help="Output the pairs instead of the groups"),
+    keep: Path | None = typer.Option(None, help="Write the texts without duplicates here"),
+    model: str | None = ModelOption,
+    field: str | None = FieldOption,
+    column: str | None = ColumnOption,
+    output: Path | None = OutputOption,
+) -> None:
+    """Find duplicate and paraphrase texts (pairs above --threshold, grouped into sets)."""
+    from distilmarco.apps import dedup as dd
+
+    if (input is None) == (index is None):
+        raise InputError("give either INPUT or --index")
+    if index is not None:
+        if keep is not None:
+            raise InputError("--keep writes texts from an INPUT file; with --index use the ids")
+        with _open_index(index) as ix:
+            docs = list(ix.documents())
+            ids = [d.id for d in docs]
+            texts = [d.text for d in docs]
+            vectors = ix.vectors(ids)
+        keys: list[Any] = list(ids)
+    else:
+        texts = _read(input, field, column)  # type: ignore[arg-type]
+        keys = list(range(len(texts)))
+        vectors = _embed(_encoder(model), texts)
+    found = dd.mine_pairs(
+        vectors, threshold=threshold, top_k_per_item=top_k, metric=metric, method=method
+    )
+    groups = dd.duplicate_groups(found, len(texts))
+    key = "ids" if index is not None else "rows"
+    rows: list[dict[str, Any]]
+    if pairs:
+        rows = [
+            {
+                "a": keys[p.i],
+                "b": keys[p.j],
+                "score": p.score,
+                "text_a": texts[p.i],
+                "text_b": texts[p.j],
+            }
+            for p in found
+        ]
+    else:
+        rows = [
+            {"group": g, "size": len(m), key: [keys[i] for i in m], "texts": [texts[i] for i in m]}
+            for g, m in enumerate(groups)
+        ]
+    _emit(rows, output)
+    mask = dd.keep_mask(groups, len(texts))
+    if keep is not None:
+        keep.write_text(
+            "".join(t.replace("\n", " ") + "\n" for t, k_ in zip(texts, mask, strict=True) if k_),
+            encoding="utf-8",
+        )
+    err.print(
+        f"{len(texts)} texts: {len(found)} pair(s) >= {threshold}, {len(groups)} duplicate "
+        f"group(s), {int(mask.sum())} unique",
+        highlight=False,
+    )
+
+
+# --- cluster ---------------------------------------------------------------------------------
+
+
+@app.command()
+def cluster(
+    input: Path = typer.Argument(..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
+    method: str = typer.Option("kmeans", help="kmeans, agglomerative, hdbscan or communities"),
+    k: int | None = typer.Option(None, "-k", help="k-means clusters (default: best silhouette)"),
+    k_max: int = typer.Option(20, help="Largest k tried when choosing k"),
+    threshold: float | None = typer.Option(
+        None, help="agglomerative: cosine distance (0.5); communities: similarity (0.75)"
+    ),
+    min_size: int = typer.Option(5, help="hdbscan / communities: smallest cluster"),
+    keywords: int = typer.Option(8, help="Keywords per cluster"),
+    central: int = typer.Option(3, help="Most central texts shown per cluster"),
+    seed: int = typer.Option(0),
+    model: str | None = ModelOption,
+    field: str | None = FieldOption,
+    column: str | None = ColumnOption,
+    output: Path | None = OutputOption,
+    summary: Path | None = typer.Option(None, help="Write the cluster summaries as JSON here"),
+) -> None:
+    """Cluster texts; writes each text's cluster and describes every cluster."""
+    from distilmarco.apps import cluster as clu
+
+    texts = _read(input, field, column)
+    vectors = _embed(_encoder(model), texts)
+    if method == "kmeans":
+        result = clu.kmeans(vectors, k, k_max=k_max, seed=seed)
+    elif method == "agglomerative":
+        result = clu.agglomerative(vectors, 0.5 if threshold is None else threshold)
+    elif method == "hdbscan":
+        result = clu.hdbscan(vectors, min_size)
+    elif method == "communities":
+        result = clu.communities(
+            vectors, 0.75 if threshold is None else threshold, min_size=min_size
+        )
+    else:
+        raise InputError(
+            f"unknown clustering method {method!r}; choose one of {', '.join(clu.METHODS)}"
+        )
+    summaries = clu.describe(texts, vectors, result.labels, n_keywords=keywords, n_central=central)
+    sil = "n/a" if result.silhouette is None else f"{result.silhouette:.3f}"
+    err.print(f"{result.method}: {result.n_clusters} cluster(s), silhouette {sil}", highlight=False)
+    if summary is not None:
+        summary.write_text(
+            json.dumps(
+                [
+                    {"cluster": s.label, "size": s.size, "keywords": list(s.keywords),
+                     "central": [texts[i] for i in s.central]}
+                    for s in summaries
+                ],
+                ensure_ascii=False,
+                indent=2,
+            ),
+            encoding="utf-8",
+        )  # fmt: skip
+    rows = [
+        {"row": i, "cluster": int(c), "text": t}
+        for i, (t, c) in enumerate(zip(texts, result.labels, strict=True))
+    ]
+    if output is not None:
+        _emit(rows, output)
+    else:
+        for s in summaries:
+            err.print(
+                f"[bold]cluster {s.label}[/bold] ({s.size}): {', '.join(s.keywords)}",
+                highlight=False,
+            )
+        _emit(rows, None)
+
+
+# --- recommend -------------------------------------------------------------------------------
+
+
+@app.command()
+def recommend(
+    index: Path | None = IndexOption,
+    input: Path | None = typer.Option(None, "--input", "-i", help="Texts file instead of an index"),
+    like: list[str] = typer.Option([], "--like", help="Liked id (row number with --input)"),
+    unlike: list[str] = typer.Option([], "--unlike", help="Disliked id (row number with --input)"),
+    like_text: list[str] = typer.Option([], help="A liked text"),
+    unlike_text: list[str] = typer.Option([], help="A disliked text"),
+    k: int = typer.Option(10, "-k", "--top", help="Recommendations"),
+    negative_weight: float = typer.Option(0.5, help="Weight of the disliked examples"),
+    model: str | None = ModelOption,
+    field: str | None = FieldOption,
+    column: str | None = ColumnOption,
+    output: Path | None = OutputOption,
+) -> None:
+    """More like --like / --like-text and less like --unlike / --unlike-text; inputs excluded."""
+    from distilmarco.apps import recommend as rec
+
+    if (input is None) == (index is None):
+        raise InputError("give either --index or --input")
+    if index is not None:
+        with _open_index(index) as ix:
+            parts = [ix.vectors(like)] if like else []
+            negs = [ix.vectors(unlike)] if unlike else []
+            if like_text:
+                parts.append(ix.encoder.encode(like_text, truncation="count"))
+            if unlike_text:
+                negs.append(ix.encoder.encode(unlike_text, truncation="count"))
+            if not parts:
+                raise InputError("give at least one --like id or --like-text")
+            import numpy as np
+
+            query = rec.recommendation_query(
+                np.concatenate(parts),
+                np.concatenate(negs) if negs else None,
+                negative_weight=negative_weight,
+            )
+            hits = ix.search_vector(query, k, exclude_ids=[*like, *unlike])
+        _emit([{"id": h.id, "score": h.score, "passage": h.passage} for h in hits], output)
+        return
+    texts = _read(input, field, column)  # type: ignore[arg-type]
+    encoder = _encoder(model)
+    vectors = _embed(encoder, texts)
+    recs = rec.recommend(
+        vectors,
+        like=_row_numbers(like, "--like"),
+        unlike=_row_numbers(unlike, "--unlike"),
+        like_vectors=encoder.encode(like_text) if like_text else None,
+        unlike_vectors=encoder.encode(unlike_text) if unlike_text else None,
+        k=k,
+        negative_weight=negative_weight,
+    )
+    _emit([{"row": r.row, "score": r.score, "text": texts[r.row]} for r in recs], output)
+
+
+def _row_numbers(values: Sequence[str], option: str) -> list[int]:
+    try:
+        return [int(v) for v in values]
+    except ValueError as exc:
+        raise InputError(f"{option} takes row numbers (from 0) with --input: {exc}") from exc
+
+
+# --- classify --------------------------------------------------------------------------------
+
+
+@classify_app.command("train")
+def classify_train(
+    input: Path = typer.Argument(..., help="Labelled texts: .csv/.tsv, .jsonl or .parquet"),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the classifier"),
+    label: str = typer.Option("label", help="Field/column holding the label"),
+    method: str = typer.Option("logreg", help="logreg or knn"),
+    k: int = typer.Option(5, help="Neighbours for knn"),
+    model: str | None = ModelOption,
+    field: str | None = FieldOption,
+    column: str | None = ColumnOption,
+) -> None:
+    """Fit a classifier on embedded texts and save it (JSON + safetensors, no pickle)."""
+    from distilmarco.apps.classify import fit_classifier
+
+    texts = _read(input, field, column)
+    labels = _read(input, label, label, "labels")
+    encoder = _encoder(model)
+    clf = fit_classifier(
+        _embed(encoder, texts), labels, method=method, k=k,
+        metadata={"model_id": encoder.model_id, "revision": encoder.revision or ""},
+    )  # fmt: skip
+    clf.save(output)
+    err.print(f"trained {method} on {len(texts)} texts, {len(clf.classes)} classes -> {output}")
+
+
+@classify_app.command("predict")
+def classify_predict(
+    input: Path = typer.Argument(..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
+    classifier: Path = typer.Option(..., "--classifier", "-c", help="Folder from `classify train`"),
+    model: str | None = typer.Option(None, "--model", "-m", help="Default: the training model"),
+    field: str | None = FieldOption,
+    column: str | None = ColumnOption,
+    output: Path | None = OutputOption,
+) -> None:
+    """Label texts with a trained classifier."""
+    from distilmarco.apps.classify import Classifier
+
+    clf = Classifier.load(classifier)
+    trained_on = clf.metadata.get("model_id")
+    encoder = _encoder(model or trained_on)
+    if trained_on and encoder.model_id != trained_on:
+        err.print(f"warning: trained with {trained_on}, predicting with {encoder.model_id}")
+    texts = _read(input, field, column)
+    proba = clf.predict_proba(_embed(encoder, texts))
+    rows = [
+        {"row": i, "label": clf.classes[int(p.argmax())], "score": float(p.max()), "text": t}
+        for i, (t, p) in enumerate(zip(texts, proba, strict=True))
+    ]
+    _emit(rows, output)
+
+
+@classify_app.command("zero-shot")
+def classify_zero_shot(
+    input: Path = typer.Argument(..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
+    labels: list[str] = typer.Option(..., "--label", help="NAME or NAME=description (repeat)"),
+    model: str | None = ModelOption,
+    field: str | None = FieldOption,
+    column: str | None = ColumnOption,
+    output: Path | None = OutputOption,
+) -> None:
+    """Label texts by similarity to label descriptions; no training data."""
+    from distilmarco.apps.classify import zero_shot
+
+    names = [lab.split("=", 1)[0].strip() for lab in labels]
+    descriptions = [lab.split("=", 1)[-1].strip() for lab in labels]
+    if any(not n or not d for n, d in zip(names, descriptions, strict=True)):
+        raise InputError("each --label needs a name (and, after '=', a description)")
+    encoder = _encoder(model)
+    texts = _read(input, field, column)
+    result = zero_shot(_embed(encoder, texts), encoder.encode(descriptions), names)
+    proba = result.probabilities()
+    rows = [
+        {
+            "row": i,
+            "label": lab,
+            "score": float(result.scores[i].max()),
+            "probability": float(proba[i].max()),
+            "text": t,
+        }
+        for i, (t, lab) in enumerate(zip(texts, result.labels, strict=True))
+    ]
+    _emit(rows, output)
+
+
+# --- map -------------------------------------------------------------------------------------
+
+
+@app.command("map")
+def map_(
+    input: Path = typer.Argument(..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
+    output: Path = typer.Option(..., "--output", "-o", help="map.html (interactive) or map.png"),
+    label: str | None = typer.Option(None, help="Field/column to colour by"),
+    clusters: int | None = typer.Option(None, help="Colour by k-means with this many clusters"),
+    projection: str = typer.Option("auto", help="auto, umap, tsne or pca"),
+    width: int = typer.Option(1200, help="PNG width in pixels"),
+    height: int = typer.Option(900, help="PNG height in pixels"),
+    title: str = typer.Option("distilmarco map", help="Page or image title"),
+    seed: int = typer.Option(0),
+    model: str | None = ModelOption,
+    field: str | None = FieldOption,
+    column: str | None = ColumnOption,
+) -> None:
+    """Draw the texts on a 2-D map (HTML: hover shows the text; PNG: a picture)."""
+    from distilmarco.apps import maps
+    from distilmarco.apps.cluster import kmeans
+
+    suffix = output.suffix.lower()
+    if suffix not in (".html", ".png"):
+        raise InputError(f"output {output} must end in .html or .png")
+    if label is not None and clusters is not None:
+        raise InputError("colour by --label or by --clusters, not both")
+    texts = _read(input, field, column)
+    vectors = _embed(_encoder(model), texts)
+    colour: list[str] | None = None
+    if label is not None:
+        colour = _read(input, label, label, "labels")
+    elif clusters is not None:
+        colour = [f"cluster {c}" for c in kmeans(vectors, clusters, seed=seed).labels]
+    coords = maps.project_2d(vectors, projection, seed=seed)
+    if suffix == ".png":
+        maps.write_png(output, coords, colour, width=width, height=height, title=title)
+    else:
+        maps.write_html(output, coords, texts, colour, title=title)
+    err.print(f"wrote a map of {len(texts)} texts to {output}", highlight=False)
