@@ -141,7 +141,7 @@ def read_beir(folder: Path, *, split: str = "test") -> IRDataset:
     }
     qrels = read_qrels(qrels_path)
     split_queries = {q: t for q, t in queries.items() if q in qrels}
-    notes = ()
+    notes: tuple[str, ...] = ()
     if len(split_queries) < len(queries):
         notes = (
             f"{len(queries) - len(split_queries)} quer(y/ies) of queries.jsonl are not judged in "
@@ -270,7 +270,9 @@ def read_msmarco(
     query_texts = read_id_texts(queries, "query")
     corpus: dict[str, Document] = {}
     if collection is not None:
-        corpus = {pid: Document("", text) for pid, text in read_id_texts(collection, "passage").items()}
+        corpus = {
+            pid: Document("", text) for pid, text in read_id_texts(collection, "passage").items()
+        }
     run = read_run(candidates) if candidates is not None else None
     if candidates is not None and _is_top1000(candidates):
         _, passages = read_top1000_texts(candidates)
@@ -314,7 +316,9 @@ def read_cranfield(folder: Path) -> IRDataset:
     path = folder / "cranqrel"
     for n, fields in _lines(path):
         if len(fields) != 3:
-            raise FormatError(f"{path}:{n}: expected 'query document code', got {len(fields)} field(s)")
+            raise FormatError(
+                f"{path}:{n}: expected 'query document code', got {len(fields)} field(s)"
+            )
         code = _int(fields[2], path, n, "relevance code")
         if code not in (-1, 1, 2, 3, 4):
             raise FormatError(f"{path}:{n}: relevance code {code} is not one of -1, 1, 2, 3, 4")
@@ -350,7 +354,7 @@ def read_smart(path: Path) -> list[tuple[str, dict[str, str]]]:
                 if current is None or not name:
                     raise FormatError(f"{path}:{n}: text outside a field (expected .I or .W first)")
                 current[name].append(line)
-    return [(rid, {k: "\n".join(v) for k, v in f.items()}) for rid, f in records]  # type: ignore[misc]
+    return [(rid, {k: "\n".join(v) for k, v in f.items()}) for rid, f in records]
 
 
 # --- helpers --------------------------------------------------------------------------------

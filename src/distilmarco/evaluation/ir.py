@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 MODES = ("dense", "bm25", "hybrid", "rerank")
 DEFAULT_METRICS = "nDCG@10,MRR@10,Recall@100,MAP,P@10"
-DOC_CHUNK = 65_536  # documents embedded and scored per step of exact search
+DOC_CHUNK = 16_384  # documents embedded and scored per step of exact search
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,15 @@ def embed(
         list(texts), batch_tokens=batch_tokens, truncation="count"
     )
     if stats.truncated:
-        log.info("%d of %d text(s) truncated to %d tokens", stats.truncated, len(texts), encoder.max_seq_length)
-    return _prepare(vectors, encoder.similarity), Throughput(stats.texts, stats.tokens, stats.seconds)
+        log.info(
+            "%d of %d text(s) truncated to %d tokens",
+            stats.truncated,
+            len(texts),
+            encoder.max_seq_length,
+        )
+    return _prepare(vectors, encoder.similarity), Throughput(
+        stats.texts, stats.tokens, stats.seconds
+    )
 
 
 def _prepare(vectors: np.ndarray, similarity: str) -> np.ndarray:
@@ -98,7 +105,10 @@ def top_k_exact(
     offset = 0
     for docs in doc_chunks:
         s = np.concatenate([best_s, _scores(queries, docs, similarity).astype(np.float32)], axis=1)
-        i = np.concatenate([best_i, np.broadcast_to(np.arange(offset, offset + len(docs)), (n_q, len(docs)))], axis=1)
+        i = np.concatenate(
+            [best_i, np.broadcast_to(np.arange(offset, offset + len(docs)), (n_q, len(docs)))],
+            axis=1,
+        )
         offset += len(docs)
         if s.shape[1] > k:
             part = np.argpartition(-s, k - 1, axis=1)[:, :k]
@@ -143,7 +153,11 @@ def rerank_run(
     qids = [q for q in data.candidates if q in data.queries]
     missing = [q for q in data.candidates if q not in data.queries]
     if missing:
-        log.warning("%d candidate quer(y/ies) have no text and are skipped, e.g. %s", len(missing), missing[0])
+        log.warning(
+            "%d candidate quer(y/ies) have no text and are skipped, e.g. %s",
+            len(missing),
+            missing[0],
+        )
     doc_ids = sorted({d for q in qids for d in data.candidates[q]})
     missing_docs = [d for d in doc_ids if d not in data.corpus]
     if missing_docs:
@@ -151,7 +165,9 @@ def rerank_run(
             f"{len(missing_docs)} candidate document(s) are not in the corpus, e.g. {missing_docs[0]}"
         )
     q_vec, spent_q = embed(encoder, [data.queries[q] for q in qids], batch_tokens=batch_tokens)
-    d_vec, spent_d = embed(encoder, [data.corpus[d].full_text for d in doc_ids], batch_tokens=batch_tokens)
+    d_vec, spent_d = embed(
+        encoder, [data.corpus[d].full_text for d in doc_ids], batch_tokens=batch_tokens
+    )
     row = {d: i for i, d in enumerate(doc_ids)}
     run: Run = {}
     for r, q in enumerate(qids):
@@ -167,23 +183,25 @@ def index_runs(
     """BM25 and/or hybrid runs through a temporary :class:`Index` holding the corpus."""
     from distilmarco.index import Index
 
-    with tempfile.TemporaryDirectory(prefix="distilmarco-eval-") as tmp:
-        with Index(Path(tmp) / "eval.db", encoder, ann="never") as index:
-            ids = list(data.corpus)
-            start = time.perf_counter()
-            tokens = 0
-            for lo in range(0, len(ids), 4096):
-                part = ids[lo : lo + 4096]
-                texts = [data.corpus[d].full_text or " " for d in part]
-                index.add(part, texts)
-                tokens += int(np.sum(encoder.tokenizer.count(texts)))
-            spent = Throughput(len(ids), tokens, time.perf_counter() - start)
-            runs: dict[str, Run] = {}
-            for mode in modes:
-                runs[mode] = {}
-                for q, text in data.queries.items():
-                    hits = index.search(text, k, mode=mode, exact=True) if text.strip() else []  # type: ignore[arg-type]
-                    runs[mode][q] = {h.id: h.score for h in hits}
+    with (
+        tempfile.TemporaryDirectory(prefix="distilmarco-eval-") as tmp,
+        Index(Path(tmp) / "eval.db", encoder, ann="never") as index,
+    ):
+        ids = list(data.corpus)
+        start = time.perf_counter()
+        tokens = 0
+        for lo in range(0, len(ids), 4096):
+            part = ids[lo : lo + 4096]
+            texts = [data.corpus[d].full_text or " " for d in part]
+            index.add(part, texts)
+            tokens += int(np.sum(encoder.tokenizer.count(texts)))
+        spent = Throughput(len(ids), tokens, time.perf_counter() - start)
+        runs: dict[str, Run] = {}
+        for mode in modes:
+            runs[mode] = {}
+            for q, text in data.queries.items():
+                hits = index.search(text, k, mode=mode, exact=True) if text.strip() else []  # type: ignore[arg-type]
+                runs[mode][q] = {h.id: h.score for h in hits}
     return runs, spent
 
 
@@ -218,7 +236,9 @@ def evaluate_ir(
         raise InputError(f"k must be >= 1, got {k}")
     need = max((m.k or 0) for m in wanted)
     if need > k:
-        raise InputError(f"metric cutoff {need} is deeper than the retrieval depth k={k}; raise --k")
+        raise InputError(
+            f"metric cutoff {need} is deeper than the retrieval depth k={k}; raise --k"
+        )
     data_check = check(data)
     for line in data_check.warnings():
         log.warning("%s: %s", data.name, line)

@@ -122,7 +122,9 @@ def evaluate(
     judged = {
         str(q): {str(d): max(int(g), 0) for d, g in docs.items()} for q, docs in qrels.items()
     }
-    scored = sorted(q for q, docs in judged.items() if any(g >= relevance_level for g in docs.values()))
+    scored = sorted(
+        q for q, docs in judged.items() if any(g >= relevance_level for g in docs.values())
+    )
     ranked = rank_run(run)
     coverage = Coverage(
         scored=len(scored),
@@ -155,7 +157,9 @@ def evaluate(
 
 
 def _as_list(metrics: str | Sequence[str | Metric]) -> list[str | Metric]:
-    return [t for t in metrics.split(",") if t.strip()] if isinstance(metrics, str) else list(metrics)
+    return (
+        [t for t in metrics.split(",") if t.strip()] if isinstance(metrics, str) else list(metrics)
+    )
 
 
 def _measure(m: Metric) -> str:
