@@ -217,7 +217,7 @@ class Index:
         vectors, stats = self.encoder.encode_with_stats(passages, truncation="count")
         if stats.truncated:
             log.warning("%d passage(s) were re-tokenised past the model limit", stats.truncated)
-        vectors = prepare(vectors, self.caches.similarity)
+        vectors = prepare(vectors, self.encoder.similarity)
         rows, at = [], 0
         for id_, text, meta, doc in zip(ids, texts, metas, spans, strict=True):
             chunks = tuple(ChunkRow(s, e, vectors[at + i]) for i, (s, e) in enumerate(doc))
@@ -246,6 +246,7 @@ class Index:
         doc_rows = self.store.doc_rows([d.id for d in docs])
         rows_by_doc = {doc_rows[r.id]: r.chunks for r in rows if r.id in doc_rows}
         self.store.replace_all(rows_by_doc, self._model_meta())
+        self._caches = None  # rebuilt for the new dimension and similarity on next use
         return len(docs)
 
     # --- reading ------------------------------------------------------------------------------

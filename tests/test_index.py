@@ -1,0 +1,332 @@
+"""Behaviour of the index with the tiny random model: API, chunking, filters, errors, CLI, ingest."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distilmarco.errors import IndexStoreError, InputError, ModelMismatchError, NotFoundError
+from distilmarco.index import Index
+from distilmarco.index.chunking import ChunkConfig, chunk_spans
+from distilmarco.index.search import reciprocal_rank_fusion
+from distilmarco.index.store import APPLICATION_ID, MIGRATIONS
+
+DOCS = {
+    "wing": "The wing of an aircraft generates lift as air flows over it.",
+    "boat": "A boat floats because the water it displaces weighs as much as the boat.",
+    "cat": "Cats purr when they are content, and sometimes when they are hurt.",
+    "rocket": "Rockets carry their own oxidiser, so they work in the vacuum of space.",
+    "bread": "Bread rises because yeast produces carbon dioxide in the dough.",
+}
+META = [
+    {"lang": "en", "topic": "air", "year": 2001, "ok": True},
+    {"lang": "en", "topic": "sea", "year": 2002, "ok": False},
+    {"lang": "fr", "topic": "pets", "year": 2001, "ok": True},
+    {"lang": "de", "topic": "air", "year": 2003, "ok": True},
+    {"lang": "en", "topic": "food", "year": 2004, "ok": None},
+]
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+@pytest.fixture
+def index(tmp_path: Path, tiny_encoder) -> Index:  # type: ignore[no-untyped-def]
+    ix = Index(tmp_path / "t.db", tiny_encoder)
+    ix.add(list(DOCS), list(DOCS.values()), META)
+    yield ix
+    ix.close()
+
+
+def snapshot(ix: Index) -> tuple[int, ...]:
+    c = ix.store.counts()
+    return (c.seq, c.documents, c.chunks, c.vectors, c.fts)
+
+
+def test_add_get_count_and_file_format(index: Index) -> None:
+    assert index.count() == len(index) == 5
+    doc = index.get("boat")
+    assert doc.text == DOCS["boat"] and doc.metadata == META[1] and doc.chunks == 1
+    assert "cat" in index and "dog" not in index
+    assert index.ids() == list(DOCS)
+    with pytest.raises(NotFoundError, match="'dog'"):
+        index.get("dog")
+    raw = sqlite3.connect(index.path)
+    assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert raw.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    raw.close()
+    stats = index.stats()
+    assert (stats.documents, stats.chunks, stats.vectors, stats.fts_rows) == (5, 5, 5, 5)
+    assert (stats.dimension, stats.similarity) == (32, "cosine") and stats.seq == 1
+
+
+def test_dense_scores_are_cosine_of_the_model(index: Index, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    query = "why do planes fly"
+    hits = index.search(query, k=5)
+    docs = unit(tiny_encoder.encode(list(DOCS.values())))
+    expected = docs @ unit(tiny_encoder.encode([query])[0])
+    order = np.argsort(-expected)
+    assert [h.id for h in hits] == [list(DOCS)[i] for i in order]
+    np.testing.assert_allclose([h.score for h in hits], expected[order], rtol=1e-5, atol=1e-6)
+    for h in hits:
+        assert (
+            h.passage == DOCS[h.id][h.start : h.end] and h.metadata == META[list(DOCS).index(h.id)]
+        )
+    top = index.search(DOCS["cat"], k=1)[0]
+    assert top.id == "cat" and top.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_where_filters(index: Index) -> None:
+    assert {h.id for h in index.search("anything", 10, where={"lang": "en"})} == {
+        "wing",
+        "boat",
+        "bread",
+    }
+    assert {h.id for h in index.search("x", 10, where={"lang": ["fr", "de"]})} == {"cat", "rocket"}
+    assert {h.id for h in index.search("x", 10, where={"year": 2001, "ok": True})} == {
+        "wing",
+        "cat",
+    }
+    assert {h.id for h in index.search("x", 10, where={"ok": False})} == {"boat"}
+    assert {h.id for h in index.search("x", 10, where={"ok": None})} == {"bread"}
+    assert {h.id for h in index.search("the", 10, where={"topic": "air"}, mode="bm25")} == {
+        "wing",
+        "rocket",
+    }
+    assert index.search("x", 10, where={"lang": "xx"}) == []
+    with pytest.raises(
+        InputError, match=r"'colour' is not a metadata key.*known keys: lang, ok, topic, year"
+    ):
+        index.search("x", where={"colour": "red"})
+    with pytest.raises(InputError, match="dict"):
+        index.search("x", where={"lang": {"$ne": "en"}})
+
+
+def test_bm25_and_hybrid(index: Index) -> None:
+    hits = index.search("yeast dough", 3, mode="bm25")
+    assert [h.id for h in hits] == ["bread"] and hits[0].score > 0
+    assert index.search("!!! ???", 3, mode="bm25") == []
+    query = "boat water displaces"
+    dense = [h.id for h in index.search(query, 100)]
+    lexical = [h.id for h in index.search(query, 100, mode="bm25")]
+    fused = index.search(query, 3, mode="hybrid")
+    expected = sorted(
+        {
+            i: sum(1 / (60 + r.index(i) + 1) for r in (dense, lexical) if i in r) for i in DOCS
+        }.items(),
+        key=lambda kv: (-kv[1], kv[0]),
+    )[:3]
+    assert [(h.id, round(h.score, 12)) for h in fused] == [(i, round(s, 12)) for i, s in expected]
+    assert reciprocal_rank_fusion([["a", "b"], ["b"]]) == [("b", 1 / 62 + 1 / 61), ("a", 1 / 61)]
+
+
+def test_upsert_delete_and_add_conflict(index: Index) -> None:
+    before = snapshot(index)
+    with pytest.raises(InputError, match=r"already exist.*'cat'.*upsert"):
+        index.add(["new", "cat"], ["a new one", "dup"])
+    assert snapshot(index) == before and "new" not in index
+    index.upsert(["cat", "new"], ["Dogs bark at the postman.", "a new one"], [{"lang": "en"}, None])
+    assert index.get("cat").text == "Dogs bark at the postman." and index.get("cat").metadata == {
+        "lang": "en"
+    }
+    assert index.count() == 6 and index.search("Dogs bark at the postman.", 1)[0].id == "cat"
+    assert index.delete(["cat", "nope", "cat"]) == 1
+    assert "cat" not in index and all(h.id != "cat" for h in index.search("cat", 10))
+    c = index.store.counts()
+    assert c.chunks == c.vectors == c.fts == 5 and c.seq == before[0] + 2
+
+
+def test_vectors_and_search_vector(index: Index, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    vecs = index.vectors(["rocket", "wing"])
+    expected = unit(tiny_encoder.encode([DOCS["rocket"], DOCS["wing"]]))
+    np.testing.assert_allclose(vecs, expected, atol=1e-6)
+    like = index.search_vector(vecs[0], 3, exclude_ids=["rocket"])
+    assert "rocket" not in [h.id for h in like] and len(like) == 3
+    assert index.search_vector(vecs[0], 1)[0].id == "rocket"
+    with pytest.raises(NotFoundError):
+        index.vectors(["rocket", "ghost"])
+    with pytest.raises(InputError, match="32 finite numbers"):
+        index.search_vector(np.zeros(5), 3)
+
+
+def test_long_documents_are_chunked_token_exactly(tmp_path: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    words = [f"w{i % 97}x" for i in range(700)] + ["zanzibar", "marmalade"]
+    text = " ".join(words)
+    with Index(tmp_path / "long.db", tiny_encoder, chunk_tokens=40, chunk_overlap=8) as ix:
+        ix.add(["long"], [text])
+        raw = sqlite3.connect(ix.path)
+        spans = raw.execute("SELECT start, end FROM chunks ORDER BY ord").fetchall()
+        raw.close()
+        assert ix.get("long").chunks == len(spans) > 10
+        assert spans[0][0] == 0 and spans[-1][1] == len(text)
+        tok = tiny_encoder.tokenizer
+        for (_, e0), (s1, _) in itertools.pairwise(spans):
+            assert s1 < e0  # consecutive chunks overlap: no gap
+        counts = tok.count([text[s:e] for s, e in spans])
+        assert max(counts) <= 40 + 2  # window + [CLS] + [SEP]
+        covered = sum(1 for c in counts) and set()
+        for s, e in spans:
+            covered |= set(range(s, e))
+        assert covered >= {i for i, ch in enumerate(text) if not ch.isspace()}
+        hit = ix.search("zanzibar marmalade", 1, mode="bm25")[0]  # past the model's 128-token limit
+        assert "zanzibar" in hit.passage and hit.start > 0
+        passage = text[spans[7][0] : spans[7][1]]
+        dense = ix.search(passage, 1)[0]
+        assert (dense.start, dense.end) == spans[7] and dense.score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_chunk_spans_pure() -> None:
+    text = "aa bb cc dd ee ff gg hh"
+    offsets = [(i * 3, i * 3 + 2) for i in range(8)]
+    assert chunk_spans(offsets, len(text), ChunkConfig(8, 2)) == [(0, len(text))]
+    spans = chunk_spans(offsets, len(text), ChunkConfig(4, 1))
+    assert spans == [(0, 11), (9, 20), (18, 23)]
+    with pytest.raises(InputError, match="between 8 and 126"):
+        ChunkConfig.for_model(128, 500, None)
+    with pytest.raises(InputError, match="overlap 30"):
+        ChunkConfig.for_model(128, 40, 30)
+
+
+@pytest.mark.parametrize(
+    ("ids", "texts", "meta", "message"),
+    [
+        (["a"], [""], None, "text 0 .* is empty"),
+        (["a"], ["   \n"], None, "is empty"),
+        (["a", "a"], ["x", "y"], None, "'a' appears more than once"),
+        ([1], ["x"], None, "id 0 is int"),
+        ([("a",)], ["x"], None, "id 0 is tuple"),
+        ([""], ["x"], None, "empty string"),
+        (["a"], [b"x"], None, "text 0 .* is bytes"),
+        (["a", "b"], ["x"], None, "2 ids but 1 texts"),
+        (["a"], ["x"], [{"k": {1, 2}}], "not JSON-serialisable"),
+        (["a"], ["x"], [{"k": float("nan")}], "not JSON-serialisable"),
+        (["a"], ["x"], [{1: "v"}], "key 1 that is not a string"),
+        (["a"], ["x"], ["lang=en"], "must be a dict"),
+        (["a"], ["x"], [{"k": object()}], "not JSON-serialisable"),
+        ("abc", ["x"], None, "ids must be a list"),
+        (["a"], ["x\ud800"], None, "lone surrogate"),
+    ],
+)
+def test_bad_documents_store_nothing(index: Index, ids, texts, meta, message) -> None:  # type: ignore[no-untyped-def]
+    before = snapshot(index)
+    with pytest.raises(InputError, match=message):
+        index.upsert(ids, texts, meta)
+    assert snapshot(index) == before
+
+
+def test_bad_queries(index: Index) -> None:
+    for kwargs, message in [
+        ({"k": 0}, "k must be a positive integer"),
+        ({"k": "3"}, "k must be"),
+        ({"mode": "fuzzy"}, "mode 'fuzzy' is not one of dense, bm25, hybrid"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            index.search("x", **kwargs)
+    with pytest.raises(InputError, match="non-empty"):
+        index.search("  ")
+
+
+def test_files_that_are_not_our_index(tmp_path: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    text = tmp_path / "notes.db"
+    text.write_text("just some notes, not a database\n" * 100)
+    with pytest.raises(IndexStoreError, match="not a usable distilmarco index"):
+        Index(text)
+    assert text.read_text().startswith("just some notes")
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE people (name TEXT)")
+    with pytest.raises(IndexStoreError, match="not a distilmarco index"):
+        Index(other)
+    with pytest.raises(InputError, match="does not exist"):
+        Index(tmp_path / "missing.db", create=False)
+    with pytest.raises(InputError, match=r"folder .* does not exist"):
+        Index(tmp_path / "no" / "such" / "x.db")
+    newer = tmp_path / "newer.db"
+    Index(newer).close()
+    with sqlite3.connect(newer) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(IndexStoreError, match="schema version 99, newer"):
+        Index(newer)
+
+
+def test_model_mismatch_and_reindex(tmp_path: Path, index: Index, make_model) -> None:  # type: ignore[no-untyped-def]
+    from distilmarco import Encoder
+
+    other = Encoder(make_model("tiny-other-48", hidden=48, seed=3))
+    index.close()
+    with pytest.raises(ModelMismatchError, match=r"dimension '32' .* '48'"):
+        Index(index.path, other)
+    reopened = Index(index.path)  # no model given: the recorded one is loaded when needed
+    assert reopened.search(DOCS["rocket"], 1)[0].id == "rocket"
+    assert reopened.reindex(other) == 5
+    stats = reopened.stats()
+    assert (stats.dimension, stats.documents, stats.chunks, stats.vectors) == (48, 5, 5, 5)
+    top = reopened.search(DOCS["bread"], 1)[0]
+    assert top.id == "bread" and top.score == pytest.approx(1.0, abs=1e-5)
+    assert reopened.get("cat").metadata == META[2]  # metadata survives a reindex
+    reopened.close()
+    with Index(index.path, other) as again:
+        assert again.vectors(["wing"]).shape == (1, 48)
+
+
+def test_cli_commands(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from distilmarco.cli import main
+
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text(DOCS["wing"])
+    (folder / "sub" / "b.md").write_text(DOCS["boat"])
+    (folder / "c.html").write_text(f"<html><style>p {{}}</style><p>{DOCS['cat']}</p></html>")
+    (folder / "t.jsonl").write_text(
+        json.dumps({"id": "r1", "text": DOCS["rocket"], "lang": "de"})
+        + "\n"
+        + json.dumps({"id": "r2", "text": DOCS["bread"], "lang": "en"})
+        + "\n"
+    )
+    (folder / "ignored.bin").write_bytes(b"\x00\x01")
+    db = str(tmp_path / "cli.db")
+    assert main(["index", "add", str(folder), "--db", db, "-m", str(tiny_model_dir), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["files"], report["added"], report["unchanged"]) == (4, 5, 0)
+    (folder / "a.txt").write_text(DOCS["wing"] + " Flaps add more lift.")
+    assert main(["index", "add", str(folder), "--db", db, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["added"], report["updated"], report["unchanged"]) == (0, 1, 4)
+    (folder / "sub" / "b.md").unlink()
+    assert main(["index", "add", str(folder), "--db", db, "--sync", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["deleted"] == 1
+
+    assert main(["index", "search", DOCS["cat"], "--db", db, "-k", "2", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert hits[0]["id"] == str((folder / "c.html").resolve()) and hits[0]["passage"] == DOCS["cat"]
+    assert (
+        main(["index", "search", "bread", "--db", db, "--mode", "bm25", "-w", "lang=en", "--json"])
+        == 0
+    )
+    assert [h["id"] for h in json.loads(capsys.readouterr().out)] == [
+        f"{(folder / 't.jsonl').resolve()}#r2"
+    ]
+    assert main(["index", "search", "lift", "--db", db]) == 0
+    assert "a.txt" in capsys.readouterr().out
+    rid = f"{(folder / 't.jsonl').resolve()}#r1"
+    assert main(["index", "get", rid, "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metadata"]["lang"] == "de"
+    assert main(["index", "delete", rid, "--db", db]) == 0
+    assert "deleted 1 of 1" in capsys.readouterr().out
+    assert main(["index", "stats", "--db", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["documents"] == 3
+    assert main(["index", "get", rid, "--db", db]) == 1
+    assert "no document with id" in capsys.readouterr().err
+    assert main(["index", "search", "x", "--db", db, "-w", "nokey=1"]) == 1
+    assert "not a metadata key" in capsys.readouterr().err
+    assert main(["index", "add", str(tmp_path / "nowhere"), "--db", db]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["index", "search", "x", "--db", str(tmp_path / "none.db")]) == 1
+    assert "does not exist" in capsys.readouterr().err
