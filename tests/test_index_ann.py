@@ -1,0 +1,157 @@
+"""The HNSW cache: damaged, stale or foreign files are detected and rebuilt; recall on synthetic data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distilmarco.errors import IndexStoreError
+from distilmarco.index import Index
+from distilmarco.index.ann import AnnIndex
+
+N_DOCS = 300
+
+
+def doc_texts(n: int, offset: int = 0) -> list[str]:
+    rng = np.random.default_rng(offset)
+    vocab = [
+        "air",
+        "wing",
+        "lift",
+        "drag",
+        "flow",
+        "shock",
+        "wave",
+        "heat",
+        "plate",
+        "boundary",
+        "layer",
+        "pressure",
+        "jet",
+        "nozzle",
+    ]
+    return [f"doc {i + offset} " + " ".join(rng.choice(vocab, 12)) for i in range(n)]
+
+
+QUERIES = ["lift on a wing", "shock wave pressure", "heat flow in a plate", "jet nozzle drag"]
+
+
+def results(ix: Index, exact: bool) -> list[list[tuple[str, float]]]:
+    return [[(h.id, round(h.score, 5)) for h in ix.search(q, 10, exact=exact)] for q in QUERIES]
+
+
+@pytest.fixture
+def built(tmp_path: Path, tiny_encoder) -> Path:  # type: ignore[no-untyped-def]
+    db = tmp_path / "ann.db"
+    with Index(db, tiny_encoder) as ix:
+        ix.add([f"d{i}" for i in range(N_DOCS)], doc_texts(N_DOCS))
+        ix.optimize()
+    assert AnnIndex.load(db.with_name("ann.db.ann")).stamp.count == N_DOCS
+    return db
+
+
+def reopen_and_compare(db: Path, encoder, expect_event: str) -> None:  # type: ignore[no-untyped-def]
+    with Index(db, encoder) as ix:
+        exact = results(ix, exact=True)
+        approx = results(ix, exact=False)
+        assert ix.caches.last_ann_event.startswith(expect_event), ix.caches.last_ann_event
+        assert approx == exact
+        ann = ix.caches.ann()
+        chunks = ix.store.counts().chunks
+        assert len(ann) == chunks and ann.seq == ix.store.counts().seq
+    # the file on disk was repaired (or kept) and now covers the store
+    stamp = AnnIndex.load(db.with_name(db.name + ".ann")).stamp
+    assert stamp.count == chunks
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_payload", "flip_header", "garbage", "empty"])
+def test_damaged_ann_file_is_rebuilt(built: Path, tiny_encoder, damage: str) -> None:  # type: ignore[no-untyped-def]
+    path = built.with_name(built.name + ".ann")
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip_payload":
+        data[len(data) * 3 // 4] ^= 0xFF
+    elif damage == "flip_header":
+        data[20] = ord("}")
+    elif damage == "garbage":
+        data = bytearray(b"PK\x03\x04 definitely not ours" * 100)
+    else:
+        data = bytearray()
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexStoreError):
+        AnnIndex.load(path)
+    reopen_and_compare(built, tiny_encoder, "rebuilt")
+
+
+def test_missing_ann_file_is_rebuilt(built: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    built.with_name(built.name + ".ann").unlink()
+    reopen_and_compare(built, tiny_encoder, "rebuilt")
+
+
+def test_stale_ann_file_is_caught_up(built: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    path = built.with_name(built.name + ".ann")
+    before = path.read_bytes()
+    with Index(built, tiny_encoder, ann="never") as ix:  # writes without touching the ANN file
+        ix.add([f"n{i}" for i in range(40)], doc_texts(40, offset=1000))
+        ix.delete([f"d{i}" for i in range(0, N_DOCS, 3)])
+        ix.upsert(["d1"], ["lift on a wing, rewritten"])
+    assert path.read_bytes() == before
+    assert AnnIndex.load(path).seq == 1
+    reopen_and_compare(built, tiny_encoder, "loaded (seq 1)")
+
+
+def test_foreign_or_future_ann_file_is_rebuilt(built: Path, tmp_path: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    other = tmp_path / "other.db"
+    with Index(other, tiny_encoder) as ix:
+        ix.add([f"d{i}" for i in range(N_DOCS)], doc_texts(N_DOCS))
+        ix.optimize()
+    shutil.copy(other.with_name("other.db.ann"), built.with_name(built.name + ".ann"))
+    reopen_and_compare(built, tiny_encoder, "rebuilt: ANN file")  # belongs to another index
+
+    backup = tmp_path / "backup.db"
+    with Index(built) as ix:  # a consistent copy of the store at its current sequence
+        ix.store._db.execute(f"VACUUM INTO '{backup}'")
+    with Index(built, tiny_encoder) as ix:
+        ix.add(["late"], ["a document added after the backup"])
+        ix.optimize()
+    shutil.copy(built.with_name(built.name + ".ann"), backup.with_name("backup.db.ann"))
+    reopen_and_compare(backup, tiny_encoder, "rebuilt: ANN file")  # the file is ahead of the store
+
+
+def clustered(n: int, dim: int, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    points = centres[rng.integers(0, clusters, n)] + 0.5 * rng.standard_normal((n, dim))
+    queries = centres[rng.integers(0, clusters, 200)] + 0.5 * rng.standard_normal((200, dim))
+    unit = lambda x: (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)  # noqa: E731
+    return unit(points), unit(queries)
+
+
+@pytest.mark.slow
+def test_recall_on_50k_synthetic_clustered_vectors(tmp_path: Path) -> None:
+    points, queries = clustered(50_000, 64, 500, seed=7)
+    keys = np.arange(10, 50_010, dtype=np.int64)  # not 0-based: keys are chunk ids
+    ann = AnnIndex(64, "cosine", store_id="synthetic")
+    ann.add(keys, points)
+    dead = keys[::10]  # deletions, as the store's tombstones would replay them
+    ann.remove(dead)
+    alive = np.ones(len(keys), bool)
+    alive[::10] = False
+    sims = queries @ points.T
+    sims[:, ~alive] = -np.inf
+    truth = keys[np.argsort(-sims, axis=1)[:, :10]]
+    found = [ann.search(q, 10) for q in queries]
+    recall = np.mean(
+        [len(set(f.tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)]
+    )
+    assert recall >= 0.95, recall
+    assert not set(np.concatenate(found).tolist()) & set(dead.tolist())
+    ann.seq = 5
+    ann.save(tmp_path / "x.ann")
+    again = AnnIndex.load(tmp_path / "x.ann")
+    assert (again.seq, len(again)) == (5, 45_000)
+    np.testing.assert_array_equal(again.search(queries[0], 10), ann.search(queries[0], 10))
