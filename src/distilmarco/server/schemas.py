@@ -3,17 +3,24 @@ text-embeddings-inference (``/embed``, ``/similarity``) so that their clients wo
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Texts = str | list[str]
+
+class Strict(BaseModel):
+    """Request bodies: no silent coercion (``0`` is not ``false``, ``"5"`` is not ``5``)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+Texts = str | Annotated[list[str], Field(min_length=1)]
 
 
 # --- OpenAI -------------------------------------------------------------------------------
 
 
-class EmbeddingsRequest(BaseModel):
+class EmbeddingsRequest(Strict):
     """OpenAI ``POST /v1/embeddings``. ``model`` is accepted and the served model answers."""
 
     input: Texts = Field(description="A text or a list of texts")
@@ -59,7 +66,7 @@ class OpenAIError(BaseModel):
 # --- text-embeddings-inference ------------------------------------------------------------
 
 
-class EmbedRequest(BaseModel):
+class EmbedRequest(Strict):
     """TEI ``POST /embed``: returns one vector per input, always a list of lists."""
 
     inputs: Texts
@@ -70,12 +77,12 @@ class EmbedRequest(BaseModel):
     truncation_direction: Literal["Right", "right"] = "Right"
 
 
-class SimilarityInputs(BaseModel):
+class SimilarityInputs(Strict):
     source_sentence: str
     sentences: list[str] = Field(min_length=1)
 
 
-class SimilarityRequest(BaseModel):
+class SimilarityRequest(Strict):
     """TEI ``POST /similarity``: the source sentence scored against each sentence."""
 
     inputs: SimilarityInputs
@@ -90,8 +97,8 @@ class ErrorResponse(BaseModel):
 # --- index --------------------------------------------------------------------------------
 
 
-class SearchRequest(BaseModel):
-    query: str = Field(description="What to look for")
+class SearchRequest(Strict):
+    query: str = Field(min_length=1, description="What to look for")
     k: int = Field(10, ge=1, description="How many documents to return")
     where: dict[str, Any] | None = Field(
         None, description="Metadata filter: key -> value (or a list of accepted values)"
@@ -116,10 +123,10 @@ class SearchResponse(BaseModel):
     results: list[SearchHit]
 
 
-class DocumentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DocumentIn(Strict):
+    model_config = ConfigDict(strict=True, extra="forbid")
 
-    text: str
+    text: str = Field(min_length=1)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -127,7 +134,7 @@ class DocumentWithId(DocumentIn):
     id: str = Field(min_length=1, max_length=512)
 
 
-class DocumentsBatch(BaseModel):
+class DocumentsBatch(Strict):
     documents: list[DocumentWithId] = Field(min_length=1)
     upsert: bool = Field(False, description="Replace documents whose id exists (else 409)")
 
