@@ -27,6 +27,7 @@ from distilmarco.errors import InputError, MissingExtraError
 log = logging.getLogger(__name__)
 
 Method = Literal["auto", "exact", "ann"]
+METHODS = ("auto", "exact", "ann")
 # Above this many rows ``method="auto"`` uses the ANN graph when usearch is installed.
 ANN_THRESHOLD = 50_000
 
@@ -56,14 +57,13 @@ def mine_pairs(
     is how one asks for "the top pairs"). Order: score descending, then ``(i, j)`` ascending.
     """
     m = check_metric(metric)
+    check_method(method)
+    if top_k_per_item < 1:
+        raise InputError(f"top_k_per_item must be at least 1, got {top_k_per_item}")
     x = as_matrix(vectors)
     n = x.shape[0]
     if n < 2:
         raise InputError(f"duplicate mining needs at least two items, got {n}")
-    if top_k_per_item < 1:
-        raise InputError(f"top_k_per_item must be at least 1, got {top_k_per_item}")
-    if method not in ("auto", "exact", "ann"):
-        raise InputError(f"unknown method {method!r}; choose auto, exact or ann")
     k = min(top_k_per_item, n - 1)
     use_ann = method == "ann" or (method == "auto" and n > ANN_THRESHOLD and _has_usearch())
     if use_ann:
@@ -72,6 +72,11 @@ def mine_pairs(
         hits = top_k(x, x, k, m, block_elements=block_elements, exclude_self=True)
         idx, scores = hits.indices, hits.scores
     return _pairs_from_neighbours(idx, scores, threshold)
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
 def _pairs_from_neighbours(

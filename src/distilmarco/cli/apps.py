@@ -169,9 +169,12 @@ def dedup(
 ) -> None:
     """Find duplicate and paraphrase texts (pairs above --threshold, grouped into sets)."""
     from distilmarco.apps import dedup as dd
+    from distilmarco.apps.similarity import check_metric
 
     if (input is None) == (index is None):
         raise InputError("give either INPUT or --index")
+    dd.check_method(method)
+    check_metric(metric)
     if index is not None:
         if keep is not None:
             raise InputError("--keep writes texts from an INPUT file; with --index use the ids")
@@ -246,6 +249,10 @@ def cluster(
     """Cluster texts; writes each text's cluster and describes every cluster."""
     from distilmarco.apps import cluster as clu
 
+    if method not in clu.METHODS:
+        raise InputError(
+            f"unknown clustering method {method!r}; choose one of {', '.join(clu.METHODS)}"
+        )
     texts = _read(input, field, column)
     vectors = _embed(_encoder(model), texts)
     if method == "kmeans":
@@ -254,13 +261,9 @@ def cluster(
         result = clu.agglomerative(vectors, 0.5 if threshold is None else threshold)
     elif method == "hdbscan":
         result = clu.hdbscan(vectors, min_size)
-    elif method == "communities":
+    else:
         result = clu.communities(
             vectors, 0.75 if threshold is None else threshold, min_size=min_size
-        )
-    else:
-        raise InputError(
-            f"unknown clustering method {method!r}; choose one of {', '.join(clu.METHODS)}"
         )
     summaries = clu.describe(texts, vectors, result.labels, n_keywords=keywords, n_central=central)
     sil = "n/a" if result.silhouette is None else f"{result.silhouette:.3f}"
