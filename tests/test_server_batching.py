@@ -1,0 +1,172 @@
+"""The micro-batching worker on its own, with a fake model whose output encodes its input:
+rows go back to the right request, requests share batches, the queue is bounded, close drains."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from distilmarco.errors import BackendError
+from distilmarco.server.batching import (
+    BatchReport,
+    MicroBatcher,
+    QueueFullError,
+    ServerClosedError,
+)
+
+
+class FakeModel:
+    """embed() -> rows [first token id, real length]; can be held on a gate; records batches."""
+
+    def __init__(self, hold: bool = False) -> None:
+        self.gate = threading.Event()
+        if not hold:
+            self.gate.set()
+        self.entered = threading.Event()
+        self.batches: list[int] = []
+        self.fail_next = False
+
+    def embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        assert self.gate.wait(10)
+        if self.fail_next:
+            self.fail_next = False
+            raise BackendError("boom")
+        self.batches.append(len(ids))
+        return np.stack([ids[:, 0], mask.sum(1)], axis=1).astype(np.float32)
+
+
+def ids_of(*lengths_and_first: tuple[int, int]) -> list[np.ndarray]:
+    return [np.array([first] + [7] * (n - 1), dtype=np.int64) for n, first in lengths_and_first]
+
+
+@pytest.fixture()
+def fake():  # type: ignore[no-untyped-def]
+    return FakeModel(hold=True)
+
+
+def make(fake: FakeModel, **kw) -> MicroBatcher:  # type: ignore[no-untyped-def]
+    b = MicroBatcher(fake.embed, pad_id=0, **kw)
+    b.start()
+    return b
+
+
+def test_rows_return_to_their_request_and_requests_share_a_batch(fake) -> None:  # type: ignore[no-untyped-def]
+    reports: list[BatchReport] = []
+    b = make(fake, max_batch_tokens=1000, on_batch=reports.append)
+    blocker = b.submit(ids_of((3, 1)))
+    assert fake.entered.wait(5)
+    requests = [ids_of((5, 10 + i), (2, 20 + i), (9, 30 + i)) for i in range(6)]
+    futures = [b.submit(r) for r in requests]
+    assert b.depth == 6 and b.queued_tokens == 6 * 16
+    fake.gate.set()
+    for i, f in enumerate(futures):
+        np.testing.assert_array_equal(f.result(5), [[10 + i, 5], [20 + i, 2], [30 + i, 9]])
+    np.testing.assert_array_equal(blocker.result(5), [[1, 3]])
+    b.close()
+    assert fake.batches == [1, 18]  # the held one, then all six requests in one call
+    assert [r.requests for r in reports] == [1, 6]
+    assert reports[1].tokens == 96 and reports[1].padded_tokens == 18 * 9
+    assert b.depth == 0 and b.queued_tokens == 0
+
+
+def test_token_budget_splits_groups(fake) -> None:  # type: ignore[no-untyped-def]
+    reports: list[BatchReport] = []
+    b = make(fake, max_batch_tokens=20, max_queue_tokens=1000, on_batch=reports.append)
+    b.submit(ids_of((4, 1)))
+    assert fake.entered.wait(5)
+    futures = [b.submit(ids_of((10, i))) for i in range(5)]
+    fake.gate.set()
+    for i, f in enumerate(futures):
+        np.testing.assert_array_equal(f.result(5), [[i, 10]])
+    b.close()
+    assert [r.tokens for r in reports] == [4, 20, 20, 10]
+
+
+def test_full_queue_raises_with_retry_after(fake) -> None:  # type: ignore[no-untyped-def]
+    b = make(fake, max_batch_tokens=10, max_queue_tokens=10)
+    running = b.submit(ids_of((8, 1)))
+    assert fake.entered.wait(5)
+    queued = b.submit(ids_of((6, 2)))
+    with pytest.raises(QueueFullError, match="queue is full") as info:
+        b.submit(ids_of((6, 3)))
+    assert 1 <= info.value.retry_after <= 60
+    fake.gate.set()
+    assert running.result(5).shape == queued.result(5).shape == (1, 2)
+    # once drained, the same request fits again
+    assert b.submit(ids_of((6, 3))).result(5).tolist() == [[3.0, 6.0]]
+    b.close()
+
+
+def test_oversized_request_is_accepted_when_the_queue_is_empty(fake) -> None:  # type: ignore[no-untyped-def]
+    fake.gate.set()
+    b = make(fake, max_batch_tokens=10, max_queue_tokens=10)
+    out = b.submit(ids_of((8, 1), (8, 2), (8, 3))).result(5)
+    np.testing.assert_array_equal(out, [[1, 8], [2, 8], [3, 8]])
+    assert fake.batches == [1, 1, 1]  # split by the padded budget
+    b.close()
+
+
+def test_close_drains_then_refuses(fake) -> None:  # type: ignore[no-untyped-def]
+    b = make(fake)
+    first = b.submit(ids_of((3, 1)))
+    assert fake.entered.wait(5)
+    second = b.submit(ids_of((3, 2)))
+    closer = threading.Thread(target=b.close)
+    closer.start()
+    time.sleep(0.05)
+    with pytest.raises(ServerClosedError):
+        b.submit(ids_of((3, 3)))
+    with pytest.raises(ServerClosedError):
+        b.submit_call(lambda: 1)
+    fake.gate.set()
+    closer.join(5)
+    assert not closer.is_alive()
+    assert first.result(0).tolist() == [[1.0, 3.0]] and second.result(0).tolist() == [[2.0, 3.0]]
+
+
+def test_errors_reach_every_request_of_the_batch_and_the_worker_survives(fake) -> None:  # type: ignore[no-untyped-def]
+    fake.gate.set()
+    fake.fail_next = True
+    b = make(fake, max_wait_s=0.2)
+    a, c = b.submit(ids_of((3, 1))), b.submit(ids_of((3, 2)))
+    for f in (a, c):
+        with pytest.raises(BackendError, match="boom"):
+            f.result(5)
+    assert b.submit(ids_of((3, 4))).result(5).tolist() == [[4.0, 3.0]]
+    b.close()
+
+
+def test_non_finite_output_is_an_error(fake) -> None:  # type: ignore[no-untyped-def]
+    b = MicroBatcher(lambda ids, mask: np.full((len(ids), 2), np.nan, np.float32), pad_id=0)
+    b.start()
+    with pytest.raises(BackendError, match="non-finite"):
+        b.submit(ids_of((3, 1))).result(5)
+    b.close()
+
+
+def test_calls_run_on_the_worker_thread_in_order(fake) -> None:  # type: ignore[no-untyped-def]
+    fake.gate.set()
+    b = make(fake)
+    names = [b.submit_call(lambda: threading.current_thread().name) for _ in range(3)]
+    assert {f.result(5) for f in names} == {"distilmarco-inference"}
+    failing = b.submit_call(lambda: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        failing.result(5)
+    b.close()
+
+
+def test_cancelled_requests_are_skipped(fake) -> None:  # type: ignore[no-untyped-def]
+    b = make(fake)
+    b.submit(ids_of((3, 1)))
+    assert fake.entered.wait(5)
+    gone = b.submit(ids_of((3, 2)))
+    kept = b.submit(ids_of((4, 3)))
+    assert gone.cancel()
+    fake.gate.set()
+    assert kept.result(5).tolist() == [[3.0, 4.0]]
+    b.close()
+    assert fake.batches == [1, 1]
