@@ -109,7 +109,9 @@ class Encoder:
         self.tokenizer = Tokenizer.from_folder(
             self.spec.transformer_folder, self.max_seq_length, self.spec.do_lower_case
         )
-        self.backend: Backend = create_backend(self.spec, backend, precision, device)
+        self.backend: Backend = create_backend(
+            self.spec, backend, precision, device, threads=threads
+        )
 
     # --- facts about the model -------------------------------------------------------------
 

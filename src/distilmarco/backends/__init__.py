@@ -2,16 +2,30 @@
 
 A backend runs the whole sentence pipeline (encoder, pooling, heads) on one padded batch:
 ``embed(input_ids, attention_mask)`` with int64 arrays of shape (B, T) returns float32 (B, D).
+
+| backend  | precisions            | devices         | needs                          |
+|----------|-----------------------|-----------------|--------------------------------|
+| torch    | fp32, bf16, fp16 (GPU)| cpu, cuda, mps  | (core)                         |
+| onnx     | fp32, int8            | cpu             | ``distilmarco[onnx]``          |
+| openvino | fp32, int8            | cpu             | ``distilmarco[onnx,openvino]`` |
+
+``auto`` picks by device and precision (see ``choose_backend``) and the chosen backend reports its
+own ``name``, which ``Encoder.info`` shows.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
 from typing import Literal, Protocol, get_args
 
 import numpy as np
 
-from distilmarco.errors import InputError
+from distilmarco.errors import BackendError, InputError, MissingExtraError
 from distilmarco.model.st_format import SentenceModelSpec
+
+log = logging.getLogger(__name__)
 
 BackendName = Literal["auto", "torch", "onnx", "openvino"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
@@ -29,16 +43,82 @@ class Backend(Protocol):
         ...
 
 
+def _installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _gpu_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available() or torch.backends.mps.is_available())
+
+
+def choose_backend(precision: str, device: str) -> str:
+    """What ``auto`` means: the fastest backend that is correct for ``precision`` on ``device``.
+
+    GPU (asked for, or ``auto`` with one present): torch. CPU: fp32 and int8 go to ONNX Runtime
+    (fastest in ``benchmarks/results``), then OpenVINO, then torch; bf16 stays on torch.
+    """
+    on_gpu = device.split(":")[0] in ("cuda", "mps") or (device == "auto" and _gpu_available())
+    if on_gpu or precision in ("bf16", "fp16"):
+        return "torch"
+    for name, module in (("onnx", "onnxruntime"), ("openvino", "openvino")):
+        if _installed(module) and _installed("onnx"):
+            return name
+    if precision == "int8":
+        raise MissingExtraError("onnxruntime", "onnx", "int8 inference on CPU")
+    return "torch"
+
+
 def create_backend(
-    spec: SentenceModelSpec, name: str = "torch", precision: str = "fp32", device: str = "cpu"
+    spec: SentenceModelSpec,
+    name: str = "torch",
+    precision: str = "fp32",
+    device: str = "cpu",
+    *,
+    threads: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> Backend:
-    """Build the backend ``name`` for the model in ``spec``; validates every choice."""
+    """Build the backend ``name`` for the model in ``spec``; validates every choice.
+
+    ``threads`` sets the ONNX Runtime / OpenVINO intra-op threads (default: physical cores);
+    ``cache_dir`` is where exports are kept (default ``$DISTILMARCO_CACHE`` or
+    ``~/.cache/distilmarco``).
+    """
     if name not in BACKENDS:
         raise InputError(f"backend {name!r} is not one of {BACKENDS}")
     if precision not in PRECISIONS:
         raise InputError(f"precision {precision!r} is not one of {PRECISIONS}")
-    if name in ("auto", "torch"):
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be an integer >= 1, got {threads!r}")
+    chosen = choose_backend(precision, device) if name == "auto" else name
+    if name == "auto" and chosen != "torch":
+        try:
+            return _build(spec, chosen, precision, "cpu", threads, cache_dir)
+        except BackendError as exc:
+            log.warning("backend %s failed (%s); auto falls back to torch", chosen, exc)
+            if precision == "int8":
+                raise
+            chosen = "torch"
+    return _build(spec, chosen, precision, device, threads, cache_dir)
+
+
+def _build(
+    spec: SentenceModelSpec,
+    name: str,
+    precision: str,
+    device: str,
+    threads: int | None,
+    cache_dir: str | os.PathLike[str] | None,
+) -> Backend:
+    if name == "torch":
         from distilmarco.backends.torch_backend import TorchBackend
 
         return TorchBackend.from_spec(spec, precision=precision, device=device)
-    raise InputError(f"backend {name!r} is not available yet; use 'torch'")
+    if name == "onnx":
+        from distilmarco.backends.onnx_backend import OnnxBackend
+
+        return OnnxBackend.from_spec(spec, precision, device, threads, cache_dir)
+    from distilmarco.backends.openvino_backend import OpenVinoBackend
+
+    return OpenVinoBackend.from_spec(spec, precision, device, threads, cache_dir)

@@ -1,4 +1,5 @@
-"""The reference backend: our PyTorch module, fp32 on CPU, fp16/bf16 on GPU."""
+"""The reference backend: our PyTorch module, fp32 on CPU (bf16 where the CPU has it), fp16/bf16
+on GPU. By default the encoder runs packed: per-token layers skip padding (see ``Packing``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import logging
 
 import numpy as np
 import torch
+from torch import nn
 
 from distilmarco.errors import InputError
+from distilmarco.model.pooling import pool
 from distilmarco.model.sentence import SentenceModule, load_sentence_module
 from distilmarco.model.st_format import SentenceModelSpec
 
@@ -34,11 +37,31 @@ def resolve_device(device: str) -> str:
     return device
 
 
+class PackedSentence(nn.Module):
+    """A ``SentenceModule`` whose encoder skips padding tokens; same inputs and outputs."""
+
+    def __init__(self, module: SentenceModule) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        states = m.encoder(input_ids, attention_mask, packed=True)  # (B, T, H)
+        x = pool(states, attention_mask, m.spec.pooling.modes)  # (B, P) float32
+        for head in m.heads:
+            x = head(x)
+        return x
+
+
 class TorchBackend:
     name = "torch"
 
     def __init__(
-        self, module: SentenceModule, precision: str = "fp32", device: str = "cpu"
+        self,
+        module: SentenceModule,
+        precision: str = "fp32",
+        device: str = "cpu",
+        packed: bool = True,
     ) -> None:
         self.device = resolve_device(device)
         if precision not in _DTYPES:
@@ -52,16 +75,22 @@ class TorchBackend:
         # Only the transformer runs in reduced precision; pooling and heads stay float32.
         module.encoder.to(dtype=_DTYPES[precision])
         self.module = module.to(self.device).eval()
+        self.packed = packed
+        self._run: nn.Module = PackedSentence(self.module) if packed else self.module
 
     @classmethod
     def from_spec(
-        cls, spec: SentenceModelSpec, precision: str = "fp32", device: str = "cpu"
+        cls,
+        spec: SentenceModelSpec,
+        precision: str = "fp32",
+        device: str = "cpu",
+        packed: bool = True,
     ) -> TorchBackend:
-        return cls(load_sentence_module(spec), precision=precision, device=device)
+        return cls(load_sentence_module(spec), precision=precision, device=device, packed=packed)
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         ids = torch.from_numpy(input_ids).to(self.device)
         mask = torch.from_numpy(attention_mask).to(self.device)
         with torch.inference_mode():
-            out = self.module(ids, mask)
+            out = self._run(ids, mask)
         return out.float().cpu().numpy()

@@ -27,10 +27,46 @@ def attention_mask_4d(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask.bool()[:, None, None, :]
 
 
+class Packing:
+    """Where the real tokens of a right-padded (B, T) batch sit, for packed ("varlen") execution.
+
+    Linear layers, LayerNorms, GELU and residuals act per token, so they run on the (N, D) stack of
+    the N real tokens only; attention alone needs the (B, T) layout and scatters into it and back.
+    """
+
+    def __init__(self, attention_mask: torch.Tensor) -> None:
+        b, t = attention_mask.shape
+        self.batch, self.width = b, t
+        self.index = attention_mask.reshape(-1).nonzero().squeeze(-1)  # (N,) into B*T
+        self.mask = attention_mask_4d(attention_mask)  # (B, 1, 1, T)
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (N, D): the real tokens, row-major."""
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, D) -> (B, T, D) with zeros at padding positions."""
+        out = x.new_zeros(self.batch * self.width, x.shape[-1])
+        out = out.index_copy(0, self.index, x)
+        return out.view(self.batch, self.width, x.shape[-1])
+
+
 def multi_head_attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, num_heads: int
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | Packing,
+    num_heads: int,
 ) -> torch.Tensor:
-    """Scaled dot-product attention over heads. q, k, v: (B, T, D); mask: (B, 1, 1, T)."""
+    """Scaled dot-product attention over heads. q, k, v: (B, T, D); mask: (B, 1, 1, T).
+
+    With a ``Packing`` instead of a mask, q, k, v are packed (N, D) and so is the result.
+    """
+    if isinstance(mask, Packing):
+        ctx = multi_head_attention(
+            mask.unpack(q), mask.unpack(k), mask.unpack(v), mask.mask, num_heads
+        )
+        return mask.pack(ctx)  # (N, D)
     b, t, d = q.shape
     shape = (b, t, num_heads, d // num_heads)
     q, k, v = (x.view(shape).transpose(1, 2) for x in (q, k, v))  # (B, H, T, Dh)
@@ -70,7 +106,7 @@ class DistilAttention(nn.Module):
         self.v_lin = nn.Linear(cfg.hidden_size, cfg.hidden_size)
         self.out_lin = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | Packing) -> torch.Tensor:
         ctx = multi_head_attention(
             self.q_lin(x), self.k_lin(x), self.v_lin(x), mask, self.num_heads
         )
@@ -98,7 +134,7 @@ class DistilLayer(nn.Module):
         self.ffn = DistilFFN(cfg)
         self.output_layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | Packing) -> torch.Tensor:
         x = self.sa_layer_norm(x + self.attention(x, mask))
         return self.output_layer_norm(x + self.ffn(x))
 
@@ -116,9 +152,18 @@ class DistilBertEncoder(nn.Module):
         self.embeddings = Embeddings(cfg)
         self.transformer = DistilTransformer(cfg)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = attention_mask_4d(attention_mask)
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, packed: bool = False
+    ) -> torch.Tensor:
+        """(B, T) ids and mask -> (B, T, D) states; ``packed`` skips work on padding tokens."""
         x = self.embeddings(input_ids)  # (B, T, D)
+        if packed:
+            packing = Packing(attention_mask)
+            x = packing.pack(x)  # (N, D)
+            for layer in self.transformer.layer:
+                x = layer(x, packing)
+            return packing.unpack(x)  # (B, T, D), zeros at padding
+        mask = attention_mask_4d(attention_mask)
         for layer in self.transformer.layer:
             x = layer(x, mask)
         return x
@@ -154,7 +199,7 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(cfg)
         self.output = BertDenseNorm(cfg.hidden_size, cfg)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | Packing) -> torch.Tensor:
         s = self.self
         ctx = multi_head_attention(s.query(x), s.key(x), s.value(x), mask, self.num_heads)
         return self.output(ctx, x)  # (B, T, D)
@@ -177,7 +222,7 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(cfg)
         self.output = BertDenseNorm(cfg.intermediate_size, cfg)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | Packing) -> torch.Tensor:
         x = self.attention(x, mask)
         return self.output(self.intermediate(x), x)
 
@@ -195,9 +240,18 @@ class BertEncoder(nn.Module):
         self.embeddings = Embeddings(cfg)
         self.encoder = BertStack(cfg)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        mask = attention_mask_4d(attention_mask)
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, packed: bool = False
+    ) -> torch.Tensor:
+        """(B, T) ids and mask -> (B, T, D) states; ``packed`` skips work on padding tokens."""
         x = self.embeddings(input_ids)  # (B, T, D)
+        if packed:
+            packing = Packing(attention_mask)
+            x = packing.pack(x)  # (N, D)
+            for layer in self.encoder.layer:
+                x = layer(x, packing)
+            return packing.unpack(x)  # (B, T, D), zeros at padding
+        mask = attention_mask_4d(attention_mask)
         for layer in self.encoder.layer:
             x = layer(x, mask)
         return x

@@ -1,0 +1,281 @@
+"""ONNX exports of our own ``SentenceModule``, cached on disk and validated before use.
+
+One export per model folder state, exporter version and precision:
+
+    <cache>/exports/<folder name>-<key>/model.onnx        fp32, packed ("varlen") graph
+    <cache>/exports/<folder name>-<key>/model.int8.onnx   dynamic int8 of the above
+    ... and for each a ``.json`` manifest with its size and SHA-256.
+
+Files are written to a temp name, fsynced and renamed; the manifest is written last. On load the
+file's size and hash must match its manifest, otherwise it is rebuilt, never loaded. The export
+runs in a subprocess: ``torch.onnx.export`` may leave state behind that changes later eager
+forwards in the exporting process (seen with transformers 5.x), and the caller never needs torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from distilmarco.errors import BackendError, MissingExtraError
+from distilmarco.model.st_format import SentenceModelSpec
+
+log = logging.getLogger(__name__)
+
+# Bump when the exported graph changes (inputs, packing, opset): old cache entries are ignored.
+EXPORTER_VERSION = 1
+OPSET = 17
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAME = "sentence_embedding"
+_SKIP_DIRS = {"onnx", "openvino", ".git"}
+# int8: the FFN output projections of the first layers stay fp32 (see ``quantize_int8``).
+FP32_FFN_OUT_LAYERS = 2
+_FFN_OUT = re.compile(r"layer\.(\d+)/(?:ffn/lin2|output/dense)/")
+
+ExportKind = Literal["fp32", "int8"]
+
+
+def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """``cache_dir``, else ``$DISTILMARCO_CACHE``, else ``~/.cache/distilmarco``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("DISTILMARCO_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "distilmarco"
+
+
+def folder_fingerprint(folder: Path) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime ns) of every file that defines the model, sorted."""
+    rows = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if (rel.parts and rel.parts[0] in _SKIP_DIRS) or not path.is_file():
+            continue
+        st = path.stat()  # follows the Hub cache's symlinks to the blobs
+        rows.append((rel.as_posix(), st.st_size, st.st_mtime_ns))
+    return rows
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def export_dir(spec: SentenceModelSpec, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache folder for this model folder's current files and this exporter."""
+    key_parts = {
+        "folder": str(spec.folder.resolve()),
+        "files": folder_fingerprint(spec.folder),
+        "exporter": EXPORTER_VERSION,
+        "opset": OPSET,
+        "torch": _version("torch"),
+    }
+    key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()[:16]
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.folder.name)[:60] or "model"
+    return cache_root(cache_dir) / "exports" / f"{name}-{key}"
+
+
+# --- validated, atomic files ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Manifest:
+    file: str
+    bytes: int
+    sha256: str
+    kind: str
+    exporter: int
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest | None:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**{k: raw[k] for k in ("file", "bytes", "sha256", "kind", "exporter")})
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def is_valid(path: Path) -> bool:
+    """True when ``path`` and its manifest exist and the file's size and SHA-256 match it."""
+    manifest = Manifest.read(manifest_path(path))
+    if manifest is None or not path.is_file() or manifest.exporter != EXPORTER_VERSION:
+        return False
+    if path.stat().st_size != manifest.bytes:
+        return False
+    return sha256_file(path) == manifest.sha256
+
+
+def manifest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".json")
+
+
+def _fsync_dir(folder: Path) -> None:
+    if os.name == "nt":  # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, final: Path, kind: str) -> Path:
+    """fsync ``tmp``, rename it to ``final``, then write its manifest the same way."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    manifest = Manifest(final.name, tmp.stat().st_size, sha256_file(tmp), kind, EXPORTER_VERSION)
+    os.replace(tmp, final)
+    mtmp = final.with_name(f".{final.name}.json.{os.getpid()}.tmp")
+    with open(mtmp, "w", encoding="utf-8") as f:
+        json.dump(manifest.__dict__, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(mtmp, manifest_path(final))
+    _fsync_dir(final.parent)
+    return final
+
+
+def _temp_beside(final: Path) -> Path:
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    return Path(name)
+
+
+# --- building ---------------------------------------------------------------------------------
+
+
+def onnx_model(
+    spec: SentenceModelSpec,
+    kind: ExportKind = "fp32",
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> Path:
+    """The path of a valid cached export of ``spec`` (``fp32`` or ``int8``), built if needed."""
+    folder = export_dir(spec, cache_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = folder / "model.onnx"
+    if not is_valid(fp32):
+        if fp32.exists():
+            log.warning("cached export %s is missing its manifest or corrupt; rebuilding", fp32)
+        log.info("exporting %s to ONNX (once per model and exporter version)", spec.folder)
+        tmp = _temp_beside(fp32)
+        try:
+            _export_in_subprocess(spec.folder, tmp)
+            publish(tmp, fp32, "fp32")
+        finally:
+            tmp.unlink(missing_ok=True)
+    if kind == "fp32":
+        return fp32
+    int8 = folder / "model.int8.onnx"
+    if not is_valid(int8):
+        if int8.exists():
+            log.warning("cached export %s is missing its manifest or corrupt; rebuilding", int8)
+        tmp = _temp_beside(int8)
+        try:
+            quantize_int8(fp32, tmp)
+            publish(tmp, int8, "int8")
+        finally:
+            tmp.unlink(missing_ok=True)
+    return int8
+
+
+def quantize_int8(src: Path, dst: Path, fp32_layers: int = FP32_FFN_OUT_LAYERS) -> None:
+    """Dynamic int8: int8 weights (per output channel), activations quantised per batch at run
+    time, on every linear layer except the FFN output projection of the first ``fp32_layers``
+    layers, whose inputs (GELU outputs) carry the outliers that per-tensor activation
+    quantisation handles worst. Measured on all-MiniLM-L6-v2 over 600 STS sentences: all int8,
+    mean cosine to fp32 0.9943 (below the 0.995 contract); these two in fp32, 0.9959.
+    """
+    try:
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise MissingExtraError("onnxruntime", "onnx", "int8 quantisation") from exc
+    keep = [
+        n.name
+        for n in onnx.load(os.fspath(src), load_external_data=False).graph.node
+        if (m := _FFN_OUT.search(n.name)) and int(m.group(1)) < fp32_layers
+    ]
+    quantize_dynamic(
+        src,
+        dst,
+        op_types_to_quantize=["MatMul", "Gemm"],
+        per_channel=True,
+        weight_type=QuantType.QUInt8,
+        # The quantiser rewrites Gemm to "<name>_MatMul" before matching: list both names.
+        nodes_to_exclude=keep + [f"{k}_MatMul" for k in keep],
+        extra_options={"MatMulConstBOnly": True},
+    )
+
+
+def _export_in_subprocess(folder: Path, out: Path) -> None:
+    cmd = [sys.executable, "-m", "distilmarco.backends.export", str(folder), str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+        raise BackendError(f"ONNX export of {folder} failed (exit {proc.returncode}):\n{tail}")
+
+
+def export_onnx(folder: Path, out: Path) -> None:
+    """Export the model in ``folder`` to ``out``: packed graph, dynamic batch and length axes."""
+    try:
+        import onnx  # noqa: F401  (the TorchScript exporter needs it)
+    except ImportError as exc:
+        raise MissingExtraError("onnx", "onnx", "ONNX export") from exc
+    import torch
+
+    from distilmarco.backends.torch_backend import PackedSentence
+    from distilmarco.model.sentence import load_sentence_module
+
+    spec = SentenceModelSpec.from_folder(folder)
+    module = PackedSentence(load_sentence_module(spec)).eval()
+    ids = torch.tensor([[101, 2023, 2003, 1037, 102], [101, 7592, 102, 0, 0]])
+    mask = (ids != 0).long()
+    axes = {"batch": 0, "sequence": 1}
+    dynamic = {n: {i: a for a, i in axes.items()} for n in INPUT_NAMES}
+    dynamic[OUTPUT_NAME] = {0: "batch"}
+    with torch.inference_mode():
+        torch.onnx.export(
+            module,
+            (ids, mask),
+            str(out),
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_axes=dynamic,
+            opset_version=OPSET,
+            dynamo=False,
+            do_constant_folding=True,
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m distilmarco.backends.export")
+    parser.add_argument("folder", type=Path, help="sentence-transformers model folder")
+    parser.add_argument("out", type=Path, help="where to write the .onnx file")
+    args = parser.parse_args(argv)
+    export_onnx(args.folder, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
