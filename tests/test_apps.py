@@ -323,3 +323,17 @@ def test_html_escapes_text_and_is_self_contained() -> None:
     assert "</script><b>" not in page and "\\u003c/script>" in page
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "")
     assert "https://" not in page
+
+
+def test_mining_memory_stays_bounded() -> None:
+    import tracemalloc
+
+    x = rand(10_000, 32, seed=7)  # the full score matrix would take 400 MB
+    tracemalloc.start()
+    try:
+        pairs = dedup.mine_pairs(x, threshold=0.7, top_k_per_item=10, block_elements=1 << 20)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 40e6, f"peak {peak / 1e6:.0f} MB"
+    assert all(p.score >= 0.7 for p in pairs)

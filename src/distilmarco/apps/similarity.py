@@ -20,8 +20,9 @@ from distilmarco.errors import InputError
 
 Metric = Literal["cosine", "dot", "euclidean"]
 METRICS: tuple[str, ...] = get_args(Metric)
-# Scores held at once by the chunked functions: 16M float32 = 64 MiB.
-DEFAULT_BLOCK_ELEMENTS = 1 << 24
+# Scores held at once by the chunked functions: 4M float32 = 16 MiB (top_k also holds a
+# partition index of the same shape, 32 MiB more).
+DEFAULT_BLOCK_ELEMENTS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ def top_k(
     n, total = q.shape[0], c.shape[0]
     k_eff = min(k, total)
     # Split the corpus into column chunks and the queries into row chunks: each block is bounded.
-    col_step = max(k_eff, min(total, block_elements // 64))
+    col_step = max(k_eff, min(total, block_elements // 16))
     row_step = block_rows(min(col_step, total), block_elements)
     pc = prepare(c, m)
     c_sq = _sq_norms(pc) if m == "euclidean" else None
@@ -183,8 +184,10 @@ def top_k(
                     d = np.arange(lo, hi)
                     s[d - r0, d - c0] = -np.inf
             cols = np.arange(c0, c0 + s.shape[1], dtype=np.int64)
-            cand_s = np.concatenate([run_s, s], axis=1)
-            cand_i = np.concatenate([run_i, np.broadcast_to(cols, s.shape)], axis=1)
+            blk_i, blk_s = _best(np.broadcast_to(cols, s.shape), s, k_eff)
+            del s
+            cand_s = np.concatenate([run_s, blk_s], axis=1)
+            cand_i = np.concatenate([run_i, blk_i], axis=1)
             run_i, run_s = _best(cand_i, cand_s, k_eff)
         best_i[r0 : r0 + rows], best_s[r0 : r0 + rows] = run_i, run_s
     best_i[~np.isfinite(best_s)] = -1
