@@ -14,11 +14,8 @@ from distilmarco.evaluation.metrics import Metric, evaluate, parse_metrics
 
 def _ranking(docs: dict[str, float]) -> list[str]:
     """trec_eval's order: score descending, ties by document id descending."""
-    return [d for d, _ in sorted(docs.items(), key=lambda it: (-it[1], _neg(it[0])))]
-
-
-def _neg(s: str) -> tuple[int, ...]:
-    return tuple(-ord(c) for c in s) + (1,)  # descending string order (a prefix sorts later)
+    by_id = sorted(docs.items(), key=lambda it: it[0], reverse=True)
+    return [d for d, _ in sorted(by_id, key=lambda it: -it[1])]
 
 
 def reference(qrels: dict, run: dict, kind: str, k: int | None, level: int = 1) -> dict[str, float]:
@@ -78,7 +75,13 @@ def test_hand_computed_values_with_ties_missing_and_empty() -> None:
     assert s.per_query["q1"]["nDCG@10"] == pytest.approx(dcg / idcg, abs=1e-12)
     assert s.per_query["q1"]["MAP"] == pytest.approx((1 / 2 + 2 / 3) / 2, abs=1e-12)
     assert s.per_query["q1"]["Recall@2"] == pytest.approx(1 / 2, abs=1e-12)
-    assert s.per_query["q5"] == {"MRR@10": 0.0, "nDCG@10": 0.0, "Recall@2": 0.0, "P@2": 0.0, "MAP": 0.0}
+    assert s.per_query["q5"] == {
+        "MRR@10": 0.0,
+        "nDCG@10": 0.0,
+        "Recall@2": 0.0,
+        "P@2": 0.0,
+        "MAP": 0.0,
+    }
     # mean over q1, q2, q3, q5 (q4 has no relevant document; q9 is unjudged)
     assert s.coverage.scored == 4
     assert s.mean["MRR@10"] == pytest.approx((0.5 + 0.5 + 0 + 0) / 4, abs=1e-12)
@@ -119,7 +122,9 @@ def test_random_runs_equal_the_reference(seed: int) -> None:
     for q in range(30):
         qid = f"q{q}"
         if rng.random() < 0.9:
-            qrels[qid] = {d: rng.choice([0, 0, 1, 2, 3]) for d in rng.sample(docs, rng.randint(1, 8))}
+            qrels[qid] = {
+                d: rng.choice([0, 0, 1, 2, 3]) for d in rng.sample(docs, rng.randint(1, 8))
+            }
         if rng.random() < 0.85:
             # coarse scores: many ties
             run[qid] = {d: float(rng.randint(0, 5)) for d in rng.sample(docs, rng.randint(0, 25))}

@@ -99,9 +99,13 @@ def _run(
 
 
 def _print_table(task: str, model: str, records: list[dict[str, Any]], *, with_delta: bool) -> None:
-    names = list(dict.fromkeys(n for r in records for n in r["metrics"]))
+    """One row per combination (and per group, for metrics named ``"group metric"``)."""
+    groups = list(dict.fromkeys(_split(n)[0] for r in records for n in r["metrics"]))
+    names = list(dict.fromkeys(_split(n)[1] for r in records for n in r["metrics"]))
     table = Table(title=f"{task} · {model}", title_justify="left")
     table.add_column("backend/precision")
+    if groups != [""]:
+        table.add_column("mode")
     for n in names:
         table.add_column(n, justify="right")
         if with_delta:
@@ -110,25 +114,33 @@ def _print_table(task: str, model: str, records: list[dict[str, Any]], *, with_d
     table.add_column("tokens/s", justify="right")
     for r in records:
         label = f"{r['backend']}/{r['precision']}"
-        if r["error"]:
-            table.add_row(label, *["-"] * (len(names) * (2 if with_delta else 1)), "-", "-")
-            continue
-        cells = []
-        for n in names:
-            value = r["metrics"].get(n)
-            cells.append("-" if value is None else f"{value:.4f}")
-            if with_delta:
-                d = r["delta_vs_torch_fp32"].get(n)
-                cells.append("-" if d is None else f"{d:+.4f}")
-        table.add_row(
-            label, *cells, f"{r['texts_per_second']:,.0f}", f"{r['tokens_per_second']:,.0f}"
-        )
+        for group in groups:
+            lead = [label] if groups == [""] else [label, group or "-"]
+            if r["error"]:
+                blanks = ["-"] * (len(names) * (2 if with_delta else 1) + 2)
+                table.add_row(*lead, *blanks)
+                break
+            cells = []
+            for n in names:
+                key = f"{group} {n}" if group else n
+                value = r["metrics"].get(key)
+                cells.append("-" if value is None else f"{value:.4f}")
+                if with_delta:
+                    d = r["delta_vs_torch_fp32"].get(key)
+                    cells.append("-" if d is None else f"{d:+.4f}")
+            speed = [f"{r['texts_per_second']:,.0f}", f"{r['tokens_per_second']:,.0f}"]
+            table.add_row(*lead, *cells, *speed)
     out.print(table)
     for r in records:
         if r["error"]:
             err.print(
                 f"{r['backend']}/{r['precision']}: {r['error']}", highlight=False, markup=False
             )
+
+
+def _split(name: str) -> tuple[str, str]:
+    group, _, metric = name.rpartition(" ")
+    return group, metric
 
 
 def _plot(path: Path, task: str, records: list[dict[str, Any]]) -> None:

@@ -181,18 +181,22 @@ def _field(row: dict[str, object], name: str, path: Path, n: int) -> str:
 def read_qrels(path: Path) -> Qrels:
     """TREC qrels (``qid iter doc rel``, whitespace-separated) or BEIR's TSV with a header."""
     qrels: Qrels = {}
+    beir = False
     for n, fields in _lines(path):
         if n == 1 and fields[:2] == ["query-id", "corpus-id"]:
+            beir = True
             continue
-        if len(fields) == 4:
+        if len(fields) == 4 and not beir:
             qid, _, doc, rel = fields
-        elif len(fields) == 3:  # BEIR: query-id corpus-id score
+        elif len(fields) == 3 and beir:
             qid, doc, rel = fields
         else:
-            raise FormatError(
-                f"{path}:{n}: expected 'query 0 document relevance' (4 fields) or "
-                f"'query document relevance' (3), got {len(fields)} field(s)"
+            shape = (
+                "'query-id corpus-id score' (3 fields)"
+                if beir
+                else ("'query 0 document relevance' (4 fields)")
             )
+            raise FormatError(f"{path}:{n}: expected {shape}, got {len(fields)} field(s)")
         qrels.setdefault(qid, {})[doc] = _int(rel, path, n, "relevance")
     return qrels
 

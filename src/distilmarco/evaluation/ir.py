@@ -183,16 +183,21 @@ def index_runs(
     """BM25 and/or hybrid runs through a temporary :class:`Index` holding the corpus."""
     from distilmarco.index import Index
 
+    ids = [d for d, doc in data.corpus.items() if doc.full_text.strip()]
+    if len(ids) < len(data.corpus):
+        log.warning(
+            "%d empty document(s) cannot be indexed and are never returned by BM25/hybrid",
+            len(data.corpus) - len(ids),
+        )
     with (
         tempfile.TemporaryDirectory(prefix="distilmarco-eval-") as tmp,
         Index(Path(tmp) / "eval.db", encoder, ann="never") as index,
     ):
-        ids = list(data.corpus)
         start = time.perf_counter()
         tokens = 0
         for lo in range(0, len(ids), 4096):
             part = ids[lo : lo + 4096]
-            texts = [data.corpus[d].full_text or " " for d in part]
+            texts = [data.corpus[d].full_text for d in part]
             index.add(part, texts)
             tokens += int(np.sum(encoder.tokenizer.count(texts)))
         spent = Throughput(len(ids), tokens, time.perf_counter() - start)
@@ -248,6 +253,10 @@ def evaluate_ir(
     if "rerank" in modes:
         runs["rerank"] = rerank_run(encoder, data, batch_tokens=batch_tokens)
     lexical = [m for m in modes if m in ("bm25", "hybrid")]
+    empty = sum(1 for doc in data.corpus.values() if not doc.full_text.strip())
+    notes = data.notes
+    if lexical and empty:
+        notes += (f"{empty} empty document(s) left out of the BM25/hybrid index",)
     if lexical:
         by_mode, spent = index_runs(encoder, data, k, lexical)
         runs.update({m: (r, spent) for m, r in by_mode.items()})
@@ -260,7 +269,7 @@ def evaluate_ir(
             data_check,
             runs[mode][1],
             runs[mode][0],
-            data.notes,
+            notes if mode in lexical else data.notes,
         )
         for mode in modes
     ]
