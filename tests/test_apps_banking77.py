@@ -76,15 +76,16 @@ def test_classifier_matches_sklearn_and_round_trips(banking: Banking, tmp_path: 
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
 
-    clf = fit_classifier(banking.train_x, banking.train_y, max_iter=100)
-    ref = LogisticRegression(max_iter=100, random_state=0).fit(banking.train_x, banking.train_y)
+    # Parity with scikit-learn on a 3,000-row slice (the whole-train accuracy is checked above).
+    x, y = banking.train_x[:3000], banking.train_y[:3000]
+    clf = fit_classifier(x, y, max_iter=100)
+    ref = LogisticRegression(max_iter=100, random_state=0).fit(x, y)
     assert list(clf.classes) == list(ref.classes_)
     np.testing.assert_allclose(
         clf.predict_proba(banking.test_x), ref.predict_proba(banking.test_x), atol=1e-5
     )
     pred = clf.predict(banking.test_x)
-    acc = np.mean(np.array(pred) == np.array(banking.test_y))
-    assert abs(acc - 0.91) <= 0.015
+    assert pred == ref.predict(banking.test_x).tolist()
 
     clf.save(tmp_path / "clf")
     assert sorted(p.name for p in (tmp_path / "clf").iterdir()) == [
