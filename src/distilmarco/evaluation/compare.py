@@ -76,13 +76,13 @@ def compare(
         try:
             encoder = make_encoder(combo.backend, combo.precision)
         except (DistilmarcoError, ImportError, RuntimeError) as exc:
-            log.warning("%s unavailable: %s", combo.label, exc)
+            log.info("%s unavailable: %s", combo.label, exc)
             rows.append(CompareRow(combo, {}, Throughput(), f"unavailable: {exc}"))
             continue
         try:
             metrics, spent = run(encoder)
         except (DistilmarcoError, RuntimeError) as exc:
-            log.warning("%s failed: %s", combo.label, exc)
+            log.info("%s failed: %s", combo.label, exc)
             rows.append(CompareRow(combo, {}, Throughput(), f"failed: {exc}"))
             continue
         finally:
