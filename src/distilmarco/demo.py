@@ -9,9 +9,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import sys
+import time
 from pathlib import Path
-
-import numpy as np
 
 from distilmarco.encoder import Encoder
 from distilmarco.errors import ModelNotFoundError
@@ -54,22 +53,42 @@ def stdlib_summaries(limit: int = 400) -> list[tuple[str, str]]:
     return found
 
 
+QUERIES = (
+    "how do I compress a file",
+    "read settings from a configuration file",
+    "run several things at the same time",
+)
+
+
 def main() -> None:
+    import tempfile
+
+    from distilmarco.index import Index
+
     encoder = load_demo_encoder()
     docs = stdlib_summaries()
-    print(f"embedding the docstrings of {len(docs)} standard-library modules ...")
-    vectors, stats = encoder.encode_with_stats([d for _, d in docs], normalize=True)
-    print(
-        f"  {stats.tokens} tokens in {stats.seconds:.1f}s ({stats.tokens / stats.seconds:,.0f}/s)"
-    )
-    sims = vectors @ vectors.T
-    np.fill_diagonal(sims, -1.0)
-    upper = np.triu_indices(len(docs), k=1)
-    best = np.argsort(-sims[upper])[:8]
-    print("\nmost similar pairs of modules:")
-    for k in best:
-        i, j = upper[0][k], upper[1][k]
-        print(f"  {sims[i, j]:.3f}  {docs[i][0]:<14} ~ {docs[j][0]}")
+    with tempfile.TemporaryDirectory() as folder:
+        db = Path(folder) / "stdlib.db"
+        print(f"indexing the docstrings of {len(docs)} standard-library modules into {db.name} ...")
+        start = time.perf_counter()
+        with Index(db, encoder) as index:
+            index.add(
+                [name for name, _ in docs],
+                [doc for _, doc in docs],
+                [{"kind": "module"} for _ in docs],
+            )
+            stats = index.stats()
+            print(
+                f"  {stats.documents} documents, {stats.chunks} chunks, "
+                f"{stats.file_bytes / 1e6:.1f} MB, {time.perf_counter() - start:.1f}s "
+                f"({stats.similarity} similarity, {stats.dimension}-d)"
+            )
+            for query in QUERIES:
+                print(f"\nquery: {query!r}")
+                for hit in index.search(query, k=3):
+                    print(f"  {hit.score:.3f}  {hit.id:<14} {hit.passage[:90]}")
+                fused = [hit.id for hit in index.search(query, k=3, mode="hybrid")]
+                print(f"  hybrid (dense + BM25, RRF): {', '.join(fused)}")
 
 
 if __name__ == "__main__":

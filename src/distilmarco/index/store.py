@@ -57,7 +57,7 @@ CREATE TABLE vectors (chunk INTEGER PRIMARY KEY REFERENCES chunks(chunk), vector
 CREATE TABLE tombstones (chunk INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE INDEX tombstones_seq ON tombstones(seq);
 CREATE TABLE metadata_keys (key TEXT PRIMARY KEY);
-CREATE VIRTUAL TABLE chunks_fts USING fts5(text, tokenize = 'unicode61 remove_diacritics 2');
+CREATE VIRTUAL TABLE chunks_fts USING fts5(text, tokenize = 'porter unicode61 remove_diacritics 2');
 """
 # Numbered migrations: entry i takes the schema from version i to i + 1. Append only.
 MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
