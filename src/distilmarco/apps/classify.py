@@ -16,6 +16,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from distilmarco.apps._extras import need
 from distilmarco.apps.similarity import as_matrix, check_same_dim, normalize, top_k
 from distilmarco.errors import InputError, ModelFormatError
 
@@ -164,6 +165,7 @@ def fit_classifier(
             raise InputError(f"k must be at least 1, got {k}")
         arrays = {"vectors": normalize(x), "labels": y_idx}
     else:
+        need("sklearn", "apps", "logistic-regression classifiers")
         from sklearn.linear_model import LogisticRegression
 
         clf = LogisticRegression(max_iter=max_iter, C=c, random_state=seed)
@@ -289,6 +291,7 @@ def mteb_protocol(
     neighbours) and scores accuracy and macro-F1 on the whole test set; the report holds the mean.
     ``samples_per_label=None`` fits on the whole train set once instead.
     """
+    need("sklearn", "apps", "the MTEB classification protocol")
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.neighbors import KNeighborsClassifier

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from distilmarco.apps._extras import need
 from distilmarco.apps.similarity import DEFAULT_BLOCK_ELEMENTS, as_matrix, iter_blocks, normalize
 from distilmarco.errors import InputError
 
@@ -57,6 +58,7 @@ def _check(vectors: np.ndarray, minimum: int = 2) -> np.ndarray:
 
 def silhouette(vectors: np.ndarray, labels: np.ndarray, seed: int = 0) -> float | None:
     """Cosine silhouette of a labelling (noise excluded); None when it is undefined."""
+    need("sklearn", "apps", "silhouette scores")
     from sklearn.metrics import silhouette_score
 
     mask = labels != NOISE
@@ -79,6 +81,7 @@ def kmeans(
 ) -> Clustering:
     """k-means on unit vectors. With ``k=None`` tries ``k_min..k_max`` and keeps the best
     silhouette."""
+    need("sklearn", "apps", "k-means clustering")
     from sklearn.cluster import KMeans
 
     x = _check(vectors)
@@ -117,6 +120,7 @@ def agglomerative(
 ) -> Clustering:
     """Agglomerative clustering on cosine distance, merging while clusters are closer than
     ``distance_threshold`` (0 = identical, 2 = opposite). Holds an N x N matrix."""
+    need("sklearn", "apps", "agglomerative clustering")
     from sklearn.cluster import AgglomerativeClustering
 
     x = _check(vectors)
@@ -147,6 +151,7 @@ def hdbscan(
     vectors: np.ndarray, min_cluster_size: int = 5, *, min_samples: int | None = None
 ) -> Clustering:
     """HDBSCAN (density-based; finds the number of clusters and marks noise as -1)."""
+    need("sklearn", "apps", "HDBSCAN clustering")
     from sklearn.cluster import HDBSCAN
 
     x = _check(vectors)
@@ -228,6 +233,7 @@ def keywords(
     log(1 + A / f(word))`` with tf normalised per cluster, A the mean word count per cluster and
     f the word's count over all clusters.
     """
+    need("sklearn", "apps", "cluster keywords")
     from sklearn.feature_extraction.text import CountVectorizer
 
     if len(texts) != len(labels):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distilmarco.apps._extras import need
 from distilmarco.apps.similarity import as_matrix, normalize
 from distilmarco.errors import InputError, MissingExtraError
 
@@ -42,15 +43,15 @@ def project_2d(vectors: np.ndarray, method: str = "auto", *, seed: int = 0) -> n
         method = "umap" if _has_umap() else ("tsne" if n <= TSNE_AUTO_LIMIT else "pca")
         log.info("projection: %s", method)
     if method == "umap":
-        try:
-            import umap
-        except ImportError as exc:
-            raise MissingExtraError("umap-learn", "map", "UMAP projection") from exc
+        need("umap", "map", "UMAP projection")
+        import umap
+
         reducer = umap.UMAP(
             n_components=2, metric="cosine", random_state=seed, n_neighbors=min(15, n - 1)
         )
         return np.asarray(reducer.fit_transform(x), dtype=np.float32)
     if method == "tsne":
+        need("sklearn", "apps", "t-SNE projection")
         from sklearn.manifold import TSNE
 
         perplexity = float(min(30.0, (n - 1) / 3))
@@ -58,6 +59,7 @@ def project_2d(vectors: np.ndarray, method: str = "auto", *, seed: int = 0) -> n
             n_components=2, perplexity=perplexity, init="pca", random_state=seed, metric="cosine"
         )
         return np.asarray(tsne.fit_transform(x), dtype=np.float32)
+    need("sklearn", "apps", "PCA projection")
     from sklearn.decomposition import PCA
 
     return np.asarray(PCA(n_components=2, random_state=seed).fit_transform(x), dtype=np.float32)
