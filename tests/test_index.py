@@ -330,3 +330,24 @@ def test_cli_commands(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:  # 
     assert "does not exist" in capsys.readouterr().err
     assert main(["index", "search", "x", "--db", str(tmp_path / "none.db")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_optimize_prunes_tombstones_and_old_caches_rebuild(tmp_path: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    db = tmp_path / "prune.db"
+    ids = [f"d{i}" for i in range(20)]
+    with Index(db, tiny_encoder) as first:
+        first.add(ids, [f"document number {i} about topic {i % 4}" for i in range(20)])
+        assert len(first.search("topic", 20)) == 20  # its matrix now covers sequence 1
+        with Index(db, tiny_encoder) as second:
+            assert second.delete(ids[:5]) == 5
+            second.upsert(["d7"], ["rewritten document seven"])
+            raw = sqlite3.connect(db)
+            assert raw.execute("SELECT count(*) FROM tombstones").fetchone()[0] == 6
+            second.optimize()
+            assert raw.execute("SELECT count(*) FROM tombstones").fetchone()[0] == 0
+            assert raw.execute("SELECT pruned, seq FROM state").fetchone() == (3, 3)
+            raw.close()
+        hits = first.search("topic", 20)  # older than the pruned tombstones: rebuilt, not replayed
+        assert sorted(h.id for h in hits) == sorted(ids[5:])
+        assert first.caches.matrix().live == 15
+        assert first.search("rewritten document seven", 1)[0].id == "d7"

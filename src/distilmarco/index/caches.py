@@ -87,14 +87,26 @@ class Caches:
                 self.save_ann()
             return ann
 
-    def save_ann(self) -> None:
-        """Write the in-memory ANN cache to its file (atomically), if there is one to write."""
+    def save_ann(self) -> bool:
+        """Write the in-memory ANN cache to its file (atomically); False if it could not be.
+
+        The file is only a cache: a folder we cannot write to costs a rebuild later, not data.
+        """
         with self._lock:
             if self._ann is None or self._ann.seq == self._ann_saved_seq:
-                return
-            self._ann.save(self.ann_path)
+                return self._ann is not None
+            try:
+                self._ann.save(self.ann_path)
+            except OSError as exc:
+                log.warning("could not save the ANN cache to %s: %s", self.ann_path, exc)
+                return False
             self._ann_saved_seq = self._ann.seq
             log.info("saved ANN cache (%d vectors, seq %d)", len(self._ann), self._ann.seq)
+            return True
+
+    @property
+    def saved_seq(self) -> int:
+        return self._ann_saved_seq
 
     def drop(self) -> None:
         """Forget both caches (after a reindex)."""

@@ -410,10 +410,12 @@ class Index:
     # --- maintenance ----------------------------------------------------------------------------
 
     def optimize(self) -> None:
-        """Bring the ANN file up to date with the store and save it (e.g. after a bulk add)."""
+        """Bring the ANN file up to date with the store and save it (e.g. after a bulk add), then
+        forget the tombstones it covers (caches in other processes older than that rebuild)."""
         if self.store.counts().chunks:
             self.caches.ann(persist=False)
-            self.caches.save_ann()
+            if self.caches.save_ann():
+                self.store.prune_tombstones(self.caches.saved_seq)
 
     def optimize_if_large(self) -> None:
         """``optimize`` when dense search would use HNSW (above ``ANN_THRESHOLD`` chunks)."""
