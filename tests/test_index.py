@@ -152,6 +152,11 @@ def test_vectors_and_search_vector(index: Index, tiny_encoder) -> None:  # type:
     assert index.search_vector(vecs[0], 1)[0].id == "rocket"
     with pytest.raises(NotFoundError):
         index.vectors(["rocket", "ghost"])
+    ids, everything = index.all_vectors()
+    assert ids == list(DOCS)
+    np.testing.assert_allclose(
+        everything, unit(tiny_encoder.encode(list(DOCS.values()))), atol=1e-6
+    )
     with pytest.raises(InputError, match="32 finite numbers"):
         index.search_vector(np.zeros(5), 3)
 
@@ -165,6 +170,10 @@ def test_long_documents_are_chunked_token_exactly(tmp_path: Path, tiny_encoder) 
         spans = raw.execute("SELECT start, end FROM chunks ORDER BY ord").fetchall()
         raw.close()
         assert ix.get("long").chunks == len(spans) > 10
+        mean = tiny_encoder.encode([text[s:e] for s, e in spans])
+        mean = unit(unit(mean).mean(axis=0))
+        np.testing.assert_allclose(ix.vectors(["long"])[0], mean, atol=1e-5)
+        np.testing.assert_allclose(ix.all_vectors()[1][0], mean, atol=1e-5)
         assert spans[0][0] == 0 and spans[-1][1] == len(text)
         tok = tiny_encoder.tokenizer
         for (_, e0), (s1, _) in itertools.pairwise(spans):

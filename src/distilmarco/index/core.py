@@ -7,7 +7,6 @@ Read path: dense (exact matrix or HNSW + full-precision rescoring), BM25 (FTS5),
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,10 +16,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from distilmarco.errors import InputError, ModelMismatchError, NotFoundError
+from distilmarco.errors import InputError, NotFoundError
 from distilmarco.index.caches import Caches
 from distilmarco.index.chunking import ChunkConfig, chunk_spans
-from distilmarco.index.filters import compile_where, metadata_json
+from distilmarco.index.filters import compile_where
 from distilmarco.index.search import (
     best_per_document,
     fts_query,
@@ -29,6 +28,13 @@ from distilmarco.index.search import (
     similarity_scores,
 )
 from distilmarco.index.store import ChunkRow, DocumentRow, Store, StoredDocument
+from distilmarco.index.validate import (
+    check_ids,
+    check_same_model,
+    content_hash,
+    model_meta,
+    validate_documents,
+)
 
 if TYPE_CHECKING:
     from distilmarco.encoder import Encoder
@@ -40,7 +46,6 @@ MODES = ("dense", "bm25", "hybrid")
 DEFAULT_PATH = "distilmarco.db"
 ANN_THRESHOLD = 50_000  # live chunks above which dense search uses HNSW by default
 HYBRID_DEPTH = 100  # documents each ranking contributes to the fusion
-_IDENTITY = ("model_id", "revision", "dimension", "similarity")
 
 Document = StoredDocument
 
@@ -231,7 +236,7 @@ class Index:
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id; returns how many of them existed."""
-        return self.store.delete(_check_ids(ids, allow_duplicates=True))
+        return self.store.delete(check_ids(ids, allow_duplicates=True))
 
     def reindex(self, encoder: Encoder | str | os.PathLike[str]) -> int:
         """Re-embed every document with ``encoder`` (another model or chunking) in one transaction."""
@@ -290,6 +295,22 @@ class Index:
             else np.zeros((0, self.caches.dimension), np.float32)
         )
         return prepare(out, self.caches.similarity)
+
+    def all_vectors(self) -> tuple[list[str], np.ndarray]:
+        """Every document's vector at once (same definition as ``vectors``), with the ids in
+        insertion order: one pass over the in-memory matrix, for clustering or duplicate mining."""
+        m = self.caches.matrix()
+        docs, matrix = m.docs[m.alive], m.matrix[m.alive]
+        order = np.argsort(docs, kind="stable")
+        docs, matrix = docs[order], matrix[order]
+        rows, first, counts = np.unique(docs, return_index=True, return_counts=True)
+        if not len(rows):
+            return [], np.zeros((0, self.caches.dimension), np.float32)
+        means = np.add.reduceat(matrix, first, axis=0) / counts[:, None]
+        names = self.store.doc_ids(rows)  # a document deleted since the scan is left out
+        keep = np.asarray([int(r) in names for r in rows], dtype=bool)
+        ids = [names[int(r)] for r in rows[keep]]
+        return ids, prepare(means[keep], self.caches.similarity)
 
     def search(
         self,
@@ -449,79 +470,6 @@ class Index:
 
 
 # --- pure helpers ---------------------------------------------------------------------------------
-
-
-def model_meta(encoder: Encoder) -> dict[str, str]:
-    return {
-        "model_id": encoder.model_id,
-        "revision": encoder.revision or "",
-        "dimension": str(encoder.dimension),
-        "similarity": encoder.similarity,
-    }
-
-
-def check_same_model(recorded: Mapping[str, str], wanted: Mapping[str, str]) -> None:
-    """Raise ModelMismatchError when an index built with one model is used with another."""
-    if "model_id" not in recorded:
-        return
-    diffs = [
-        f"{key} {recorded.get(key)!r} (index) != {wanted.get(key)!r} (given)"
-        for key in _IDENTITY
-        if recorded.get(key, "") != wanted.get(key, "")
-    ]
-    if diffs:
-        raise ModelMismatchError(
-            "this index was built with another model: "
-            + "; ".join(diffs)
-            + ". Open it without a model to use the recorded one, or run reindex to re-embed"
-        )
-
-
-def content_hash(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def validate_documents(
-    ids: Sequence[str], texts: Sequence[str], metadata: Sequence[Mapping[str, Any] | None] | None
-) -> tuple[list[str], list[str], list[str]]:
-    """Check a whole batch before anything is embedded or written; errors name the position."""
-    ids = _check_ids(ids, allow_duplicates=False)
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise InputError(f"texts must be a list of strings, got {type(texts).__name__}")
-    if len(texts) != len(ids):
-        raise InputError(f"got {len(ids)} ids but {len(texts)} texts")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InputError(f"text {i} (id {ids[i]!r}) is {type(text).__name__}, expected str")
-        if not text.strip():
-            raise InputError(f"text {i} (id {ids[i]!r}) is empty")
-    from distilmarco.encoder import validate_texts
-
-    validate_texts(texts)
-    if metadata is None:
-        metas = ["{}"] * len(ids)
-    elif isinstance(metadata, Mapping) or not isinstance(metadata, Sequence):
-        raise InputError("metadata must be a list with one dict (or None) per document")
-    elif len(metadata) != len(ids):
-        raise InputError(f"got {len(ids)} ids but {len(metadata)} metadata entries")
-    else:
-        metas = [metadata_json(m, i) for i, m in enumerate(metadata)]
-    return ids, list(texts), metas
-
-
-def _check_ids(ids: Sequence[str], *, allow_duplicates: bool) -> list[str]:
-    if isinstance(ids, str) or not isinstance(ids, Sequence):
-        raise InputError(f"ids must be a list of strings, got {type(ids).__name__}")
-    seen: set[str] = set()
-    for i, id_ in enumerate(ids):
-        if not isinstance(id_, str):
-            raise InputError(f"id {i} is {type(id_).__name__} ({id_!r}); ids must be strings")
-        if not id_:
-            raise InputError(f"id {i} is an empty string")
-        if id_ in seen and not allow_duplicates:
-            raise InputError(f"id {id_!r} appears more than once in this batch (again at {i})")
-        seen.add(id_)
-    return list(ids)
 
 
 def _check_k(k: int) -> int:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from distilmarco.errors import InputError, MissingExtraError
-from distilmarco.index.core import Index, content_hash
+from distilmarco.index.core import Index
+from distilmarco.index.validate import content_hash
 
 log = logging.getLogger(__name__)
 

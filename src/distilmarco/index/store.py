@@ -481,6 +481,18 @@ class Store:
                     out[id_] = blobs_to_matrix(blobs, dim)
             return out
 
+    def doc_ids(self, rows: np.ndarray) -> dict[int, str]:
+        """Document row id -> external id, for the rows that still exist."""
+        with self._lock:
+            out: dict[int, str] = {}
+            for lo in range(0, len(rows), 500):
+                part = [int(r) for r in rows[lo : lo + 500]]
+                marks = ",".join("?" * len(part))
+                out.update(
+                    self._db.execute(f"SELECT doc, id FROM documents WHERE doc IN ({marks})", part)
+                )
+            return out
+
     def docs_matching(self, where_sql: str, params: Sequence[Any]) -> np.ndarray:
         """Row ids of documents whose metadata satisfies a compiled where-clause."""
         with self._lock:
