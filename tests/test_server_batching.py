@@ -170,3 +170,43 @@ def test_cancelled_requests_are_skipped(fake) -> None:  # type: ignore[no-untype
     assert kept.result(5).tolist() == [[3.0, 4.0]]
     b.close()
     assert fake.batches == [1, 1]
+
+
+def test_plan_padded_keeps_padding_low_and_covers_every_row() -> None:
+    from distilmarco.server.batching import plan_padded
+
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(6, 14, 40), rng.integers(60, 160, 24)])
+    batches = plan_padded(lengths, budget=4096, slack=0.2, small=64)
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(len(lengths)))
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    assert padded <= 1.25 * lengths.sum()  # one padded batch of everything: ~4x the tokens
+    for b in batches:
+        assert len(b) * lengths[b].max() <= 4096
+        assert (
+            len(b) == 1
+            or lengths[b].min() >= 0.8 * lengths[b].max()
+            or len(b) * lengths[b].max() <= 64
+        )
+    # the budget still bounds a batch of equal rows
+    assert [len(b) for b in plan_padded(np.full(10, 100), budget=300)] == [3, 3, 3, 1]
+
+
+def test_on_idle_runs_once_after_work(fake) -> None:  # type: ignore[no-untyped-def]
+    fake.gate.set()
+    idle = threading.Event()
+    calls: list[int] = []
+
+    def on_idle() -> None:
+        calls.append(len(fake.batches))
+        idle.set()
+
+    b = make(fake, on_idle=on_idle)
+    time.sleep(0.05)
+    assert calls == []  # nothing ran yet: nothing to release
+    b.submit(ids_of((3, 1))).result(5)
+    assert idle.wait(5)
+    time.sleep(0.05)
+    b.close()
+    assert calls == [1]

@@ -68,6 +68,11 @@ def serve(
     graceful_timeout: int = typer.Option(
         30, envvar=_env("GRACEFUL_TIMEOUT"), help="Seconds to finish in-flight requests on stop"
     ),
+    keep_alive: int = typer.Option(
+        75,
+        envvar=_env("KEEP_ALIVE"),
+        help="Seconds an idle connection stays open (longer than clients' pools keep theirs)",
+    ),
     log_level: str = typer.Option("info", envvar=_env("LOG_LEVEL"), help="uvicorn log level"),
 ) -> None:
     """Serve embeddings (OpenAI and TEI APIs), similarity, search and a search page over HTTP."""
@@ -110,5 +115,6 @@ def serve(
         port=port,
         log_level=log_level,
         timeout_graceful_shutdown=graceful_timeout,
+        timeout_keep_alive=keep_alive,
         access_log=False,
     )

@@ -23,12 +23,45 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from distilmarco.encoder import pad_batch, plan_batches
+from distilmarco.encoder import MAX_BATCH_SIZE, pad_batch
 from distilmarco.errors import BackendError, DistilmarcoError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 EmbedFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+# A row joins a batch while its padding is at most this fraction of the batch's longest row, or
+# while the batch is still this small in padded tokens (then one more call costs more than padding).
+PAD_SLACK = 0.2
+SMALL_BATCH_TOKENS = 256
+
+
+def plan_padded(
+    lengths: np.ndarray, budget: int, slack: float = PAD_SLACK, small: int = SMALL_BATCH_TOKENS
+) -> list[np.ndarray]:
+    """Row indices per batch, longest first; rows x longest <= ``budget`` and little padding.
+
+    ``Encoder.encode`` sorts a whole corpus, so neighbours have similar lengths; a server batch
+    mixes short queries with long passages, so it also starts a new batch where padding the
+    next row to the current longest would waste more than ``slack`` of it.
+    """
+    order = np.argsort(-lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        cap = max(1, min(budget // longest, MAX_BATCH_SIZE))
+        end = start + 1
+        while end < len(order) and end - start < cap:
+            rows = end - start + 1
+            close = lengths[order[end]] >= (1.0 - slack) * longest
+            if not (close or rows * longest <= small):
+                break
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    return batches
 
 
 class QueueFullError(DistilmarcoError):
@@ -75,6 +108,7 @@ class MicroBatcher:
         max_queue_tokens: int = 131072,
         max_wait_s: float = 0.002,
         on_batch: Callable[[BatchReport], None] | None = None,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         self._embed = embed
         self._pad_id = pad_id
@@ -82,6 +116,8 @@ class MicroBatcher:
         self.max_queue_tokens = max_queue_tokens
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch
+        self._on_idle = on_idle
+        self._worked = False  # a batch ran since the last on_idle call
         self._queue: deque[_Job] = deque()
         self._queued_tokens = 0
         self._cond = threading.Condition()
@@ -162,6 +198,10 @@ class MicroBatcher:
             while not self._queue:
                 if self._closing:
                     return None
+                if self._worked and self._on_idle is not None:
+                    self._worked = False
+                    self._on_idle()  # e.g. hand freed memory back to the OS
+                    continue
                 self._cond.wait()
             first = self._queue[0]
             if first.call is not None:
@@ -206,6 +246,7 @@ class MicroBatcher:
                 continue
             for job, rows in zip(live, results, strict=True):
                 job.future.set_result(rows)
+            self._worked = True
 
     def _compute(self, jobs: list[_Job]) -> list[np.ndarray]:
         start = time.perf_counter()
@@ -213,7 +254,7 @@ class MicroBatcher:
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         out: np.ndarray | None = None
         padded = 0
-        for rows in plan_batches(lengths, self.max_batch_tokens):
+        for rows in plan_padded(lengths, self.max_batch_tokens):
             batch, mask = pad_batch([ids[i] for i in rows], self._pad_id)
             vectors = self._embed(batch, mask)
             if out is None:
