@@ -59,11 +59,14 @@ def test_compare_reports_deltas_throughput_and_unavailable(
     assert base["delta_vs_torch_fp32"]["spearman"] == 0.0
     assert base["texts_per_second"] > 0
     onnx = got["onnx", "fp32"]
-    if onnx["error"] is None:  # the ONNX export of the same weights: same scores
-        assert onnx["metrics"]["spearman"] == pytest.approx(base["metrics"]["spearman"], abs=1e-4)
-        assert onnx["delta_vs_torch_fp32"]["spearman"] == pytest.approx(
-            onnx["metrics"]["spearman"] - base["metrics"]["spearman"], abs=1e-12
-        )
+    assert onnx["error"] is None  # the ONNX export of the same weights: same scores
+    assert onnx["metrics"]["spearman"] == pytest.approx(base["metrics"]["spearman"], abs=1e-4)
+    assert onnx["delta_vs_torch_fp32"]["spearman"] == pytest.approx(
+        onnx["metrics"]["spearman"] - base["metrics"]["spearman"], abs=1e-12
+    )
+    int8 = got["onnx", "int8"]
+    assert int8["error"] is None and int8["tokens_per_second"] > 0
+    assert abs(int8["delta_vs_torch_fp32"]["spearman"]) < 0.05
     # fp16 on a CPU is not offered: the row is there, with the reason
     fp16 = got["torch", "fp16"]
     assert fp16["error"] and fp16["error"].startswith("unavailable") and fp16["metrics"] == {}

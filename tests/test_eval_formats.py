@@ -139,3 +139,26 @@ def test_candidates_naming_unknown_passages_fail(tmp_path: Path) -> None:
 def test_unknown_folder_layout(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="neither a BEIR folder"):
         formats.load(tmp_path)
+
+
+def test_sts_and_labelled_readers(tmp_path: Path) -> None:
+    from distilmarco.evaluation.classify import read_labelled
+    from distilmarco.evaluation.sts import read_pairs
+
+    pairs = read_pairs(shared_data("stsbenchmark"))  # the folder means sts-test.csv
+    assert len(pairs) == 1379
+    assert all(0.0 <= p.score <= 5.0 for p in pairs)
+    bad = _write(tmp_path / "sts.tsv", "g\tf\t2012\t1\t4.0\ta\tb\ng\tf\t2012\t2\tx\ta\tb\n")
+    with pytest.raises(FormatError, match=r"sts\.tsv:2: score 'x' is not a number"):
+        read_pairs(bad)
+    short = _write(tmp_path / "short.tsv", "g\tf\t2012\t1\t4.0\ta\n")
+    with pytest.raises(FormatError, match=r"short\.tsv:1: expected at least 7 TAB-separated"):
+        read_pairs(short)
+    rows = read_labelled(shared_data("banking77") / "test.csv")
+    assert len(rows.texts) == 3080 and len(set(rows.labels)) == 77
+    nolabel = _write(tmp_path / "x.csv", "text,topic\nhello,a\n")
+    with pytest.raises(InputError, match=r"none of the label columns label, category"):
+        read_labelled(nolabel)
+    jl = _write(tmp_path / "x.jsonl", '{"text": "a", "label": "x"}\n{"text": "b"}\n')
+    with pytest.raises(InputError, match=r"x\.jsonl:2"):
+        read_labelled(jl)
