@@ -293,3 +293,46 @@ def test_settings_are_validated(tiny_encoder) -> None:  # type: ignore[no-untype
         create_app(ServerSettings(max_batch_tokens=1000, max_queue_tokens=10), tiny_encoder)
     with pytest.raises(InputError, match="api_key"):
         create_app(ServerSettings(api_key="short"), tiny_encoder)
+
+
+def test_stopping_server_answers_503(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(ServerSettings(), tiny_encoder)
+    with TestClient(app) as c:
+        wait_ready(c.get)
+        app.state.service.stop()
+        r = c.post("/embed", json={"inputs": "late"})
+        assert r.status_code == 503 and r.json()["error_type"] == "Unavailable"
+        assert int(r.headers["retry-after"]) >= 1
+        r = c.post("/v1/embeddings", json={"input": "late", "model": "m"})
+        assert r.status_code == 503 and r.json()["error"]["type"] == "server_error"
+        assert c.get("/health").json() == {"status": "stopping"}
+
+
+def test_non_finite_vectors_never_reach_json(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    from test_server_support import EncoderProxy
+
+    class NaNBackend:
+        name, precision, device = "torch", "fp32", "cpu"
+
+        def embed(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            return np.full((len(ids), 32), np.nan, dtype=np.float32)
+
+    app = create_app(ServerSettings(warmup=False), EncoderProxy(tiny_encoder, NaNBackend()))
+    with TestClient(app) as c:
+        for path, body in (
+            ("/embed", {"inputs": "x"}),
+            ("/v1/embeddings", {"input": "x", "model": "m"}),
+        ):
+            r = c.post(path, json=body)
+            assert r.status_code == 500
+            parsed = json.loads(r.text)  # strict JSON, no NaN token
+            assert "non-finite" in json.dumps(parsed)
+            assert "NaN" not in r.text
+
+
+def test_openapi_and_docs(client) -> None:  # type: ignore[no-untyped-def]
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/embeddings", "/embed", "/similarity", "/health", "/info", "/metrics"} <= set(
+        spec["paths"]
+    )
+    assert client.get("/docs").status_code == 200
