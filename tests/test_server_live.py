@@ -151,7 +151,7 @@ def test_graceful_shutdown_finishes_in_flight(tiny_encoder) -> None:  # type: ig
         worker.join(30)
     assert result["status"] == 200
     assert np.array(result["body"]).shape == (1, tiny_encoder.dimension)
-    assert service.stopping and not service.batcher._thread.is_alive()
+    assert service.stopping and not service.batcher.running
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + "/health", timeout=2)
 

@@ -97,7 +97,11 @@ class _Job:
 
 
 class MicroBatcher:
-    """Bounded token-budget queue in front of a single inference thread."""
+    """Bounded token-budget queue in front of a single inference thread.
+
+    ``on_batch`` gets a ``BatchReport`` after every batch (metrics); ``on_idle`` runs on the
+    worker whenever a batch leaves the queue empty (the server returns freed memory there).
+    """
 
     def __init__(
         self,
@@ -117,12 +121,10 @@ class MicroBatcher:
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch
         self._on_idle = on_idle
-        self._worked = False  # a batch ran since the last on_idle call
         self._queue: deque[_Job] = deque()
         self._queued_tokens = 0
         self._cond = threading.Condition()
         self._closing = False
-        self._busy = False
         self._tokens_per_s = 2000.0  # running estimate, for Retry-After
         self._thread = threading.Thread(target=self._run, name="distilmarco-inference", daemon=True)
 
@@ -138,6 +140,10 @@ class MicroBatcher:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     @property
     def depth(self) -> int:
@@ -198,10 +204,6 @@ class MicroBatcher:
             while not self._queue:
                 if self._closing:
                     return None
-                if self._worked and self._on_idle is not None:
-                    self._worked = False
-                    self._on_idle()  # e.g. hand freed memory back to the OS
-                    continue
                 self._cond.wait()
             first = self._queue[0]
             if first.call is not None:
@@ -246,7 +248,8 @@ class MicroBatcher:
                 continue
             for job, rows in zip(live, results, strict=True):
                 job.future.set_result(rows)
-            self._worked = True
+            if not self._queue and self._on_idle is not None:
+                self._on_idle()  # going idle: e.g. hand freed memory back to the OS
 
     def _compute(self, jobs: list[_Job]) -> list[np.ndarray]:
         start = time.perf_counter()
