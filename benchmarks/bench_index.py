@@ -25,16 +25,20 @@ log = logging.getLogger("bench.index")
 DIM = 768
 
 
-def clustered(n: int, dim: int, seed: int, clusters: int = 1000) -> np.ndarray:
-    """Unit vectors around random centres: nearest neighbours mean something, as with text."""
+def clustered(n: int, dim: int, seed: int, clusters: int = 1000, intrinsic: int = 32) -> np.ndarray:
+    """Unit vectors around random centres, varying mostly within a shared low-dimensional subspace
+    (plus a little isotropic noise): nearest neighbours mean something, as with text embeddings,
+    whose intrinsic dimension is far below 768. Isotropic 768-d noise instead makes every point
+    nearly equidistant, where no HNSW reaches high recall and no real corpus looks like that."""
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype(np.float32)
+    basis = np.random.default_rng(0).standard_normal((intrinsic, dim)).astype(np.float32)
     out = np.empty((n, dim), np.float32)
     for lo in range(0, n, 50_000):
         m = min(50_000, n - lo)
-        x = centres[rng.integers(0, clusters, m)] + 0.6 * rng.standard_normal((m, dim)).astype(
-            np.float32
-        )
+        z = rng.standard_normal((m, intrinsic)).astype(np.float32)
+        x = centres[rng.integers(0, clusters, m)] + 0.6 * z @ basis
+        x += 0.2 * rng.standard_normal((m, dim)).astype(np.float32)
         out[lo : lo + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
@@ -48,14 +52,13 @@ def add_throughput(quick: bool) -> dict[str, Any]:
     texts = list(dict.fromkeys(read_sts_sentences("test")))[: 300 if quick else 2000]
     encoder = Encoder(folder)
     encoder.encode(texts[:16])
-    encode_s = min(_timed(lambda: encoder.encode(texts)) for _ in range(2))
-    adds = []
-    for _ in range(2):
+    encodes, adds = [], []
+    for _ in range(3):  # interleaved, best of three each: the CPU may be shared
+        encodes.append(_timed(lambda: encoder.encode(texts)))
         with tempfile.TemporaryDirectory() as tmp, Index(Path(tmp) / "a.db", encoder) as index:
-            adds.append(
-                _timed(lambda index=index: index.add([str(i) for i in range(len(texts))], texts))
-            )
-    add_s = min(adds)
+            ids = [str(i) for i in range(len(texts))]
+            adds.append(_timed(lambda index=index, ids=ids: index.add(ids, texts)))
+    encode_s, add_s = min(encodes), min(adds)
     return {
         "model": "all-MiniLM-L6-v2" if quick else "msmarco-like DistilBERT (random weights)",
         "texts": len(texts),
@@ -242,7 +245,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"index.add {a['add_s']:.2f} s → index overhead **{a['overhead_fraction'] * 100:+.1f}%** "
         f"of encode time (target ≤ 10%), {a['docs_per_s']:.0f} docs/s.",
         "",
-        "| vectors (768-d, clustered) | open | first ANN query (load file) | ANN p50 / p99 | recall@10 | exact p50 / p99 | HNSW build | bytes/vector (db + ann) |",
+        "| vectors (768-d, clustered, intrinsic dim 32) | open | first ANN query (load file) | ANN p50 / p99 | recall@10 | exact p50 / p99 | HNSW build | bytes/vector (db + ann) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for s in result["search"]:

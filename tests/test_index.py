@@ -360,3 +360,16 @@ def test_optimize_prunes_tombstones_and_old_caches_rebuild(tmp_path: Path, tiny_
         assert sorted(h.id for h in hits) == sorted(ids[5:])
         assert first.caches.matrix().live == 15
         assert first.search("rewritten document seven", 1)[0].id == "d7"
+
+
+def test_float16_matrix_rescores_to_float32_results(index: Index, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    with Index(index.path, tiny_encoder, matrix_dtype="float16") as half:
+        for query in ("why do planes fly", DOCS["boat"], "pets"):
+            full, rescored = index.search(query, 3), half.search(query, 3)
+            assert [h.id for h in rescored] == [h.id for h in full]
+            np.testing.assert_allclose(
+                [h.score for h in rescored], [h.score for h in full], rtol=1e-6
+            )
+        assert half.caches.matrix().matrix.dtype == np.float16
+    with pytest.raises(InputError, match="matrix_dtype 'int4'"):
+        Index(index.path, matrix_dtype="int4")  # type: ignore[arg-type]

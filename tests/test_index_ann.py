@@ -155,3 +155,24 @@ def test_recall_on_50k_synthetic_clustered_vectors(tmp_path: Path) -> None:
     again = AnnIndex.load(tmp_path / "x.ann")
     assert (again.seq, len(again)) == (5, 45_000)
     np.testing.assert_array_equal(again.search(queries[0], 10), ann.search(queries[0], 10))
+
+
+def test_stats_reads_the_stamp_without_loading(built: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    from distilmarco.index.ann import read_stamp
+
+    path = built.with_name(built.name + ".ann")
+    assert read_stamp(path) == AnnIndex.load(path).stamp
+    with Index(built, tiny_encoder) as ix:
+        assert ix.stats().ann == {
+            "file": str(path),
+            "present": True,
+            "valid": True,
+            "seq": 1,
+            "vectors": N_DOCS,
+            "stale_by": 0,
+        }
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(IndexStoreError, match="wrong length"):
+        read_stamp(path)
+    with Index(built, tiny_encoder) as ix:
+        assert ix.stats().ann["valid"] is False

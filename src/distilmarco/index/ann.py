@@ -45,7 +45,10 @@ MAGIC = b"DMANN01\n"
 METRICS = {"cosine": "ip", "dot": "ip", "euclidean": "l2sq"}  # manhattan: exact search only
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
-EXPANSION_SEARCH = 64
+# ef_search 128: on 20k clustered 768-d vectors (intrinsic dimension 32, bench_index.clustered), 40
+# candidates held the exact top 10 with recall 0.931 at ef 64, 0.991 at 128, 0.999 at 256, for
+# 2.5 / 4.4 / 7.0 ms a query on this (shared, contended) CPU.
+EXPANSION_SEARCH = 128
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,20 @@ class AnnIndex:
                 f"{header['count']} x {header['dimension']}"
             )
         return ann
+
+
+def read_stamp(path: Path) -> AnnStamp:
+    """The stamp in a file's header, with its length checked but not its checksum (cheap)."""
+    with open(path, "rb") as f:
+        head = f.read(len(MAGIC) + 8)
+        if len(head) == len(MAGIC) + 8 and head.startswith(MAGIC):
+            head += f.read(struct.unpack_from("<Q", head, len(MAGIC))[0])
+    header = _parse_header(path, head)
+    if path.stat().st_size != header["_offset"] + header["payload_bytes"]:
+        raise IndexStoreError(f"ANN file {path} has the wrong length (truncated or extended)")
+    return AnnStamp(
+        header["store_id"], header["seq"], header["count"], header["dimension"], header["metric"]
+    )
 
 
 def _parse_header(path: Path, data: bytes) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from distilmarco.errors import IndexStoreError
-from distilmarco.index.ann import AnnIndex
+from distilmarco.index.ann import AnnIndex, read_stamp
 from distilmarco.index.search import VectorMatrix
 from distilmarco.index.store import Store
 
@@ -26,8 +26,16 @@ SAVE_AFTER_CHANGES = 2000
 class Caches:
     """Lazily built, incrementally caught-up search structures of one index."""
 
-    def __init__(self, store: Store, dimension: int, similarity: str, ann_path: Path) -> None:
+    def __init__(
+        self,
+        store: Store,
+        dimension: int,
+        similarity: str,
+        ann_path: Path,
+        matrix_dtype: str = "float32",
+    ) -> None:
         self.store = store
+        self.matrix_dtype = matrix_dtype
         self.dimension = dimension
         self.similarity = similarity
         self.ann_path = ann_path
@@ -36,6 +44,7 @@ class Caches:
         self._ann: AnnIndex | None = None
         self._ann_saved_seq = -1
         self.last_ann_event = "not loaded"
+        self._chunk_count = (-1, 0)
 
     @property
     def store_id(self) -> str:
@@ -47,7 +56,7 @@ class Caches:
             seq, pruned = self.store.seq()
             m = self._matrix
             if m is None or m.seq < pruned:
-                m = VectorMatrix.empty(self.dimension)
+                m = VectorMatrix.empty(self.dimension, self.matrix_dtype)
             if m.seq != seq or self._matrix is None:
                 m.apply(self.store.changes_since(m.seq, self.dimension))
             self._matrix = m
@@ -56,6 +65,7 @@ class Caches:
     def ann(self, *, persist: bool = True) -> AnnIndex:
         """The HNSW cache, loaded from its file (or rebuilt) and caught up with the store."""
         with self._lock:
+            loaded = self._ann is None
             ann = self._ann or self._load_ann()
             seq, pruned = self.store.seq()
             if 0 < ann.seq < pruned:
@@ -69,12 +79,12 @@ class Caches:
                     ann.add(changes.added[new], changes.vectors[new])
                 ann.seq = changes.seq
                 changed = len(changes.added) + len(changes.removed)
-            counts = self.store.counts()
-            if counts.seq == ann.seq and counts.chunks != len(ann):
+            at, chunks = self.chunk_count() if (loaded or changed) else (-1, 0)
+            if at == ann.seq and chunks != len(ann):
                 log.warning(
                     "ANN cache holds %d vectors but the store %d chunks; rebuilding",
                     len(ann),
-                    counts.chunks,
+                    chunks,
                 )
                 self._ann = self._fresh_ann("it disagreed with the store")
                 return self.ann(persist=persist)
@@ -86,6 +96,13 @@ class Caches:
             ):
                 self.save_ann()
             return ann
+
+    def chunk_count(self) -> tuple[int, int]:
+        """(sequence, live chunks), counted once per sequence number."""
+        seq, _ = self.store.seq()
+        if self._chunk_count[0] != seq:
+            self._chunk_count = self.store.chunk_count()
+        return self._chunk_count
 
     def save_ann(self) -> bool:
         """Write the in-memory ANN cache to its file (atomically); False if it could not be.
@@ -145,7 +162,7 @@ class Caches:
         if not self.ann_path.exists():
             return {"file": str(self.ann_path), "present": False}
         try:
-            stamp = AnnIndex.load(self.ann_path).stamp
+            stamp = read_stamp(self.ann_path)
         except IndexStoreError as exc:
             return {"file": str(self.ann_path), "present": True, "valid": False, "error": str(exc)}
         seq, _ = self.store.seq()

@@ -104,17 +104,22 @@ class Index:
         chunk_tokens: int | None = None,
         chunk_overlap: int | None = None,
         ann: Literal["auto", "always", "never"] = "auto",
+        matrix_dtype: Literal["float32", "float16"] = "float32",
         busy_timeout: float = 30.0,
         create: bool = True,
     ) -> None:
         if ann not in ("auto", "always", "never"):
             raise InputError(f"ann {ann!r} is not one of 'auto', 'always', 'never'")
+        if matrix_dtype not in ("float32", "float16"):
+            raise InputError(f"matrix_dtype {matrix_dtype!r} is not one of 'float32', 'float16'")
+        self.matrix_dtype = matrix_dtype
         self.path = Path(path)
         self.ann_policy = ann
         self.store = Store(self.path, busy_timeout=busy_timeout, create=create)
         self._encoder: Encoder | None = None
         self._chunk_request = (chunk_tokens, chunk_overlap)
         self._caches: Caches | None = None
+        self._chunking: ChunkConfig | None = None
         if encoder is not None:
             self._set_encoder(_as_encoder(encoder))
 
@@ -155,7 +160,15 @@ class Index:
         window, overlap = self._chunk_request
         if "chunk_window" in meta and window is None and overlap is None:
             window, overlap = int(meta["chunk_window"]), int(meta["chunk_overlap"])
-        self.chunking = ChunkConfig.for_model(encoder.max_seq_length, window, overlap)
+        self._chunking = ChunkConfig.for_model(encoder.max_seq_length, window, overlap)
+
+    @property
+    def chunking(self) -> ChunkConfig:
+        """How documents are cut into passages (needs the encoder's tokenizer and limit)."""
+        if self._chunking is None:
+            _ = self.encoder  # loading the recorded model sets the chunking
+        assert self._chunking is not None
+        return self._chunking
 
     def _model_meta(self) -> dict[str, str]:
         return {
@@ -173,7 +186,7 @@ class Index:
             else:
                 dim, sim = self.encoder.dimension, self.encoder.similarity
             ann_path = self.path.with_name(self.path.name + ".ann")
-            self._caches = Caches(self.store, dim, sim, ann_path)
+            self._caches = Caches(self.store, dim, sim, ann_path, self.matrix_dtype)
         return self._caches
 
     # --- writing ------------------------------------------------------------------------------
@@ -231,6 +244,8 @@ class Index:
         return rows
 
     def _spans(self, text: str) -> list[tuple[int, int]]:
+        if len(text) <= self.chunking.window // 2:  # a token covers >= 1 character: one chunk
+            return [(0, len(text))]
         offsets = self.encoder.tokenizer.offsets(text)
         return chunk_spans(offsets, len(text), self.chunking)
 
@@ -243,7 +258,7 @@ class Index:
         new = _as_encoder(encoder)
         self._encoder, self._caches = new, None
         window, overlap = self._chunk_request
-        self.chunking = ChunkConfig.for_model(new.max_seq_length, window, overlap)
+        self._chunking = ChunkConfig.for_model(new.max_seq_length, window, overlap)
         docs = list(self.store.iter_documents())
         rows = self._embed_documents(
             [d.id for d in docs], [d.text for d in docs], ["{}"] * len(docs)
@@ -373,36 +388,41 @@ class Index:
             keep = ~np.isin(m.docs, excluded)
             mask = keep if mask is None else mask & keep
         scores = m.scores(query, similarity, mask)
-        pos, best = best_per_document(scores, m.docs, k)
-        live = np.isfinite(best)
-        return self._hits(m.keys[pos[live]], best[live])
+        if m.matrix.dtype == np.float32:
+            pos, best = best_per_document(scores, m.docs, k)
+            live = np.isfinite(best)
+            return self._hits(m.keys[pos[live]], best[live])
+        # A float16 matrix only nominates: rescore the best candidates at full precision.
+        pos, best = best_per_document(scores, m.docs, max(4 * k, 40))
+        return self._rescored_hits(m.keys[pos[np.isfinite(best)]], query, k)
 
     def _use_ann(self, exact: bool | None) -> bool:
         if exact is not None:
             return not exact
         if self.ann_policy != "auto":
             return self.ann_policy == "always"
-        return self.caches.similarity != "manhattan" and self.store.counts().chunks >= ANN_THRESHOLD
+        return (
+            self.caches.similarity != "manhattan" and self.caches.chunk_count()[1] >= ANN_THRESHOLD
+        )
 
     def _ann_search(self, query: np.ndarray, k: int) -> list[Hit]:
         """HNSW candidates, rescored with the store's full-precision vectors, best chunk per doc."""
         ann = self.caches.ann()
         want = max(4 * k, 40)
-        while True:
-            keys = ann.search(query, want)
-            info = self.store.passages(keys)
-            keys = np.asarray([c for c in keys if int(c) in info], dtype=np.int64)
-            numbering: dict[str, int] = {}
-            docs = np.asarray(
-                [numbering.setdefault(info[int(c)][0], len(numbering)) for c in keys], np.int64
-            )
-            if len(numbering) >= k or want >= len(ann):
-                break
+        while True:  # widen until the candidates span k documents (or hold everything)
+            hits = self._rescored_hits(ann.search(query, want), query, k)
+            if len(hits) >= k or want >= len(ann):
+                return hits
             want *= 4
-        vectors = self.store.chunk_vectors(keys, self.caches.dimension)
+
+    def _rescored_hits(self, chunks: np.ndarray, query: np.ndarray, k: int) -> list[Hit]:
+        """Score candidate chunks with the store's float32 vectors; best chunk per document."""
+        keys, owners, vectors = self.store.candidates(chunks, self.caches.dimension)
+        numbering: dict[str, int] = {}
+        docs = np.asarray([numbering.setdefault(o, len(numbering)) for o in owners], np.int64)
         scores = similarity_scores(vectors, query, self.caches.similarity)
         pos, best = best_per_document(scores, docs, k)
-        return self._hits(keys[pos], best, info)
+        return self._hits(keys[pos], best)
 
     def _bm25(self, query: str, k: int, where: Mapping[str, Any] | None) -> list[Hit]:
         match = fts_query(query)

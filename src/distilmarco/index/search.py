@@ -91,11 +91,12 @@ class VectorMatrix:
     seq: int
 
     @classmethod
-    def empty(cls, dim: int) -> VectorMatrix:
+    def empty(cls, dim: int, dtype: str = "float32") -> VectorMatrix:
+        """``dtype`` float16 halves the memory; callers then rescore the best candidates."""
         return cls(
             np.zeros(0, np.int64),
             np.zeros(0, np.int64),
-            np.zeros((0, dim), np.float32),
+            np.zeros((0, dim), np.dtype(dtype)),
             np.zeros(0, bool),
             0,
         )
@@ -108,7 +109,8 @@ class VectorMatrix:
             fresh = changes.added > (self.keys[-1] if len(self.keys) else -1)
             self.keys = np.concatenate([self.keys, changes.added[fresh]])
             self.docs = np.concatenate([self.docs, changes.added_docs[fresh]])
-            self.matrix = np.concatenate([self.matrix, changes.vectors[fresh]])
+            added = changes.vectors[fresh].astype(self.matrix.dtype, copy=False)
+            self.matrix = np.concatenate([self.matrix, added])
             self.alive = np.concatenate([self.alive, np.ones(int(fresh.sum()), bool)])
         self.seq = changes.seq
         if len(self.alive) and self.alive.mean() < 0.7:
@@ -123,9 +125,8 @@ class VectorMatrix:
         """Scores of every row (dead or masked rows get -inf), computed in blocks."""
         out = np.empty(len(self.keys), dtype=np.float32)
         for lo in range(0, len(self.keys), _BLOCK):
-            out[lo : lo + _BLOCK] = similarity_scores(
-                self.matrix[lo : lo + _BLOCK], query, similarity
-            )
+            block = self.matrix[lo : lo + _BLOCK].astype(np.float32, copy=False)
+            out[lo : lo + _BLOCK] = similarity_scores(block, query, similarity)
         allowed = self.alive if mask is None else self.alive & mask
         out[~allowed] = -np.inf
         return out

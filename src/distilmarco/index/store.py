@@ -409,6 +409,13 @@ class Store:
             ]
         return Counts(int(seq), *map(int, n))
 
+    def chunk_count(self) -> tuple[int, int]:
+        """(sequence, number of chunks) in one snapshot; cheaper than ``counts``."""
+        with self.read() as db:
+            seq = db.execute("SELECT seq FROM state").fetchone()[0]
+            n = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        return int(seq), int(n)
+
     def metadata_keys(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT key FROM metadata_keys ORDER BY key")]
@@ -433,19 +440,25 @@ class Store:
             removed=np.asarray(sorted(removed), dtype=np.int64),
         )
 
-    def chunk_vectors(self, chunks: Sequence[int] | np.ndarray, dim: int) -> np.ndarray:
-        """Full-precision vectors of the given chunk ids, in that order."""
-        with self._lock:
-            found: dict[int, bytes] = {}
+    def candidates(
+        self, chunks: Sequence[int] | np.ndarray, dim: int
+    ) -> tuple[np.ndarray, list[str], np.ndarray]:
+        """The live ones of ``chunks`` (in the given order), their document ids and vectors."""
+        with self.read() as db:
+            found: dict[int, tuple[str, bytes]] = {}
             for lo in range(0, len(chunks), 500):
                 part = [int(c) for c in chunks[lo : lo + 500]]
                 marks = ",".join("?" * len(part))
-                found.update(
-                    self._db.execute(
-                        f"SELECT chunk, vector FROM vectors WHERE chunk IN ({marks})", part
-                    ).fetchall()
-                )
-        return blobs_to_matrix([found[int(c)] for c in chunks], dim)
+                for chunk, id_, blob in db.execute(
+                    "SELECT c.chunk, d.id, v.vector FROM chunks c JOIN documents d USING (doc) "
+                    f"JOIN vectors v USING (chunk) WHERE c.chunk IN ({marks})",
+                    part,
+                ):
+                    found[int(chunk)] = (id_, blob)
+        live = [int(c) for c in chunks if int(c) in found]
+        ids = [found[c][0] for c in live]
+        vectors = blobs_to_matrix([found[c][1] for c in live], dim)
+        return np.asarray(live, dtype=np.int64), ids, vectors
 
     def passages(
         self, chunks: Sequence[int] | np.ndarray
