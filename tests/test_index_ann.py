@@ -133,9 +133,9 @@ def clustered(n: int, dim: int, clusters: int, seed: int) -> tuple[np.ndarray, n
 
 @pytest.mark.slow
 def test_recall_on_50k_synthetic_clustered_vectors(tmp_path: Path) -> None:
-    points, queries = clustered(50_000, 64, 500, seed=7)
+    points, queries = clustered(50_000, 32, 500, seed=7)  # low dimension keeps the build fast
     keys = np.arange(10, 50_010, dtype=np.int64)  # not 0-based: keys are chunk ids
-    ann = AnnIndex(64, "cosine", store_id="synthetic")
+    ann = AnnIndex(32, "cosine", store_id="synthetic")
     ann.add(keys, points)
     dead = keys[::10]  # deletions, as the store's tombstones would replay them
     ann.remove(dead)
