@@ -221,6 +221,12 @@ def test_writer_killed_at_random_points(tmp_path: Path, tiny_model_dir: Path, ti
         zyg.close()
     survivors = acknowledged(ack)
     assert len(survivors) >= KILL_CYCLES, "the writers acknowledged too little to test anything"
+    from distilmarco.index import Index
+
+    with Index(db, tiny_encoder) as index:  # the next save sweeps temp files of killed saves
+        index.add(["final"], [doc_text("final", 0, long=False)])
+        index.optimize()
+    assert not list(tmp_path.glob("crash.db.ann.*.tmp"))
 
 
 @pytest.mark.slow

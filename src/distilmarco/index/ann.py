@@ -120,7 +120,10 @@ class AnnIndex:
                 "library": "usearch",
             }
         ).encode()
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        _remove_orphans(path)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
+        )
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(MAGIC + struct.pack("<Q", len(header)) + header)
@@ -202,6 +205,21 @@ def _parse_header(path: Path, data: bytes) -> dict[str, Any]:
         raise IndexStoreError(f"ANN file {path} has a damaged header ({exc})") from exc
     header["_offset"] = start + size
     return dict(header)
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporary files left by saves whose process died (e.g. killed mid-write)."""
+    for tmp in path.parent.glob(f"{path.name}.*.tmp"):
+        pid = tmp.name[len(path.name) + 1 :].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+            log.info("removed %s, left by a save that did not finish", tmp)
+        except PermissionError:  # alive, owned by someone else
+            continue
 
 
 def _fsync_dir(folder: Path) -> None:
