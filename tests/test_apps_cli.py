@@ -232,6 +232,10 @@ def test_bad_inputs_give_clear_errors(tiny_model_dir: Path, tmp_path: Path, caps
         (["map", str(one), "-o", str(tmp_path / "m.html"), "-m", m], "at least 3 items, got 1"),
         (["map", str(one), "-o", str(tmp_path / "m.svg"), "-m", m], "must end in .html or .png"),
         (["similar", "x", "-m", m], "give --index with TEXT or --id"),
+        (
+            ["classify", "train", str(one), "-o", str(tmp_path / "c"), "-m", m],
+            "labels need a table",
+        ),
         (["dedup", str(one), "--method", "magic", "-m", m], "unknown method 'magic'"),
         (["cluster", str(one), "--method", "magic", "-m", m], "unknown clustering method 'magic'"),
         (["similar", "--index", str(tmp_path / "none.db"), "--id", "x"], "does not exist"),
@@ -310,3 +314,34 @@ def test_map_html_in_headless_chromium_and_png(
 
     assert mpimg.imread(png).shape[:2] == (300, 500)
     assert np.isfinite(mpimg.imread(png)).all()
+
+
+def test_map_coloured_by_a_label_column(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "rows.jsonl"
+    kinds = ["pet", "pet", "money", "money", "food", "food", "pet", "sport"]
+    data.write_text(
+        "".join(
+            json.dumps({"text": t, "kind": k}) + "\n" for t, k in zip(TEXTS, kinds, strict=True)
+        ),
+        encoding="utf-8",
+    )
+    page = tmp_path / "map.html"
+    code, _, err = run(
+        capsys,
+        "map",
+        str(data),
+        "-o",
+        str(page),
+        "--label",
+        "kind",
+        "--projection",
+        "pca",
+        "-m",
+        str(tiny_model_dir),
+    )
+    assert code == 0, err
+    payload = page.read_text(encoding="utf-8").split('id="data">', 1)[1].split("</script>", 1)[0]
+    data_json = json.loads(payload)
+    assert data_json["label"] == kinds and data_json["text"] == TEXTS
+    assert [name for name, _ in data_json["legend"]] == ["pet", "money", "food", "sport"]
+    assert len(set(data_json["colour"])) == 4

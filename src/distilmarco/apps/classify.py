@@ -41,7 +41,7 @@ def _labels(labels: Sequence[Label], n: int, name: str = "labels") -> list[Label
     return [lab.item() if isinstance(lab, np.generic) else lab for lab in out]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds arrays: compare fields explicitly
 class Classifier:
     """A fitted embedding classifier. Build one with :func:`fit_classifier` or :meth:`load`."""
 
@@ -194,7 +194,7 @@ def _sorted_classes(y: Sequence[Label]) -> list[Label]:
 # --- zero-shot -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ZeroShot:
     """Zero-shot predictions: ``labels[i]`` is the best label for row i; ``scores`` holds the
     cosine similarity of each row to each label description, shape (N, len(label_names))."""

@@ -30,7 +30,7 @@ AGGLOMERATIVE_MAX_ITEMS = 20_000
 SILHOUETTE_SAMPLE = 5_000
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Clustering:
     """``labels[i]`` is row i's cluster (0..n_clusters-1) or -1 for noise / unassigned rows."""
 

@@ -25,7 +25,7 @@ METRICS: tuple[str, ...] = get_args(Metric)
 DEFAULT_BLOCK_ELEMENTS = 1 << 22
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TopK:
     """The ``k`` best corpus rows for each query: ``indices[i, r]`` has score ``scores[i, r]``,
     best first. Rows with fewer than ``k`` candidates are padded with index -1 and score -inf."""

@@ -52,6 +52,15 @@ def _read(path: Path, field: str | None, column: str | None, what: str = "texts"
     return texts
 
 
+def _read_labels(path: Path, name: str) -> list[str]:
+    """The ``name`` field/column of a table file (plain text files have no labels)."""
+    if path.suffix.lower() not in (".jsonl", ".csv", ".tsv", ".parquet"):
+        raise InputError(
+            f"labels need a table (.csv, .tsv, .jsonl or .parquet); {path} is plain text"
+        )
+    return _read(path, name, name, "labels")
+
+
 def _embed(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
     return encoder.encode(list(texts), truncation="count", show_progress=len(texts) > 256)
 
@@ -158,7 +167,7 @@ def dedup(
     index: Path | None = IndexOption,
     threshold: float = typer.Option(0.9, help="Minimum similarity of a duplicate pair"),
     top_k: int = typer.Option(100, help="Candidate neighbours kept per text"),
-    method: str = typer.Option("auto", help="exact, ann (HNSW) or auto (ANN above 50k texts)"),
+    method: str = typer.Option("auto", help="exact, ann (HNSW) or auto (ANN above 100k texts)"),
     metric: str = MetricOption,
     pairs: bool = typer.Option(False, "--pairs", help="Output the pairs instead of the groups"),
     keep: Path | None = typer.Option(None, help="Write the texts without duplicates here"),
@@ -379,7 +388,7 @@ def classify_train(
     from distilmarco.apps.classify import fit_classifier
 
     texts = _read(input, field, column)
-    labels = _read(input, label, label, "labels")
+    labels = _read_labels(input, label)
     encoder = _encoder(model)
     clf = fit_classifier(
         _embed(encoder, texts), labels, method=method, k=k,
@@ -476,11 +485,9 @@ def map_(
     if label is not None and clusters is not None:
         raise InputError("colour by --label or by --clusters, not both")
     texts = _read(input, field, column)
+    colour = _read_labels(input, label) if label is not None else None
     vectors = _embed(_encoder(model), texts)
-    colour: list[str] | None = None
-    if label is not None:
-        colour = _read(input, label, label, "labels")
-    elif clusters is not None:
+    if clusters is not None:
         colour = [f"cluster {c}" for c in kmeans(vectors, clusters, seed=seed).labels]
     coords = maps.project_2d(vectors, projection, seed=seed)
     if suffix == ".png":
