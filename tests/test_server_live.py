@@ -48,6 +48,7 @@ def test_openai_client_round_trip(minilm_encoder) -> None:  # type: ignore[no-un
             assert cosine_rows(got, want).min() >= 0.99999
             assert resp.usage.prompt_tokens == sum(minilm_encoder.tokenizer.count(QUERIES))
             assert resp.model == minilm_encoder.model_id
+        assert [m.id for m in client.models.list()] == [minilm_encoder.model_id]
         single = client.embeddings.create(model="m", input="define photosynthesis")
         assert cosine_rows(np.array([single.data[0].embedding]), want[4:5])[0] >= 0.99999
 

@@ -15,6 +15,7 @@ from distilmarco.server.schemas import (
     EmbeddingsResponse,
     EmbedRequest,
     ErrorResponse,
+    ModelList,
     OpenAIError,
     SimilarityRequest,
 )
@@ -72,6 +73,12 @@ def add_embedding_routes(router: FastAPI, service: EmbeddingService, model_name:
                 "usage": {"prompt_tokens": out.tokens, "total_tokens": out.tokens},
             }
         )
+
+    @router.get("/v1/models", response_model=ModelList, tags=["OpenAI"], summary="The served model")
+    async def openai_models() -> Response:
+        """OpenAI ``GET /v1/models``: one entry, the model this server runs."""
+        entry = {"id": model_name, "object": "model", "created": 0, "owned_by": "distilmarco"}
+        return json_response({"object": "list", "data": [entry]})
 
     @router.post(
         "/embed",

@@ -52,6 +52,18 @@ class EmbeddingsResponse(BaseModel):
     usage: Usage
 
 
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
 class OpenAIErrorDetail(BaseModel):
     message: str
     type: str
