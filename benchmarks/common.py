@@ -92,7 +92,17 @@ def read_sts_sentences(split: str = "test") -> list[str]:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set size so far, MiB (Linux reports KiB, macOS bytes)."""
+    """This process's peak resident set size so far, MiB.
+
+    Linux: ``VmHWM`` of /proc/self/status, which starts afresh at exec (``ru_maxrss`` does not:
+    a child started by a big parent reports the parent's peak). Elsewhere ``ru_maxrss``.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 

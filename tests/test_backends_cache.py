@@ -170,3 +170,22 @@ def test_openvino_buckets_sequence_lengths() -> None:
     assert pids.shape == pmask.shape == (1, 16)
     assert pids[0, :3].tolist() == [101, 7, 102] and pids[0, 3:].sum() == 0
     assert pmask.sum() == 3
+
+
+def test_batches_cap_padding_for_mixed_lengths() -> None:
+    from distilmarco.encoder import plan_batches
+
+    lengths = np.array([500, 12, 480, 9, 100, 95, 11, 450, 10, 90])
+    batches = list(plan_batches(lengths, budget=16384))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(10))
+    for rows in batches:
+        real, slots = lengths[rows].sum(), lengths[rows].max() * len(rows)
+        assert 1 - real / slots <= 0.2
+    # the three documents, the three passages, the four queries
+    assert [sorted(lengths[b].tolist()) for b in batches] == [
+        [450, 480, 500],
+        [90, 95, 100],
+        [9, 10, 11, 12],
+    ]
+    # one budget-sized batch, as before the cap, when padding is allowed
+    assert len(list(plan_batches(lengths, budget=16384, max_padding=1.0))) == 1

@@ -30,6 +30,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _WINDOW = 8192
 DEFAULT_BATCH_TOKENS = 16384
 MAX_BATCH_SIZE = 512
+# Most of a batch's rows x max length that may be padding (see ``plan_batches``).
+MAX_PADDING = 0.2
 
 
 @dataclass(frozen=True)
@@ -249,13 +251,24 @@ def validate_texts(texts: str | Iterable[str]) -> list[str]:
     return items
 
 
-def plan_batches(lengths: np.ndarray, budget: int) -> Iterator[np.ndarray]:
-    """Row indices per batch: longest first, each batch's rows x max length <= ``budget``."""
+def plan_batches(
+    lengths: np.ndarray, budget: int, max_padding: float = MAX_PADDING
+) -> Iterator[np.ndarray]:
+    """Row indices per batch: longest first, each batch's rows x max length <= ``budget``.
+
+    A batch also stops growing before its padding exceeds ``max_padding`` of its rows x max
+    length: with few texts of mixed lengths, one budget-sized batch would otherwise pad queries
+    to the length of documents (and padded attention costs rows x length^2).
+    """
     order = np.argsort(-lengths, kind="stable")
     start = 0
     while start < len(order):
         longest = int(lengths[order[start]])
         size = max(1, min(budget // max(longest, 1), MAX_BATCH_SIZE))
+        rows = lengths[order[start : start + size]]
+        # Lengths descend, so the running mean does too: the rows that fit form a prefix.
+        fits = np.cumsum(rows) >= (1.0 - max_padding) * longest * np.arange(1, len(rows) + 1)
+        size = max(1, int(fits.sum()))
         yield order[start : start + size]
         start += size
 

@@ -59,6 +59,9 @@ class OnnxBackend:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
+        # Without the arena, memory goes back after each call: measured on the mixed workload,
+        # RSS stays flat (+0 MiB over 3 calls) where the arena kept its peak (+390 MiB).
+        opts.enable_cpu_mem_arena = False
         try:
             self.session = ort.InferenceSession(
                 os.fspath(path), sess_options=opts, providers=["CPUExecutionProvider"]
