@@ -373,3 +373,25 @@ def test_float16_matrix_rescores_to_float32_results(index: Index, tiny_encoder) 
         assert half.caches.matrix().matrix.dtype == np.float16
     with pytest.raises(InputError, match="matrix_dtype 'int4'"):
         Index(index.path, matrix_dtype="int4")  # type: ignore[arg-type]
+
+
+def test_reindex_refuses_when_the_index_changed_meanwhile(
+    index: Index, tiny_encoder, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    embed = Index._embed_documents
+
+    def embed_then_someone_writes(self, ids, texts, metas):  # type: ignore[no-untyped-def]
+        rows = embed(self, ids, texts, metas)
+        if self is index:
+            with Index(index.path, tiny_encoder) as other:
+                other.add(["late"], ["written by another process during the reindex"])
+        return rows
+
+    monkeypatch.setattr(Index, "_embed_documents", embed_then_someone_writes)
+    with pytest.raises(IndexStoreError, match="changed while it was being re-embedded"):
+        index.reindex(tiny_encoder)
+    monkeypatch.undo()
+    c = index.store.counts()
+    assert (c.documents, c.chunks, c.vectors, c.fts) == (6, 6, 6, 6)
+    assert index.reindex(tiny_encoder) == 6
+    assert index.search("written by another process during the reindex", 1)[0].id == "late"

@@ -259,13 +259,14 @@ class Index:
         self._encoder, self._caches = new, None
         window, overlap = self._chunk_request
         self._chunking = ChunkConfig.for_model(new.max_seq_length, window, overlap)
+        expect_seq, _ = self.store.seq()
         docs = list(self.store.iter_documents())
         rows = self._embed_documents(
             [d.id for d in docs], [d.text for d in docs], ["{}"] * len(docs)
         )
         doc_rows = self.store.doc_rows([d.id for d in docs])
         rows_by_doc = {doc_rows[r.id]: r.chunks for r in rows if r.id in doc_rows}
-        self.store.replace_all(rows_by_doc, self._model_meta())
+        self.store.replace_all(rows_by_doc, self._model_meta(), expect_seq)
         self._caches = None  # rebuilt for the new dimension and similarity on next use
         return len(docs)
 
@@ -278,7 +279,7 @@ class Index:
         return doc
 
     def count(self) -> int:
-        return self.store.counts().documents
+        return self.store.document_count()
 
     def __len__(self) -> int:
         return self.count()

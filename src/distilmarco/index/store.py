@@ -285,10 +285,20 @@ class Store:
         return len(existing)
 
     def replace_all(
-        self, rows_by_doc: Mapping[int, Sequence[ChunkRow]], meta: Mapping[str, str]
+        self,
+        rows_by_doc: Mapping[int, Sequence[ChunkRow]],
+        meta: Mapping[str, str],
+        expect_seq: int,
     ) -> None:
-        """Swap every document's chunks and vectors (``reindex``) in one transaction."""
+        """Swap every document's chunks and vectors (``reindex``) in one transaction, provided
+        nothing was written since ``expect_seq`` (the snapshot the new vectors were made from)."""
         with self.write() as db:
+            now = int(db.execute("SELECT seq FROM state").fetchone()[0])
+            if now != expect_seq:
+                raise IndexStoreError(
+                    f"{self.path} changed while it was being re-embedded (sequence {expect_seq} "
+                    f"-> {now}); nothing was replaced, run reindex again"
+                )
             seq = self.bump(db)
             for doc, chunks in rows_by_doc.items():
                 self._delete_chunks(db, [doc], seq)
@@ -408,6 +418,10 @@ class Store:
                 for t in ("documents", "chunks", "vectors", "chunks_fts")
             ]
         return Counts(int(seq), *map(int, n))
+
+    def document_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM documents").fetchone()[0])
 
     def chunk_count(self) -> tuple[int, int]:
         """(sequence, number of chunks) in one snapshot; cheaper than ``counts``."""
