@@ -4,6 +4,10 @@ numpy BM25 written from the FTS5 documentation's formula, RRF — all scored wit
 
 Documents are the titles (``.T``): the full abstracts cost minutes of CPU per run on two cores
 (277k tokens, twice); titles keep the whole collection (1,400 documents, 225 queries) cheap.
+50 documents share their title with another (10 titles repeated): such exact ties are ordered by
+float noise (ours batches by length, so equal texts can differ in the last bit), hence a small
+tolerance rather than equality. Measured: dense 0.3101 vs 0.3121, BM25 0.3023 vs 0.3048, hybrid
+0.3403 vs 0.3399 (top-10 overlap 0.987 / 0.984 / 0.994); ANN recall@10 0.989.
 """
 
 from __future__ import annotations

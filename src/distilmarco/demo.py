@@ -56,7 +56,7 @@ def stdlib_summaries(limit: int = 400) -> list[tuple[str, str]]:
 QUERIES = (
     "how do I compress a file",
     "read settings from a configuration file",
-    "run several things at the same time",
+    "send an email to someone",
 )
 
 
