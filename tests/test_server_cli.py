@@ -41,6 +41,8 @@ def test_flags_and_environment(captured, monkeypatch, tiny_model_dir) -> None:  
     settings = captured["app"].state.settings
     assert captured["kwargs"]["host"] == "127.0.0.1"  # loopback unless told otherwise
     assert captured["kwargs"]["port"] == 9123 == settings.port
+    assert captured["kwargs"]["timeout_keep_alive"] == 75  # outlives clients' idle pools
+    assert captured["kwargs"]["timeout_graceful_shutdown"] == 30
     assert settings.api_key == "env-key-12345"
     assert settings.max_inputs == 5  # the flag wins over the environment
     assert settings.max_batch_tokens == 4096 and settings.max_wait_ms == 1.5
