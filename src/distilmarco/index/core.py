@@ -439,14 +439,13 @@ class Index:
         self,
         chunks: np.ndarray,
         scores: np.ndarray,
-        info: Mapping[int, tuple[str, int, int, str, dict[str, Any]]] | None = None,
     ) -> list[Hit]:
-        info = info if info is not None else self.store.passages(chunks)
+        info = self.store.passages(chunks)
         hits = []
         for chunk, score in zip(chunks.tolist(), scores.tolist(), strict=True):
             if chunk in info:  # a concurrent delete may have removed it since the scan
-                id_, start, end, text, meta = info[chunk]
-                hits.append(Hit(id_, float(score), text[start:end], start, end, meta))
+                id_, start, end, passage, meta = info[chunk]
+                hits.append(Hit(id_, float(score), passage, start, end, meta))
         return hits
 
     # --- maintenance ----------------------------------------------------------------------------

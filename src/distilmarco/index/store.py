@@ -477,14 +477,17 @@ class Store:
     def passages(
         self, chunks: Sequence[int] | np.ndarray
     ) -> dict[int, tuple[str, int, int, str, dict[str, Any]]]:
-        """chunk id -> (document id, start, end, document text, metadata) for live chunks."""
+        """chunk id -> (document id, start, end, passage text, metadata) for live chunks.
+
+        Only the passage is read (``substr`` counts characters, as Python slicing does)."""
         with self._lock:
             out = {}
             for lo in range(0, len(chunks), 500):
                 part = [int(c) for c in chunks[lo : lo + 500]]
                 marks = ",".join("?" * len(part))
                 for chunk, id_, start, end, text, meta in self._db.execute(
-                    "SELECT c.chunk, d.id, c.start, c.end, d.text, d.metadata FROM chunks c "
+                    "SELECT c.chunk, d.id, c.start, c.end, substr(d.text, c.start + 1, "
+                    "c.end - c.start), d.metadata FROM chunks c "
                     f"JOIN documents d USING (doc) WHERE c.chunk IN ({marks})",
                     part,
                 ):
