@@ -57,7 +57,9 @@ def choose_backend(precision: str, device: str) -> str:
     """What ``auto`` means: the fastest backend that is correct for ``precision`` on ``device``.
 
     GPU (asked for, or ``auto`` with one present): torch. CPU: fp32 and int8 go to ONNX Runtime
-    (fastest in ``benchmarks/results``), then OpenVINO, then torch; bf16 stays on torch.
+    (the lowest single-query latency in ``benchmarks/results/encode.md`` and int8 throughput
+    at or near the top), then OpenVINO, then torch; bf16 stays on torch. Revisit with each
+    full ``make bench`` on a quiet machine.
     """
     on_gpu = device.split(":")[0] in ("cuda", "mps") or (device == "auto" and _gpu_available())
     if on_gpu or precision in ("bf16", "fp16"):
