@@ -189,3 +189,19 @@ def test_batches_cap_padding_for_mixed_lengths() -> None:
     ]
     # one budget-sized batch, as before the cap, when padding is allowed
     assert len(list(plan_batches(lengths, budget=16384, max_padding=1.0))) == 1
+
+
+def test_onnx_export_carries_pooling_modes_dense_and_normalize(
+    make_model: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BERT with token types, cls + max + mean pooling, a Dense head and Normalize: all in-graph."""
+    folder = make_model(
+        "tiny-bert-heads", arch="bert", pooling=("cls", "max", "mean"), dense=24, normalize=True
+    )
+    monkeypatch.setenv("DISTILMARCO_CACHE", str(tmp_path))
+    texts = ["short", "a somewhat longer text, with punctuation!", "", "x " * 60]
+    ref = Encoder(folder).encode(texts)
+    out = Encoder(folder, backend="onnx", threads=1).encode(texts)
+    assert out.shape == ref.shape == (4, 24)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
