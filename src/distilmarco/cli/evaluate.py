@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich import box
 from rich.table import Table
 
 from distilmarco.cli.app import ModelOption, app, err, out
@@ -102,8 +103,8 @@ def _print_table(task: str, model: str, records: list[dict[str, Any]], *, with_d
     """One row per combination (and per group, for metrics named ``"group metric"``)."""
     groups = list(dict.fromkeys(_split(n)[0] for r in records for n in r["metrics"]))
     names = list(dict.fromkeys(_split(n)[1] for r in records for n in r["metrics"]))
-    table = Table(title=f"{task} · {model}", title_justify="left")
-    table.add_column("backend/precision")
+    table = Table(title=f"{task} · {model}", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("backend")
     if groups != [""]:
         table.add_column("mode")
     for n in names:
@@ -203,7 +204,7 @@ def ir(
 ) -> None:
     """Retrieval quality (nDCG, MRR, Recall, MAP, P) on BEIR, MS MARCO/TREC or Cranfield data."""
     from distilmarco.evaluation import formats
-    from distilmarco.evaluation.ir import evaluate_ir, report, write_trec_run
+    from distilmarco.evaluation.ir import Throughput, evaluate_ir, report, write_trec_run
 
     if data is not None:
         dataset = formats.load(data, split=split)
@@ -253,10 +254,8 @@ def ir(
         merged = {
             (f"{r.mode} {n}" if prefix else n): v for r in results for n, v in r.scores.mean.items()
         }
-        spent = results[0].throughput
-        for r in results[1:]:
-            if r.throughput is not results[0].throughput:
-                spent = spent + r.throughput
+        distinct = {id(r.throughput): r.throughput for r in results}  # bm25/hybrid share one index
+        spent = sum(distinct.values(), Throughput())
         return merged, spent, {r.mode: report(r, per_query=per_query) for r in results}
 
     _run(
