@@ -230,7 +230,11 @@ def quantize_int8(src: Path, dst: Path, fp32_layers: int = FP32_FFN_OUT_LAYERS) 
 
 def _export_in_subprocess(folder: Path, out: Path) -> None:
     cmd = [sys.executable, "-m", "distilmarco.backends.export", str(folder), str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # The child must import this very package, installed or not.
+    package_root = str(Path(__file__).resolve().parents[2])
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise BackendError(f"ONNX export of {folder} failed (exit {proc.returncode}):\n{tail}")
