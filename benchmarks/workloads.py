@@ -76,7 +76,7 @@ def standard_workloads(tokenizer_file: Path, quick: bool, seed: int = 0) -> list
     rng = np.random.default_rng(seed)
     n = {"short": 32, "passage": 12, "p128": 4, "long": 2, "mix": 24}
     if not quick:
-        n = {"short": 1024, "passage": 256, "p128": 128, "long": 48, "mix": 384}
+        n = {"short": 512, "passage": 192, "p128": 64, "long": 32, "mix": 256}
     plans = {
         "short": ("queries, ~10 tokens", rng.integers(6, 15, n["short"])),
         "passage": ("MS MARCO-like passages, 60-120 tokens", rng.integers(60, 121, n["passage"])),

@@ -85,3 +85,40 @@ def test_sentence_transformers_padding_fraction() -> None:
     # batches of 2 after sorting by characters: (10, 8) -> 20 slots; (4, 2) -> 8 slots; 4 of 28 pad
     texts = ["x" * 100, "x" * 80, "x" * 40, "x" * 20]
     assert st_padding_fraction([10, 8, 4, 2], texts, batch_size=2) == pytest.approx(4 / 28)
+
+
+def test_encode_targets_are_judged_from_the_rows() -> None:
+    from benchmarks.bench_encode import targets
+
+    def row(workload: str, combo: str, tps: float, peak: float = 0.5) -> dict[str, object]:
+        return {
+            "workload": workload,
+            "combo": combo,
+            "useful_tokens_per_s": tps,
+            "fraction_of_matmul_peak": peak,
+        }
+
+    rows = [
+        row("mix", "st-torch", 100),
+        row("mix", "torch-fp32", 120),
+        row("mix", "onnx-fp32", 140),
+        row("mix", "onnx-int8", 260),
+        row("p128", "st-torch", 100, 0.6),
+        row("p128", "onnx-fp32", 150, 0.85),
+    ]
+    lat = {"st-torch": {"p50_ms": 50.0}, "onnx-int8": {"p50_ms": 30.0}}
+    got = {t["target"]: (round(t["value"], 3), t["met"], t["by"]) for t in targets(rows, lat)}
+    assert got == {
+        "fp32 mix >= 1.3x sentence-transformers torch": (1.4, True, "onnx-fp32"),
+        "fp32 128-token passages >= 80% of matmul peak": (0.85, True, "onnx-fp32"),
+        "int8 mix >= 2.5x sentence-transformers torch fp32": (2.6, True, "onnx-int8"),
+        "int8 mix ahead of sentence-transformers' fastest": (2.6, True, "onnx-int8"),
+        "single query p50 <= 0.7x sentence-transformers": (0.6, True, "onnx-int8"),
+    }
+    slow = [r if r["combo"] != "onnx-int8" else row("mix", "onnx-int8", 200) for r in rows]
+    met = {
+        t["target"]: t["met"]
+        for t in targets(slow, {"st-torch": {"p50_ms": 50.0}, "x": {"p50_ms": 40.0}})
+    }
+    assert met["int8 mix >= 2.5x sentence-transformers torch fp32"] is False
+    assert met["single query p50 <= 0.7x sentence-transformers"] is False
