@@ -57,7 +57,12 @@ def test_full_size_msmarco_architecture_matches_reference(make_model: Callable[.
     folder = make_model("full-size-distilbert", full_size=True, max_seq_length=512, layout="st2")
     enc = Encoder(folder)
     info = enc.info
-    assert (info.layers, info.hidden_size, info.attention_heads, info.dimension) == (6, 768, 12, 768)
+    assert (info.layers, info.hidden_size, info.attention_heads, info.dimension) == (
+        6,
+        768,
+        12,
+        768,
+    )
     assert info.max_seq_length == 512 and info.pooling == ("mean",) and info.similarity == "cosine"
     texts = varied_sentences(n=300, long_every=100, long_parts=120)
     ours, stats = enc.encode_with_stats(texts, truncation="count")
