@@ -58,7 +58,14 @@ def reopen_and_compare(db: Path, encoder, expect_event: str) -> None:  # type: i
         exact = results(ix, exact=True)
         approx = results(ix, exact=False)
         assert ix.caches.last_ann_event.startswith(expect_event), ix.caches.last_ann_event
-        assert approx == exact
+        # HNSW is approximate (and its multi-threaded build is not deterministic): near-equal
+        # results, and every document it returns scored exactly as exact search scores it.
+        scored = {(n, *pair) for n, result in enumerate(exact) for pair in result}
+        found = {(n, *pair) for n, result in enumerate(approx) for pair in result}
+        assert len(found & scored) >= 0.9 * len(scored)
+        for n, query in enumerate(QUERIES):
+            full = {h.id: round(h.score, 5) for h in ix.search(query, 10_000, exact=True)}
+            assert all(full[i] == score for i, score in approx[n])
         ann = ix.caches.ann()
         chunks = ix.store.counts().chunks
         assert len(ann) == chunks and ann.seq == ix.store.counts().seq

@@ -66,7 +66,7 @@ class Caches:
         """The HNSW cache, loaded from its file (or rebuilt) and caught up with the store."""
         with self._lock:
             loaded = self._ann is None
-            ann = self._ann or self._load_ann()
+            ann = self._ann if self._ann is not None else self._load_ann()
             seq, pruned = self.store.seq()
             if 0 < ann.seq < pruned:
                 ann = self._fresh_ann("its sequence is older than the store's pruned tombstones")

@@ -127,7 +127,8 @@ class Store:
             raise InputError(f"index path {self.path} is a folder, expected a file")
         if not self.path.parent.is_dir():
             raise InputError(f"folder {self.path.parent} of index {self.path.name} does not exist")
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the writing connection
+        self._rlock = threading.RLock()  # the reading one: reads never wait behind a writer
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -138,6 +139,11 @@ class Store:
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
+            self._reader = sqlite3.connect(
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+            self._reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            self._reader.execute("PRAGMA query_only = ON")
         except sqlite3.DatabaseError as exc:
             self._close_quietly()
             raise IndexStoreError(f"{self.path} is not a usable distilmarco index: {exc}") from exc
@@ -177,8 +183,10 @@ class Store:
                 db.execute(f"PRAGMA user_version = {number + 1}")
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._rlock:
             self._db.close()
+            if hasattr(self, "_reader"):
+                self._reader.close()
 
     def _close_quietly(self) -> None:
         with suppress(sqlite3.Error, AttributeError):
@@ -207,12 +215,12 @@ class Store:
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every statement inside sees the same snapshot."""
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._rlock:
+            self._reader.execute("BEGIN")
             try:
-                yield self._db
+                yield self._reader
             finally:
-                self._db.execute("COMMIT")
+                self._reader.execute("COMMIT")
 
     @staticmethod
     def bump(db: sqlite3.Connection) -> int:
@@ -223,8 +231,8 @@ class Store:
     # --- meta --------------------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]:
-        with self._lock:
-            return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        with self._rlock:
+            return dict(self._reader.execute("SELECT key, value FROM meta").fetchall())
 
     def set_meta(self, values: Mapping[str, str]) -> None:
         with self.write() as db:
@@ -237,8 +245,8 @@ class Store:
 
     def seq(self) -> tuple[int, int]:
         """(sequence number, highest sequence whose tombstones were pruned)."""
-        with self._lock:
-            seq, pruned = self._db.execute("SELECT seq, pruned FROM state").fetchone()
+        with self._rlock:
+            seq, pruned = self._reader.execute("SELECT seq, pruned FROM state").fetchone()
         return int(seq), int(pruned)
 
     # --- writing -----------------------------------------------------------------------------
@@ -377,13 +385,13 @@ class Store:
         return StoredDocument(row[1], row[2], json.loads(row[3]), row[4], int(n))
 
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
-        with self._lock:
+        with self._rlock:
             found: dict[str, str] = {}
             for lo in range(0, len(ids), 500):
                 part = list(ids[lo : lo + 500])
                 marks = ",".join("?" * len(part))
                 found.update(
-                    self._db.execute(
+                    self._reader.execute(
                         f"SELECT id, content_hash FROM documents WHERE id IN ({marks})", part
                     ).fetchall()
                 )
@@ -407,8 +415,8 @@ class Store:
             last = rows[-1][0]
 
     def doc_rows(self, ids: Sequence[str]) -> dict[str, int]:
-        with self._lock:
-            return self._existing(self._db, ids)
+        with self._rlock:
+            return self._existing(self._reader, ids)
 
     def counts(self) -> Counts:
         with self.read() as db:
@@ -420,8 +428,8 @@ class Store:
         return Counts(int(seq), *map(int, n))
 
     def document_count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM documents").fetchone()[0])
+        with self._rlock:
+            return int(self._reader.execute("SELECT count(*) FROM documents").fetchone()[0])
 
     def chunk_count(self) -> tuple[int, int]:
         """(sequence, number of chunks) in one snapshot; cheaper than ``counts``."""
@@ -431,8 +439,10 @@ class Store:
         return int(seq), int(n)
 
     def metadata_keys(self) -> list[str]:
-        with self._lock:
-            return [r[0] for r in self._db.execute("SELECT key FROM metadata_keys ORDER BY key")]
+        with self._rlock:
+            return [
+                r[0] for r in self._reader.execute("SELECT key FROM metadata_keys ORDER BY key")
+            ]
 
     def changes_since(self, seq: int, dim: int) -> Changes:
         """Chunks added and removed after ``seq``, read in one snapshot (seq 0 = everything)."""
@@ -480,12 +490,12 @@ class Store:
         """chunk id -> (document id, start, end, passage text, metadata) for live chunks.
 
         Only the passage is read (``substr`` counts characters, as Python slicing does)."""
-        with self._lock:
+        with self._rlock:
             out = {}
             for lo in range(0, len(chunks), 500):
                 part = [int(c) for c in chunks[lo : lo + 500]]
                 marks = ",".join("?" * len(part))
-                for chunk, id_, start, end, text, meta in self._db.execute(
+                for chunk, id_, start, end, text, meta in self._reader.execute(
                     "SELECT c.chunk, d.id, c.start, c.end, substr(d.text, c.start + 1, "
                     "c.end - c.start), d.metadata FROM chunks c "
                     f"JOIN documents d USING (doc) WHERE c.chunk IN ({marks})",
@@ -513,20 +523,24 @@ class Store:
 
     def doc_ids(self, rows: np.ndarray) -> dict[int, str]:
         """Document row id -> external id, for the rows that still exist."""
-        with self._lock:
+        with self._rlock:
             out: dict[int, str] = {}
             for lo in range(0, len(rows), 500):
                 part = [int(r) for r in rows[lo : lo + 500]]
                 marks = ",".join("?" * len(part))
                 out.update(
-                    self._db.execute(f"SELECT doc, id FROM documents WHERE doc IN ({marks})", part)
+                    self._reader.execute(
+                        f"SELECT doc, id FROM documents WHERE doc IN ({marks})", part
+                    )
                 )
             return out
 
     def docs_matching(self, where_sql: str, params: Sequence[Any]) -> np.ndarray:
         """Row ids of documents whose metadata satisfies a compiled where-clause."""
-        with self._lock:
-            rows = self._db.execute(f"SELECT doc FROM documents WHERE {where_sql}", list(params))
+        with self._rlock:
+            rows = self._reader.execute(
+                f"SELECT doc FROM documents WHERE {where_sql}", list(params)
+            )
             return np.asarray([r[0] for r in rows], dtype=np.int64)
 
     def bm25(
@@ -540,13 +554,13 @@ class Store:
             f"JOIN documents d ON d.doc = c.doc {filt} GROUP BY c.doc "
             "ORDER BY best DESC, c.doc LIMIT ?"
         )
-        with self._lock:
-            rows = self._db.execute(sql, [match, *params, limit]).fetchall()
+        with self._rlock:
+            rows = self._reader.execute(sql, [match, *params, limit]).fetchall()
         return [(int(c), float(s)) for c, s in rows]
 
     def integrity_check(self) -> str:
-        with self._lock:
-            return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
+        with self._rlock:
+            return str(self._reader.execute("PRAGMA integrity_check").fetchone()[0])
 
 
 def blobs_to_matrix(blobs: Sequence[bytes], dim: int) -> np.ndarray:
