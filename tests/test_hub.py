@@ -51,3 +51,12 @@ def test_offline_without_cache_explains_what_to_do(hub_cache: Path) -> None:
 def test_missing_local_path_is_not_sent_to_the_hub(tmp_path: Path) -> None:
     with pytest.raises(ModelNotFoundError, match=r"model folder .* does not exist"):
         Encoder(tmp_path / "nope")
+
+
+def test_local_folder_is_identified_by_its_absolute_path(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tiny_model_dir.parent)
+    relative = Encoder(Path(".") / tiny_model_dir.name)
+    assert relative.model_id == str(tiny_model_dir.resolve())
+    assert relative.revision is None

@@ -36,7 +36,7 @@ PICKLE_PATTERNS = ["pytorch_model.bin", "*_Dense/pytorch_model.bin"]
 @dataclass(frozen=True)
 class ResolvedModel:
     folder: Path
-    model_id: str  # the Hub repo id, or the folder path as given
+    model_id: str  # the Hub repo id, or the folder's absolute path
     revision: str | None  # the commit hash for Hub models, None for local folders
 
 
@@ -51,7 +51,9 @@ def resolve(
     """A local folder as is; otherwise the Hub snapshot (downloaded once, then cached)."""
     path = Path(model)
     if path.is_dir():
-        return ResolvedModel(folder=path.resolve(), model_id=str(model), revision=None)
+        # The absolute path, so that ./m and /abs/m name the same model (an index records it).
+        folder = path.resolve()
+        return ResolvedModel(folder=folder, model_id=str(folder), revision=None)
     name = str(model)
     if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
         raise ModelNotFoundError(f"model folder {name!r} does not exist")
