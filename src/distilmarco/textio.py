@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from distilmarco.errors import InputError, MissingExtraError
+from distilmarco.errors import FormatError, InputError, MissingExtraError
 
 
 def read_texts(path: Path, field: str | None = None, column: str | None = None) -> list[str]:
@@ -33,8 +35,11 @@ def read_texts(path: Path, field: str | None = None, column: str | None = None) 
             raise InputError(f"{path} is not valid UTF-8 text: {exc}") from exc
 
 
-def _read_jsonl(path: Path, field: str) -> list[str]:
-    texts = []
+def jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file.
+
+    A line that is not JSON, or not a JSON object, is a ``FormatError`` naming the file and line.
+    """
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
@@ -42,12 +47,20 @@ def _read_jsonl(path: Path, field: str) -> list[str]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict) or field not in row:
-                raise InputError(f"{path}:{n}: no field {field!r} (use --field to choose one)")
-            if not isinstance(row[field], str):
-                raise InputError(f"{path}:{n}: field {field!r} is not a string")
-            texts.append(row[field])
+                raise FormatError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(row, dict):
+                raise FormatError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+            yield n, row
+
+
+def _read_jsonl(path: Path, field: str) -> list[str]:
+    texts = []
+    for n, row in jsonl_objects(path):
+        if field not in row:
+            raise InputError(f"{path}:{n}: no field {field!r} (use --field to choose one)")
+        if not isinstance(row[field], str):
+            raise InputError(f"{path}:{n}: field {field!r} is not a string")
+        texts.append(row[field])
     return texts
 
 

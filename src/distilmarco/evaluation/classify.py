@@ -10,13 +10,13 @@ header, or JSONL. The text column is ``text``; the label column is the first of 
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distilmarco.errors import FormatError, InputError
 from distilmarco.evaluation.ir import Throughput, embed
+from distilmarco.textio import jsonl_objects
 
 if TYPE_CHECKING:
     from distilmarco.apps.classify import ProtocolReport
@@ -68,21 +68,12 @@ def read_labelled(path: Path, *, text: str = "text", label: str | None = None) -
 def _read_jsonl(path: Path, text: str, label: str | None) -> Labelled:
     texts: list[str] = []
     labels: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FormatError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise FormatError(f"{path}:{n}: expected a JSON object")
-            key = _label_column(list(row), label, path, n)
-            if not isinstance(row.get(text), str) or row.get(key) is None:
-                raise FormatError(f"{path}:{n}: needs a string {text!r} and a {key!r}")
-            texts.append(row[text])
-            labels.append(str(row[key]))
+    for n, row in jsonl_objects(path):
+        key = _label_column(list(row), label, path, n)
+        if not isinstance(row.get(text), str) or row.get(key) is None:
+            raise FormatError(f"{path}:{n}: needs a string {text!r} and a {key!r}")
+        texts.append(row[text])
+        labels.append(str(row[key]))
     return Labelled(texts, labels)
 
 

@@ -7,7 +7,6 @@ queries nobody judged) is kept and counted by :func:`check`, never dropped silen
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distilmarco.errors import FormatError, InputError
+from distilmarco.textio import jsonl_objects
 
 log = logging.getLogger(__name__)
 
@@ -153,17 +153,8 @@ def read_beir(folder: Path, *, split: str = "test") -> IRDataset:
 def _jsonl(path: Path) -> Iterator[tuple[Path, int, dict[str, object]]]:
     if not path.is_file():
         raise InputError(f"{path} does not exist")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FormatError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise FormatError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            yield path, n, row
+    for n, row in jsonl_objects(path):
+        yield path, n, row
 
 
 def _field(row: dict[str, object], name: str, path: Path, n: int) -> str:

@@ -9,7 +9,6 @@ those fields.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from distilmarco.errors import FormatError, InputError
 from distilmarco.evaluation.ir import Throughput, embed
+from distilmarco.textio import jsonl_objects
 
 if TYPE_CHECKING:
     from distilmarco.encoder import Encoder
@@ -94,20 +94,13 @@ def _read_table(path: Path, delimiter: str) -> list[Pair]:
 
 def _read_jsonl(path: Path) -> list[Pair]:
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise FormatError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict) or not all(h in row for h in HEADER):
-                raise FormatError(f"{path}:{n}: expected an object with {', '.join(HEADER)}")
-            s1, s2 = row["sentence1"], row["sentence2"]
-            if not isinstance(s1, str) or not isinstance(s2, str):
-                raise FormatError(f"{path}:{n}: sentence1 and sentence2 must be strings")
-            pairs.append(Pair(s1, s2, _score(str(row["score"]), path, n)))
+    for n, row in jsonl_objects(path):
+        if not all(h in row for h in HEADER):
+            raise FormatError(f"{path}:{n}: expected an object with {', '.join(HEADER)}")
+        s1, s2 = row["sentence1"], row["sentence2"]
+        if not isinstance(s1, str) or not isinstance(s2, str):
+            raise FormatError(f"{path}:{n}: sentence1 and sentence2 must be strings")
+        pairs.append(Pair(s1, s2, _score(str(row["score"]), path, n)))
     return pairs
 
 

@@ -10,7 +10,6 @@ that are gone are removed.
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 from distilmarco.errors import InputError, MissingExtraError
 from distilmarco.index.core import Index
 from distilmarco.index.validate import content_hash
+from distilmarco.textio import jsonl_objects
 
 log = logging.getLogger(__name__)
 
@@ -96,16 +96,7 @@ def read_documents(path: Path, field: str = "text") -> Iterator[SourceDoc]:
 def _rows(path: Path) -> Iterator[dict[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
-                if line.strip():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise InputError(f"{path}:{n}: not valid JSON ({exc.msg})") from exc
-                    if not isinstance(row, dict):
-                        raise InputError(f"{path}:{n}: expected a JSON object")
-                    yield row
+        yield from (row for _, row in jsonl_objects(path))
     elif suffix in (".csv", ".tsv"):
         with open(path, encoding="utf-8", newline="") as f:
             yield from csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
