@@ -183,3 +183,42 @@ def test_stats_reads_the_stamp_without_loading(built: Path, tiny_encoder) -> Non
         read_stamp(path)
     with Index(built, tiny_encoder) as ix:
         assert ix.stats().ann["valid"] is False
+
+
+def test_loaded_file_is_searched_in_place_until_it_changes(tmp_path: Path) -> None:
+    points, queries = clustered(2_000, 32, 40, seed=3)
+    keys = np.arange(1, 2_001, dtype=np.int64)
+    ann = AnnIndex(32, "cosine", store_id="s", seq=4)
+    ann.add(keys, points)
+    path = tmp_path / "x.ann"
+    ann.save(path)
+    data = path.read_bytes()
+    header_len = int.from_bytes(data[8:16], "little")
+    assert (16 + header_len) % 64 == 0  # the payload is aligned for in-place use
+
+    loaded = AnnIndex.load(path)
+    assert loaded.mapped and loaded.stamp == ann.stamp
+    for q in queries[:20]:
+        np.testing.assert_array_equal(loaded.search(q, 10), ann.search(q, 10))
+    # Changing a mapped index copies it first: the file is never written through the mapping.
+    loaded.remove(keys[:100])
+    assert not loaded.mapped and len(loaded) == 1_900
+    loaded.add(np.array([5_000], np.int64), queries[:1])
+    assert loaded.search(queries[0], 1).tolist() == [5_000]
+    assert path.read_bytes() == data
+    # Saving over the file that was mapped, then loading it again, sees the new contents.
+    loaded.seq = 9
+    loaded.save(path)
+    again = AnnIndex.load(path)
+    assert again.mapped and (again.seq, len(again)) == (9, 1_901)
+    assert again.search(queries[0], 1).tolist() == [5_000]
+
+
+def test_file_of_the_previous_format_is_rebuilt(built: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    path = built.with_name(built.name + ".ann")
+    data = bytearray(path.read_bytes())
+    data[:8] = b"DMANN01\n"
+    path.write_bytes(bytes(data))
+    with pytest.raises(IndexStoreError, match="bad magic"):
+        AnnIndex.load(path)
+    reopen_and_compare(built, tiny_encoder, "rebuilt")

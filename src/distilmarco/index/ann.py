@@ -19,14 +19,21 @@ cheap, and f16 storage halves the file at no measurable recall cost (candidates 
 the full-precision vectors from the store anyway). So: **usearch, f16**.
 
 File format (never pickle): ``MAGIC`` (8 bytes), header length (8 bytes, little endian), a JSON
-header (store id, sequence covered, count, dimension, metric, payload length and CRC-32), then the
-usearch payload. Written to a temporary file, fsynced, renamed over the old one, folder fsynced.
+header (store id, sequence covered, count, dimension, metric, payload length and CRC-32) padded
+with spaces to a 64-byte boundary, then the usearch payload. Written to a temporary file, fsynced,
+renamed over the old one, folder fsynced.
+
+Loading memory-maps the file and lets usearch search it in place ("view"): opening a 1M-vector
+cache costs one sequential CRC pass (about 3 GB/s here) instead of a copy into memory. The CRC is
+checked before usearch sees a byte, since a damaged graph could send it out of bounds. A viewed
+index is read-only; the first change (catch-up with the store) copies it into memory.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
 import struct
 import tempfile
@@ -41,7 +48,8 @@ from distilmarco.errors import IndexStoreError, MissingExtraError
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"DMANN01\n"
+MAGIC = b"DMANN02\n"  # 01: payload right after the header, loaded by copying
+ALIGN = 64
 METRICS = {"cosine": "ip", "dot": "ip", "euclidean": "l2sq"}  # manhattan: exact search only
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
@@ -77,12 +85,27 @@ class AnnIndex:
         self.store_id = store_id
         self.seq = seq
         self._index = _new_usearch(dimension, METRICS[similarity])
+        self._mapped: mmap.mmap | None = None  # set while ``_index`` views the file in place
 
     def __len__(self) -> int:
         return len(self._index)
 
+    @property
+    def mapped(self) -> bool:
+        """True while the index is searched in place from its memory-mapped file."""
+        return self._mapped is not None
+
+    def _writable(self) -> None:
+        """Copy a memory-mapped (read-only) index into memory before changing it."""
+        if self._mapped is None:
+            return
+        copy = _restore_usearch(bytes(self._index.save()))
+        self._index.reset()
+        self._index, self._mapped = copy, None
+
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         if len(keys):
+            self._writable()
             # Measured: 311 chunk vectors of the crash test (203 distinct, the rest exact
             # duplicates) inserted on all threads left 9 nodes unreachable even at ef = N; one
             # thread left none. Parallel insertion only for bulk builds, where it pays.
@@ -92,6 +115,7 @@ class AnnIndex:
     def remove(self, keys: np.ndarray) -> None:
         present = [int(k) for k in keys if int(k) in self._index]
         if present:
+            self._writable()
             self._index.remove(np.asarray(present, dtype=np.uint64))
 
     def contains(self, key: int) -> bool:
@@ -125,6 +149,8 @@ class AnnIndex:
                 "library": "usearch",
             }
         ).encode()
+        # JSON ignores trailing spaces: pad so that the payload starts on an ALIGN boundary.
+        header = header.ljust(-(-(len(MAGIC) + 8 + len(header)) // ALIGN) * ALIGN - len(MAGIC) - 8)
         _remove_orphans(path)
         fd, tmp = tempfile.mkstemp(
             prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
@@ -143,11 +169,15 @@ class AnnIndex:
 
     @classmethod
     def load(cls, path: Path) -> AnnIndex:
-        """Read and verify a file; IndexStoreError says why it cannot be trusted."""
+        """Map and verify a file; IndexStoreError says why it cannot be trusted."""
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
         except FileNotFoundError as exc:
             raise IndexStoreError(f"ANN file {path} is missing") from exc
+        if data is None:
+            raise IndexStoreError(f"ANN file {path} is empty")
         header = _parse_header(path, data)
         payload = memoryview(data)[header["_offset"] :]
         if len(payload) != header["payload_bytes"]:
@@ -161,7 +191,8 @@ class AnnIndex:
             header["dimension"], header["metric"], store_id=header["store_id"], seq=header["seq"]
         )
         try:
-            ann._index = _restore_usearch(bytes(payload))
+            ann._index = _view_usearch(payload, header["dimension"], METRICS[header["metric"]])
+            ann._mapped = data
         except (RuntimeError, ValueError) as exc:
             raise IndexStoreError(f"ANN file {path} could not be read: {exc}") from exc
         if len(ann) != header["count"] or ann._index.ndim != header["dimension"]:
@@ -186,8 +217,8 @@ def read_stamp(path: Path) -> AnnStamp:
     )
 
 
-def _parse_header(path: Path, data: bytes) -> dict[str, Any]:
-    if not data.startswith(MAGIC) or len(data) < len(MAGIC) + 8:
+def _parse_header(path: Path, data: bytes | mmap.mmap) -> dict[str, Any]:
+    if bytes(data[: len(MAGIC)]) != MAGIC or len(data) < len(MAGIC) + 8:
         raise IndexStoreError(f"ANN file {path} is not a distilmarco ANN file (bad magic)")
     (size,) = struct.unpack_from("<Q", data, len(MAGIC))
     start = len(MAGIC) + 8
@@ -255,6 +286,15 @@ def _new_usearch(dimension: int, metric: str) -> Any:
         expansion_add=EXPANSION_ADD,
         expansion_search=EXPANSION_SEARCH,
     )
+
+
+def _view_usearch(payload: memoryview, dimension: int, metric: str) -> Any:
+    meta = _usearch().metadata(payload)
+    if meta is None:
+        raise ValueError("usearch could not parse the payload")
+    index = _new_usearch(dimension, metric)
+    index.view(payload)
+    return index
 
 
 def _restore_usearch(payload: bytes) -> Any:
