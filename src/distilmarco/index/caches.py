@@ -14,6 +14,7 @@ import numpy as np
 
 from distilmarco.errors import IndexStoreError
 from distilmarco.index.ann import AnnIndex, read_stamp
+from distilmarco.index.scan import merge_pages, scan_changes
 from distilmarco.index.search import VectorMatrix
 from distilmarco.index.store import Store
 
@@ -58,7 +59,7 @@ class Caches:
             if m is None or m.seq < pruned:
                 m = VectorMatrix.empty(self.dimension, self.matrix_dtype)
             if m.seq != seq or self._matrix is None:
-                m.apply(self.store.changes_since(m.seq, self.dimension))
+                m.apply(merge_pages(list(scan_changes(self.store, m.seq, self.dimension))))
             self._matrix = m
             return m
 
@@ -72,13 +73,13 @@ class Caches:
                 ann = self._fresh_ann("its sequence is older than the store's pruned tombstones")
             changed = 0
             if ann.seq != seq:
-                changes = self.store.changes_since(ann.seq, self.dimension)
-                ann.remove(changes.removed)
-                new = np.asarray([not ann.contains(k) for k in changes.added], dtype=bool)
-                if new.any():
-                    ann.add(changes.added[new], changes.vectors[new])
+                for changes in scan_changes(self.store, ann.seq, self.dimension):
+                    ann.remove(changes.removed)
+                    new = np.asarray([not ann.contains(k) for k in changes.added], dtype=bool)
+                    if new.any():
+                        ann.add(changes.added[new], changes.vectors[new])
+                    changed += len(changes.added) + len(changes.removed)
                 ann.seq = changes.seq
-                changed = len(changes.added) + len(changes.removed)
             at, chunks = self.chunk_count() if (loaded or changed) else (-1, 0)
             if at == ann.seq and chunks != len(ann):
                 log.warning(

@@ -21,6 +21,7 @@ from distilmarco.index.caches import Caches
 from distilmarco.index.chunking import ChunkConfig, chunk_spans
 from distilmarco.index.filters import compile_where
 from distilmarco.index.search import (
+    MATRIX_DTYPES,
     best_per_document,
     fts_query,
     prepare,
@@ -104,14 +105,16 @@ class Index:
         chunk_tokens: int | None = None,
         chunk_overlap: int | None = None,
         ann: Literal["auto", "always", "never"] = "auto",
-        matrix_dtype: Literal["float32", "float16"] = "float32",
+        matrix_dtype: Literal["float32", "float16", "int8"] = "float32",
         busy_timeout: float = 30.0,
         create: bool = True,
     ) -> None:
         if ann not in ("auto", "always", "never"):
             raise InputError(f"ann {ann!r} is not one of 'auto', 'always', 'never'")
-        if matrix_dtype not in ("float32", "float16"):
-            raise InputError(f"matrix_dtype {matrix_dtype!r} is not one of 'float32', 'float16'")
+        if matrix_dtype not in MATRIX_DTYPES:
+            raise InputError(
+                f"matrix_dtype {matrix_dtype!r} is not one of {', '.join(MATRIX_DTYPES)}"
+            )
         self.matrix_dtype = matrix_dtype
         self.path = Path(path)
         self.ann_policy = ann
@@ -316,7 +319,7 @@ class Index:
         """Every document's vector at once (same definition as ``vectors``), with the ids in
         insertion order: one pass over the in-memory matrix, for clustering or duplicate mining."""
         m = self.caches.matrix()
-        docs, matrix = m.docs[m.alive], m.matrix[m.alive]
+        docs, matrix = m.docs[m.alive], m.rows()[m.alive]
         order = np.argsort(docs, kind="stable")
         docs, matrix = docs[order], matrix[order]
         rows, first, counts = np.unique(docs, return_index=True, return_counts=True)
@@ -389,11 +392,11 @@ class Index:
             keep = ~np.isin(m.docs, excluded)
             mask = keep if mask is None else mask & keep
         scores = m.scores(query, similarity, mask)
-        if m.matrix.dtype == np.float32:
+        if m.exact:
             pos, best = best_per_document(scores, m.docs, k)
             live = np.isfinite(best)
             return self._hits(m.keys[pos[live]], best[live])
-        # A float16 matrix only nominates: rescore the best candidates at full precision.
+        # A float16 or int8 matrix only nominates: rescore the best candidates at full precision.
         pos, best = best_per_document(scores, m.docs, max(4 * k, 40))
         return self._rescored_hits(m.keys[pos[np.isfinite(best)]], query, k)
 

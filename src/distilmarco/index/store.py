@@ -121,6 +121,7 @@ class Store:
         self, path: str | Path, *, busy_timeout: float = 30.0, create: bool = True
     ) -> None:
         self.path = Path(path)
+        self.busy_timeout = busy_timeout
         if not create and not self.path.exists():
             raise InputError(f"index {self.path} does not exist")
         if self.path.is_dir():
