@@ -4,6 +4,7 @@ measurement (with deletions) behind the ANN choice.
 
     python -m benchmarks.run --only index [--quick]
     python -m benchmarks.bench_index --sizes 100000 1000000     # the issue's targets (long, big)
+    python -m benchmarks.bench_index --sizes 1000000 --keep /tmp/idx --search-only  # reuse
 """
 
 from __future__ import annotations
@@ -69,8 +70,10 @@ def add_throughput(quick: bool) -> dict[str, Any]:
     }
 
 
-def build_synthetic(db: Path, vectors: np.ndarray) -> float:
-    """An index of ``vectors`` (one chunk per document) written through the store; seconds."""
+def build_synthetic(db: Path, vectors: np.ndarray, batch: int = 50_000) -> float:
+    """An index of ``vectors`` (one chunk per document) written through the store; seconds.
+
+    Large batches: one transaction (one fsync) per ``batch`` documents."""
     from distilmarco.index.store import ChunkRow, DocumentRow, Store
 
     start = time.perf_counter()
@@ -85,7 +88,7 @@ def build_synthetic(db: Path, vectors: np.ndarray) -> float:
             "chunk_overlap": "32",
         }
     )
-    for lo in range(0, len(vectors), 20_000):
+    for lo in range(0, len(vectors), batch):
         rows = [
             DocumentRow(
                 f"d{i}",
@@ -94,9 +97,10 @@ def build_synthetic(db: Path, vectors: np.ndarray) -> float:
                 hashlib.sha256(b"%d" % i).hexdigest(),
                 (ChunkRow(0, 10, vectors[i]),),
             )
-            for i in range(lo, min(lo + 20_000, len(vectors)))
+            for i in range(lo, min(lo + batch, len(vectors)))
         ]
         store.put(rows, replace=False)
+        log.info("stored %d of %d vectors", min(lo + batch, len(vectors)), len(vectors))
     store.close()
     return time.perf_counter() - start
 
@@ -111,42 +115,72 @@ def latency(fn, queries: np.ndarray) -> tuple[float, float, list[list[str]]]:  #
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), results
 
 
-def search_case(n: int, n_queries: int) -> dict[str, Any]:
+def synthetic_index(folder: Path, n: int) -> dict[str, Any]:
+    """The store and HNSW file of ``n`` clustered vectors in ``folder`` (``s.db``, ``s.db.ann``),
+    built unless a finished build of the same size is there already; the build's figures."""
     from distilmarco.index import Index
 
+    db, done = folder / "s.db", folder / "build.json"
+    if done.exists():
+        build = json.loads(done.read_text())
+        if build.get("vectors") == n and db.exists():
+            log.info("reusing the %d-vector index in %s", n, folder)
+            return dict(build, reused=True)
+    for stale in folder.glob("s.db*"):
+        stale.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
     vectors = clustered(n, DIM, seed=1)
+    store_write_s = build_synthetic(db, vectors)
+    del vectors
+    with Index(db) as index:
+        ann_build_s = _timed(index.optimize)
+    build = {"vectors": n, "store_write_s": store_write_s, "ann_build_s": ann_build_s}
+    done.write_text(json.dumps(build))
+    return dict(build, reused=False)
+
+
+def search_case(n: int, n_queries: int, keep: Path | None = None) -> dict[str, Any]:
+    """Open, first query, ANN and exact latency and recall on ``n`` vectors. With ``keep``, the
+    index lives in ``keep/n{n}`` and is reused by later runs (building 1M takes most of an hour)."""
+    if keep is None:
+        with tempfile.TemporaryDirectory() as tmp:
+            return _measure(Path(tmp), n, n_queries)
+    return _measure(keep / f"n{n}", n, n_queries)
+
+
+def _measure(folder: Path, n: int, n_queries: int) -> dict[str, Any]:
+    from distilmarco.index import Index
+
+    build = synthetic_index(folder, n)
+    db = folder / "s.db"
     queries = clustered(n_queries, DIM, seed=2)
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "s.db"
-        build_s = build_synthetic(db, vectors)
-        del vectors
-        with Index(db) as index:
-            ann_build_s = _timed(index.optimize)
-        sizes = {
-            "db_bytes": db.stat().st_size,
-            "ann_bytes": db.with_name("s.db.ann").stat().st_size,
-        }
-        t = time.perf_counter()
-        index = Index(db)
-        open_s = time.perf_counter() - t
-        t = time.perf_counter()
-        index.search_vector(queries[0], 10, exact=False)
-        first_ann_s = time.perf_counter() - t
-        t = time.perf_counter()
-        index.search_vector(queries[0], 10, exact=True)
-        first_exact_s = time.perf_counter() - t
-        ann_p50, ann_p99, approx = latency(
-            lambda q: index.search_vector(q, 10, exact=False), queries
-        )
-        ex_p50, ex_p99, exact = latency(lambda q: index.search_vector(q, 10, exact=True), queries)
-        index.close()
-    recall = float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=True)]))
+    n_exact = n_queries if n < 500_000 else min(n_queries, 200)  # exact at 1M: ~0.5 s a query
+    sizes = {"db_bytes": db.stat().st_size, "ann_bytes": db.with_name("s.db.ann").stat().st_size}
+    t = time.perf_counter()
+    index = Index(db)
+    open_s = time.perf_counter() - t
+    t = time.perf_counter()
+    index.search_vector(queries[0], 10, exact=False)
+    first_ann_s = time.perf_counter() - t
+    ann_p50, ann_p99, approx = latency(lambda q: index.search_vector(q, 10, exact=False), queries)
+    t = time.perf_counter()
+    index.search_vector(queries[0], 10, exact=True)
+    first_exact_s = time.perf_counter() - t
+    ex_p50, ex_p99, exact = latency(
+        lambda q: index.search_vector(q, 10, exact=True), queries[:n_exact]
+    )
+    index.close()
+    recall = float(
+        np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx, exact, strict=False)])
+    )
     return {
         "vectors": n,
         "dim": DIM,
         "queries": n_queries,
-        "store_write_s": build_s,
-        "ann_build_s": ann_build_s,
+        "exact_queries": n_exact,
+        "index_reused": build["reused"],
+        "store_write_s": build["store_write_s"],
+        "ann_build_s": build["ann_build_s"],
         "open_s": open_s,
         "first_ann_query_s": first_ann_s,
         "first_exact_query_s": first_exact_s,
@@ -274,14 +308,26 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(out_dir: Path, quick: bool, sizes: list[int] | None = None) -> None:
+def main(
+    out_dir: Path,
+    quick: bool,
+    sizes: list[int] | None = None,
+    keep: Path | None = None,
+    search_only: bool = False,
+) -> None:
+    """Every case; ``search_only`` skips add throughput and the library choice (index.json then
+    holds the search figures alone, written as ``index_search.json``)."""
     sizes = sizes or ([20_000] if quick else [100_000, 1_000_000])
-    result = {
-        "quick": quick,
-        "add": add_throughput(quick),
-        "search": [search_case(n, 100 if quick else 500) for n in sizes],
-        "ann_choice": ann_choice(quick),
-    }
+    result: dict[str, Any] = {"quick": quick}
+    if not search_only:
+        result["add"] = add_throughput(quick)
+    result["search"] = [search_case(n, 100 if quick else 500, keep) for n in sizes]
+    if search_only:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "index_search.json").write_text(json.dumps(result, indent=2))
+        log.info("wrote %s", out_dir / "index_search.json")
+        return
+    result["ann_choice"] = ann_choice(quick)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "index.json").write_text(json.dumps(result, indent=2))
     (out_dir / "index.md").write_text(markdown(result))
@@ -293,6 +339,14 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", type=int, nargs="*")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="build the synthetic indexes in DIR/n<size> and reuse them in later runs",
+    )
+    parser.add_argument(
+        "--search-only", action="store_true", help="only the search cases (no add, no ANN choice)"
+    )
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO)
-    main(args.out, args.quick, args.sizes)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    main(args.out, args.quick, args.sizes, args.keep, args.search_only)
