@@ -11,6 +11,7 @@ import pytest
 
 from distilmarco.errors import InputError
 from distilmarco.index import Index
+from distilmarco.index.rescore import rescore
 from distilmarco.index.search import VectorMatrix, quantize_int8
 from distilmarco.index.store import Changes, ChunkRow, DocumentRow, Store
 
@@ -109,3 +110,40 @@ def test_int8_scores_track_float32(similarity: str) -> None:
 def test_bad_matrix_dtype(synthetic, bad: object) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InputError, match="is not one of float32, float16, int8"):
         Index(synthetic[0], matrix_dtype=bad)  # type: ignore[arg-type]
+
+
+def test_rescore_reads_only_what_can_matter_and_equals_rescoring_all() -> None:
+    rng = np.random.default_rng(6)
+    vectors = rng.standard_normal((200, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    docs = np.arange(200) // 2  # two chunks per document
+    query = vectors[0] * 0.7 + vectors[1] * 0.3
+    query /= np.linalg.norm(query)
+    chunks = np.argsort(-(vectors @ query))[:80]
+    read: list[int] = []
+
+    def fetch(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        read.extend(ids.tolist())
+        return ids, docs[ids], vectors[ids]
+
+    truth = rescore(fetch, chunks, None, query, "cosine", 10)
+    assert len(read) == 80
+    exact_scores = vectors @ query
+    order = np.argsort(-exact_scores, kind="stable")
+    first_per_doc = order[np.sort(np.unique(docs[order], return_index=True)[1])][:10]
+    assert truth[0].tolist() == first_per_doc.tolist()  # independent: numpy over everything
+
+    read.clear()  # accurate approximations (f16 rounding): far fewer rows read, same answer
+    approx = vectors.astype(np.float16).astype(np.float32)[chunks] @ query
+    got = rescore(fetch, chunks, approx, query, "cosine", 10)
+    assert got[0].tolist() == truth[0].tolist()
+    np.testing.assert_array_equal(got[1], truth[1])
+    assert len(read) < 40
+
+    read.clear()  # approximations that all look alike: everything has to be read
+    got = rescore(fetch, chunks, np.ones(len(chunks), np.float32), query, "cosine", 10)
+    assert got[0].tolist() == truth[0].tolist() and sorted(read) == sorted(chunks.tolist())
+
+    read.clear()  # euclidean: approximate distances give no bound, all candidates are read
+    rescore(fetch, chunks, approx, query, "euclidean", 10)
+    assert len(read) == 80

@@ -10,8 +10,6 @@ import logging
 import threading
 from pathlib import Path
 
-import numpy as np
-
 from distilmarco.errors import IndexStoreError
 from distilmarco.index.ann import AnnIndex, read_stamp
 from distilmarco.index.scan import merge_pages, scan_changes
@@ -75,7 +73,7 @@ class Caches:
             if ann.seq != seq:
                 for changes in scan_changes(self.store, ann.seq, self.dimension):
                     ann.remove(changes.removed)
-                    new = np.asarray([not ann.contains(k) for k in changes.added], dtype=bool)
+                    new = ~ann.contains_many(changes.added)
                     if new.any():
                         ann.add(changes.added[new], changes.vectors[new])
                     changed += len(changes.added) + len(changes.removed)

@@ -20,13 +20,13 @@ from distilmarco.errors import InputError, NotFoundError
 from distilmarco.index.caches import Caches
 from distilmarco.index.chunking import ChunkConfig, chunk_spans
 from distilmarco.index.filters import compile_where
+from distilmarco.index.rescore import rescore
 from distilmarco.index.search import (
     MATRIX_DTYPES,
     best_per_document,
     fts_query,
     prepare,
     reciprocal_rank_fusion,
-    similarity_scores,
 )
 from distilmarco.index.store import ChunkRow, DocumentRow, Store, StoredDocument
 from distilmarco.index.validate import (
@@ -414,19 +414,22 @@ class Index:
         ann = self.caches.ann()
         want = max(4 * k, 40)
         while True:  # widen until the candidates span k documents (or hold everything)
-            hits = self._rescored_hits(ann.search(query, want), query, k)
+            chunks, approx = ann.search_scored(query, want)
+            hits = self._hits(*rescore(self._fetch, chunks, approx, query, self._similarity, k))
             if len(hits) >= k or want >= len(ann):
                 return hits
             want *= 4
 
     def _rescored_hits(self, chunks: np.ndarray, query: np.ndarray, k: int) -> list[Hit]:
         """Score candidate chunks with the store's float32 vectors; best chunk per document."""
-        keys, owners, vectors = self.store.candidates(chunks, self.caches.dimension)
-        numbering: dict[str, int] = {}
-        docs = np.asarray([numbering.setdefault(o, len(numbering)) for o in owners], np.int64)
-        scores = similarity_scores(vectors, query, self.caches.similarity)
-        pos, best = best_per_document(scores, docs, k)
-        return self._hits(keys[pos], best)
+        return self._hits(*rescore(self._fetch, chunks, None, query, self._similarity, k))
+
+    def _fetch(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return self.store.candidates(chunks, self.caches.dimension)
+
+    @property
+    def _similarity(self) -> str:
+        return self.caches.similarity
 
     def _bm25(self, query: str, k: int, where: Mapping[str, Any] | None) -> list[Hit]:
         match = fts_query(query)

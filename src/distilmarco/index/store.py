@@ -467,23 +467,26 @@ class Store:
 
     def candidates(
         self, chunks: Sequence[int] | np.ndarray, dim: int
-    ) -> tuple[np.ndarray, list[str], np.ndarray]:
-        """The live ones of ``chunks`` (in the given order), their document ids and vectors."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The live ones of ``chunks`` (in the given order), their document row ids and vectors.
+
+        One statement per 500 chunks, all in one snapshot; documents are not joined (search
+        reads the external ids of the winners alone, with their passages)."""
         with self.read() as db:
-            found: dict[int, tuple[str, bytes]] = {}
+            found: dict[int, tuple[int, bytes]] = {}
             for lo in range(0, len(chunks), 500):
                 part = [int(c) for c in chunks[lo : lo + 500]]
                 marks = ",".join("?" * len(part))
-                for chunk, id_, blob in db.execute(
-                    "SELECT c.chunk, d.id, v.vector FROM chunks c JOIN documents d USING (doc) "
-                    f"JOIN vectors v USING (chunk) WHERE c.chunk IN ({marks})",
+                for chunk, doc, blob in db.execute(
+                    "SELECT c.chunk, c.doc, v.vector FROM chunks c JOIN vectors v USING (chunk) "
+                    f"WHERE c.chunk IN ({marks})",
                     part,
                 ):
-                    found[int(chunk)] = (id_, blob)
+                    found[chunk] = (doc, blob)
         live = [int(c) for c in chunks if int(c) in found]
-        ids = [found[c][0] for c in live]
+        docs = np.fromiter((found[c][0] for c in live), dtype=np.int64, count=len(live))
         vectors = blobs_to_matrix([found[c][1] for c in live], dim)
-        return np.asarray(live, dtype=np.int64), ids, vectors
+        return np.asarray(live, dtype=np.int64), docs, vectors
 
     def passages(
         self, chunks: Sequence[int] | np.ndarray

@@ -1,0 +1,66 @@
+"""Full-precision rescoring of approximate candidates (HNSW on f16 copies, or a float16/int8
+exact-search matrix): every reported score comes from the stored float32 vectors.
+
+With approximate scores at hand, only the candidates that can still matter are read from the
+store: the best ``k + max(5, k // 2)`` first, then twice as many while an unread candidate's
+approximate score comes within the margin of the k-th document's full-precision score. Rounding
+both vectors to f16 moves an inner product by at most 2 * 2**-11 * |q| |x| (about 1e-3 for unit
+vectors; 3e-5 measured on 100k clustered 768-d vectors), half the margin, so the answer equals
+rescoring every candidate. Measured there: 10 candidates needed at p50, 13 at p99, for k = 10.
+Euclidean candidates are all read (a square root makes small distances' errors unbounded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from distilmarco.index.search import best_per_document, similarity_scores
+
+MARGIN = 2e-3  # times max(1, |k-th score|, |q| * the largest |x| read)
+
+# chunk ids -> (live chunk ids, their document row ids, their float32 vectors)
+Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def rescore(
+    fetch: Fetch,
+    chunks: np.ndarray,
+    approx: np.ndarray | None,
+    query: np.ndarray,
+    similarity: str,
+    k: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(chunk ids, float32 scores) of the best chunk of each of the top ``k`` documents among
+    ``chunks``, best first. ``approx`` (higher is better), if given, limits what is read."""
+    if approx is None or similarity not in ("cosine", "dot"):
+        approx, end = None, len(chunks)  # no bound on how far off an approximate distance is
+    else:
+        order = np.argsort(-approx, kind="stable")
+        chunks, approx = chunks[order], approx[order]
+        end = min(len(chunks), k + max(5, k // 2))
+    keys, docs, vectors = fetch(chunks[:end])
+    while True:
+        scores = similarity_scores(vectors, query, similarity)
+        pos, best = best_per_document(scores, docs, k)
+        if end == len(chunks) or approx is None:
+            return keys[pos], best
+        if len(best) >= k:
+            kth = float(best[-1])
+            scale = max(1.0, abs(kth), _norm(query) * _max_norm(vectors))
+            if approx[end] < kth - MARGIN * scale:
+                return keys[pos], best
+        more = fetch(chunks[end : 2 * end])
+        end = min(len(chunks), 2 * end)
+        keys = np.concatenate([keys, more[0]])
+        docs = np.concatenate([docs, more[1]])
+        vectors = np.concatenate([vectors, more[2]])
+
+
+def _norm(x: np.ndarray) -> float:
+    return float(np.sqrt(x @ x))
+
+
+def _max_norm(vectors: np.ndarray) -> float:
+    return float(np.sqrt(np.einsum("ij,ij->i", vectors, vectors).max())) if len(vectors) else 0.0
