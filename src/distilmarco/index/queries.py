@@ -1,0 +1,285 @@
+"""The read side of the store: every query that only reads, as a base class of ``Store`` (which
+adds opening, migrations and the write transactions). Reads go through a connection of their own,
+so they never wait behind a writer that waits for the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from distilmarco.errors import IndexStoreError
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    """A document as stored: ``get`` returns these."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    content_hash: str
+    chunks: int
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What happened after a sequence number: chunks added (with doc and vector) and removed."""
+
+    seq: int
+    added: np.ndarray  # (A,) int64 chunk ids, ascending
+    added_docs: np.ndarray  # (A,) int64 document row ids
+    vectors: np.ndarray  # (A, D) float32
+    removed: np.ndarray  # (R,) int64 chunk ids
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Row counts read in one snapshot; a healthy store has chunks == vectors == fts."""
+
+    seq: int
+    documents: int
+    chunks: int
+    vectors: int
+    fts: int
+
+
+class StoreQueries:
+    """Reading queries over an index file (see ``Store``)."""
+
+    path: Path
+    _rlock: threading.RLock
+    _reader: sqlite3.Connection
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: every statement inside sees the same snapshot."""
+        with self._rlock:
+            self._reader.execute("BEGIN")
+            try:
+                yield self._reader
+            finally:
+                self._reader.execute("COMMIT")
+
+    @staticmethod
+    def _existing(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for lo in range(0, len(ids), 500):
+            part = list(ids[lo : lo + 500])
+            marks = ",".join("?" * len(part))
+            found.update(
+                db.execute(f"SELECT id, doc FROM documents WHERE id IN ({marks})", part).fetchall()
+            )
+        return found
+
+    def get(self, id: str) -> StoredDocument | None:
+        with self.read() as db:
+            row = db.execute(
+                "SELECT doc, id, text, metadata, content_hash FROM documents WHERE id = ?", (id,)
+            ).fetchone()
+            if row is None:
+                return None
+            n = db.execute("SELECT count(*) FROM chunks WHERE doc = ?", (row[0],)).fetchone()[0]
+        return StoredDocument(row[1], row[2], json.loads(row[3]), row[4], int(n))
+
+    def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
+        with self._rlock:
+            found: dict[str, str] = {}
+            for lo in range(0, len(ids), 500):
+                part = list(ids[lo : lo + 500])
+                marks = ",".join("?" * len(part))
+                found.update(
+                    self._reader.execute(
+                        f"SELECT id, content_hash FROM documents WHERE id IN ({marks})", part
+                    ).fetchall()
+                )
+            return found
+
+    def iter_documents(self, batch: int = 1000) -> Iterator[StoredDocument]:
+        """Every document in insertion order, read in pages (each page one snapshot)."""
+        last = 0
+        while True:
+            with self.read() as db:
+                rows = db.execute(
+                    "SELECT d.doc, d.id, d.text, d.metadata, d.content_hash, "
+                    "(SELECT count(*) FROM chunks c WHERE c.doc = d.doc) "
+                    "FROM documents d WHERE d.doc > ? ORDER BY d.doc LIMIT ?",
+                    (last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            for _doc, id_, text, meta, digest, n in rows:
+                yield StoredDocument(id_, text, json.loads(meta), digest, int(n))
+            last = rows[-1][0]
+
+    def doc_rows(self, ids: Sequence[str]) -> dict[str, int]:
+        with self._rlock:
+            return self._existing(self._reader, ids)
+
+    def counts(self) -> Counts:
+        with self.read() as db:
+            seq = db.execute("SELECT seq FROM state").fetchone()[0]
+            n = [
+                db.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                for t in ("documents", "chunks", "vectors", "chunks_fts")
+            ]
+        return Counts(int(seq), *map(int, n))
+
+    def document_count(self) -> int:
+        with self._rlock:
+            return int(self._reader.execute("SELECT count(*) FROM documents").fetchone()[0])
+
+    def chunk_count(self) -> tuple[int, int]:
+        """(sequence, number of chunks) in one snapshot; cheaper than ``counts``."""
+        with self.read() as db:
+            seq = db.execute("SELECT seq FROM state").fetchone()[0]
+            n = db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        return int(seq), int(n)
+
+    def metadata_keys(self) -> list[str]:
+        with self._rlock:
+            return [
+                r[0] for r in self._reader.execute("SELECT key FROM metadata_keys ORDER BY key")
+            ]
+
+    def changes_since(self, seq: int, dim: int) -> Changes:
+        """Chunks added and removed after ``seq``, read in one snapshot (seq 0 = everything)."""
+        with self.read() as db:
+            now = int(db.execute("SELECT seq FROM state").fetchone()[0])
+            rows = db.execute(
+                "SELECT c.chunk, c.doc, v.vector FROM chunks c JOIN vectors v USING (chunk) "
+                "WHERE c.seq > ? ORDER BY c.chunk",
+                (seq,),
+            ).fetchall()
+            removed = [
+                r[0] for r in db.execute("SELECT chunk FROM tombstones WHERE seq > ?", (seq,))
+            ]
+        return Changes(
+            seq=now,
+            added=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
+            added_docs=np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)),
+            vectors=blobs_to_matrix([r[2] for r in rows], dim),
+            removed=np.asarray(sorted(removed), dtype=np.int64),
+        )
+
+    def candidates(
+        self, chunks: Sequence[int] | np.ndarray, dim: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The live ones of ``chunks`` (in the given order), their document row ids and vectors.
+
+        One statement per 500 chunks, all in one snapshot; documents are not joined (search
+        reads the external ids of the winners alone, with their passages)."""
+        with self.read() as db:
+            found: dict[int, tuple[int, bytes]] = {}
+            for lo in range(0, len(chunks), 500):
+                part = [int(c) for c in chunks[lo : lo + 500]]
+                marks = ",".join("?" * len(part))
+                for chunk, doc, blob in db.execute(
+                    "SELECT c.chunk, c.doc, v.vector FROM chunks c JOIN vectors v USING (chunk) "
+                    f"WHERE c.chunk IN ({marks})",
+                    part,
+                ):
+                    found[chunk] = (doc, blob)
+        live = [int(c) for c in chunks if int(c) in found]
+        docs = np.fromiter((found[c][0] for c in live), dtype=np.int64, count=len(live))
+        vectors = blobs_to_matrix([found[c][1] for c in live], dim)
+        return np.asarray(live, dtype=np.int64), docs, vectors
+
+    def passages(
+        self, chunks: Sequence[int] | np.ndarray
+    ) -> dict[int, tuple[str, int, int, str, dict[str, Any]]]:
+        """chunk id -> (document id, start, end, passage text, metadata) for live chunks.
+
+        Only the passage is read (``substr`` counts characters, as Python slicing does)."""
+        with self._rlock:
+            out = {}
+            for lo in range(0, len(chunks), 500):
+                part = [int(c) for c in chunks[lo : lo + 500]]
+                marks = ",".join("?" * len(part))
+                for chunk, id_, start, end, text, meta in self._reader.execute(
+                    "SELECT c.chunk, d.id, c.start, c.end, substr(d.text, c.start + 1, "
+                    "c.end - c.start), d.metadata FROM chunks c "
+                    f"JOIN documents d USING (doc) WHERE c.chunk IN ({marks})",
+                    part,
+                ):
+                    out[int(chunk)] = (id_, int(start), int(end), text, json.loads(meta))
+            return out
+
+    def doc_vectors(self, ids: Sequence[str], dim: int) -> dict[str, np.ndarray]:
+        """id -> (C, D) chunk vectors of each existing document, in chunk order."""
+        with self.read() as db:
+            out: dict[str, np.ndarray] = {}
+            for id_ in ids:
+                blobs = [
+                    r[0]
+                    for r in db.execute(
+                        "SELECT v.vector FROM documents d JOIN chunks c USING (doc) "
+                        "JOIN vectors v USING (chunk) WHERE d.id = ? ORDER BY c.ord",
+                        (id_,),
+                    )
+                ]
+                if blobs:
+                    out[id_] = blobs_to_matrix(blobs, dim)
+            return out
+
+    def doc_ids(self, rows: np.ndarray) -> dict[int, str]:
+        """Document row id -> external id, for the rows that still exist."""
+        with self._rlock:
+            out: dict[int, str] = {}
+            for lo in range(0, len(rows), 500):
+                part = [int(r) for r in rows[lo : lo + 500]]
+                marks = ",".join("?" * len(part))
+                out.update(
+                    self._reader.execute(
+                        f"SELECT doc, id FROM documents WHERE doc IN ({marks})", part
+                    )
+                )
+            return out
+
+    def docs_matching(self, where_sql: str, params: Sequence[Any]) -> np.ndarray:
+        """Row ids of documents whose metadata satisfies a compiled where-clause."""
+        with self._rlock:
+            rows = self._reader.execute(
+                f"SELECT doc FROM documents WHERE {where_sql}", list(params)
+            )
+            return np.asarray([r[0] for r in rows], dtype=np.int64)
+
+    def bm25(
+        self, match: str, limit: int, where_sql: str | None, params: Sequence[Any]
+    ) -> list[tuple[int, float]]:
+        """(best chunk id, BM25 score) per document, best first. Higher scores are better."""
+        filt = f"WHERE {where_sql}" if where_sql else ""
+        sql = (
+            "SELECT m.chunk, max(m.score) AS best FROM (SELECT rowid AS chunk, -rank AS score "
+            "FROM chunks_fts WHERE chunks_fts MATCH ?) AS m JOIN chunks c USING (chunk) "
+            f"JOIN documents d ON d.doc = c.doc {filt} GROUP BY c.doc "
+            "ORDER BY best DESC, c.doc LIMIT ?"
+        )
+        with self._rlock:
+            rows = self._reader.execute(sql, [match, *params, limit]).fetchall()
+        return [(int(c), float(s)) for c, s in rows]
+
+    def integrity_check(self) -> str:
+        with self._rlock:
+            return str(self._reader.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def blobs_to_matrix(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    """Stacked float32 vectors from little-endian blobs; errors name the damaged row."""
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    joined = b"".join(blobs)
+    if len(joined) != len(blobs) * dim * 4:
+        bad = next(i for i, b in enumerate(blobs) if len(b) != dim * 4)
+        raise IndexStoreError(
+            f"stored vector {bad} has {len(blobs[bad])} bytes, expected {dim * 4}"
+        )
+    return np.frombuffer(joined, dtype="<f4").reshape(len(blobs), dim).astype(np.float32)
