@@ -7,6 +7,7 @@ Read path: dense (exact matrix or HNSW + full-precision rescoring), BM25 (FTS5),
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,6 +21,7 @@ from distilmarco.errors import InputError, NotFoundError
 from distilmarco.index.caches import Caches
 from distilmarco.index.chunking import ChunkConfig, chunk_spans
 from distilmarco.index.filters import compile_where
+from distilmarco.index.queries import Passage
 from distilmarco.index.rescore import rescore
 from distilmarco.index.search import (
     MATRIX_DTYPES,
@@ -415,21 +417,24 @@ class Index:
         want = max(4 * k, 40)
         while True:  # widen until the candidates span k documents (or hold everything)
             chunks, approx = ann.search_scored(query, want)
-            hits = self._hits(*rescore(self._fetch, chunks, approx, query, self._similarity, k))
+            hits = self._rescored_hits(chunks, query, k, approx)
             if len(hits) >= k or want >= len(ann):
                 return hits
             want *= 4
 
-    def _rescored_hits(self, chunks: np.ndarray, query: np.ndarray, k: int) -> list[Hit]:
+    def _rescored_hits(
+        self, chunks: np.ndarray, query: np.ndarray, k: int, approx: np.ndarray | None = None
+    ) -> list[Hit]:
         """Score candidate chunks with the store's float32 vectors; best chunk per document."""
-        return self._hits(*rescore(self._fetch, chunks, None, query, self._similarity, k))
+        passages: dict[int, Passage] = {}
 
-    def _fetch(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.store.candidates(chunks, self.caches.dimension)
+        def fetch(some: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            keys, docs, vectors, found = self.store.candidates(some, self.caches.dimension)
+            passages.update(found)
+            return keys, docs, vectors
 
-    @property
-    def _similarity(self) -> str:
-        return self.caches.similarity
+        keys, scores = rescore(fetch, chunks, approx, query, self.caches.similarity, k)
+        return self._hits(keys, scores, passages)
 
     def _bm25(self, query: str, k: int, where: Mapping[str, Any] | None) -> list[Hit]:
         match = fts_query(query)
@@ -442,16 +447,15 @@ class Index:
         )
 
     def _hits(
-        self,
-        chunks: np.ndarray,
-        scores: np.ndarray,
+        self, chunks: np.ndarray, scores: np.ndarray, passages: dict[int, Passage] | None = None
     ) -> list[Hit]:
-        info = self.store.passages(chunks)
+        """Hits for chunk ids, with their passages (read now unless already at hand)."""
+        info = self.store.passages(chunks) if passages is None else passages
         hits = []
         for chunk, score in zip(chunks.tolist(), scores.tolist(), strict=True):
             if chunk in info:  # a concurrent delete may have removed it since the scan
                 id_, start, end, passage, meta = info[chunk]
-                hits.append(Hit(id_, float(score), passage, start, end, meta))
+                hits.append(Hit(id_, float(score), passage, start, end, json.loads(meta)))
         return hits
 
     # --- maintenance ----------------------------------------------------------------------------

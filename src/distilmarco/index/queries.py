@@ -52,6 +52,12 @@ class Counts:
     fts: int
 
 
+# A hit's passage: (document id, start, end, passage text, metadata JSON). Only the passage is
+# read from the document (``substr`` counts characters, as Python slicing does).
+Passage = tuple[str, int, int, str, str]
+_PASSAGE = "d.id, c.start, c.end, substr(d.text, c.start + 1, c.end - c.start), d.metadata"
+
+
 class StoreQueries:
     """Reading queries over an index file (see ``Store``)."""
 
@@ -172,45 +178,41 @@ class StoreQueries:
 
     def candidates(
         self, chunks: Sequence[int] | np.ndarray, dim: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The live ones of ``chunks`` (in the given order), their document row ids and vectors.
-
-        One statement per 500 chunks, all in one snapshot; documents are not joined (search
-        reads the external ids of the winners alone, with their passages)."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, Passage]]:
+        """The live ones of ``chunks`` (in the given order), their document row ids, vectors and
+        passages, read in one snapshot: search needs no second query for the winners' text."""
         with self.read() as db:
             found: dict[int, tuple[int, bytes]] = {}
+            passages: dict[int, Passage] = {}
             for lo in range(0, len(chunks), 500):
                 part = [int(c) for c in chunks[lo : lo + 500]]
                 marks = ",".join("?" * len(part))
-                for chunk, doc, blob in db.execute(
-                    "SELECT c.chunk, c.doc, v.vector FROM chunks c JOIN vectors v USING (chunk) "
+                for chunk, doc, blob, *passage in db.execute(
+                    f"SELECT c.chunk, c.doc, v.vector, {_PASSAGE} FROM chunks c "
+                    "JOIN vectors v USING (chunk) JOIN documents d ON d.doc = c.doc "
                     f"WHERE c.chunk IN ({marks})",
                     part,
                 ):
                     found[chunk] = (doc, blob)
+                    passages[chunk] = tuple(passage)
         live = [int(c) for c in chunks if int(c) in found]
         docs = np.fromiter((found[c][0] for c in live), dtype=np.int64, count=len(live))
         vectors = blobs_to_matrix([found[c][1] for c in live], dim)
-        return np.asarray(live, dtype=np.int64), docs, vectors
+        return np.asarray(live, dtype=np.int64), docs, vectors, passages
 
-    def passages(
-        self, chunks: Sequence[int] | np.ndarray
-    ) -> dict[int, tuple[str, int, int, str, dict[str, Any]]]:
-        """chunk id -> (document id, start, end, passage text, metadata) for live chunks.
-
-        Only the passage is read (``substr`` counts characters, as Python slicing does)."""
+    def passages(self, chunks: Sequence[int] | np.ndarray) -> dict[int, Passage]:
+        """chunk id -> (document id, start, end, passage text, metadata JSON) for live chunks."""
         with self._rlock:
-            out = {}
+            out: dict[int, Passage] = {}
             for lo in range(0, len(chunks), 500):
                 part = [int(c) for c in chunks[lo : lo + 500]]
                 marks = ",".join("?" * len(part))
-                for chunk, id_, start, end, text, meta in self._reader.execute(
-                    "SELECT c.chunk, d.id, c.start, c.end, substr(d.text, c.start + 1, "
-                    "c.end - c.start), d.metadata FROM chunks c "
+                for chunk, *passage in self._reader.execute(
+                    f"SELECT c.chunk, {_PASSAGE} FROM chunks c "
                     f"JOIN documents d USING (doc) WHERE c.chunk IN ({marks})",
                     part,
                 ):
-                    out[int(chunk)] = (id_, int(start), int(end), text, json.loads(meta))
+                    out[int(chunk)] = tuple(passage)
             return out
 
     def doc_vectors(self, ids: Sequence[str], dim: int) -> dict[str, np.ndarray]:
