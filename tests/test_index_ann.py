@@ -222,3 +222,23 @@ def test_file_of_the_previous_format_is_rebuilt(built: Path, tiny_encoder) -> No
     with pytest.raises(IndexStoreError, match="bad magic"):
         AnnIndex.load(path)
     reopen_and_compare(built, tiny_encoder, "rebuilt")
+
+
+def test_search_beam_grows_with_the_index() -> None:
+    from distilmarco.index.ann import EF_BY_SIZE, expansion_for
+
+    sizes = [0, 10, 10_000, 60_000, 100_000, 400_000, 1_000_000, 10_000_000]
+    beams = [expansion_for(n) for n in sizes]
+    assert (
+        beams == sorted(beams) and beams[0] == EF_BY_SIZE[0][1] and beams[-1] == EF_BY_SIZE[-1][1]
+    )
+    assert [expansion_for(n) for n, _ in EF_BY_SIZE] == [ef for _, ef in EF_BY_SIZE]
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((300, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ann = AnnIndex(16, "cosine", store_id="s")
+    ann.add(np.arange(1, 301), x)
+    keys, approx = ann.search_scored(x[3], 500)  # more than the beam: the beam widens to it
+    assert len(keys) == 300 and keys[0] == 4
+    np.testing.assert_allclose(approx, x[keys - 1] @ x[3], atol=2e-3)
+    assert (np.diff(approx) <= 1e-6).all()

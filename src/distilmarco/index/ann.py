@@ -53,10 +53,13 @@ ALIGN = 64
 METRICS = {"cosine": "ip", "dot": "ip", "euclidean": "l2sq"}  # manhattan: exact search only
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
-# ef_search 128: on 20k clustered 768-d vectors (intrinsic dimension 32, bench_index.clustered), 40
-# candidates held the exact top 10 with recall 0.931 at ef 64, 0.991 at 128, 0.999 at 256, for
-# 2.5 / 4.4 / 7.0 ms a query on this (shared, contended) CPU.
-EXPANSION_SEARCH = 128
+# Search beam (ef) by index size: a bigger graph needs a wider beam for the same recall. Recall@10
+# against exact search on clustered 768-d vectors (intrinsic dimension 32, bench_index.clustered,
+# 500 queries): 20k: 0.931 / 0.991 at ef 64 / 128; 100k: 0.838 / 0.912 / 0.947 / 0.967 / 0.979 /
+# 0.991 at ef 64 / 96 / 128 / 160 / 192 / 256. Between anchors ef grows linearly in log(size),
+# constant beyond the last: add the 1M anchor from bench_index's ef sweep (``ef_sweep``).
+EF_BY_SIZE = ((50_000, 128), (100_000, 160))
+EXPANSION_SEARCH: int | None = None  # a fixed ef instead (benchmarks set it)
 PARALLEL_ADD_MIN = 20_000  # vectors per add() call from which insertion uses every thread
 
 
@@ -140,7 +143,7 @@ class AnnIndex:
         the f16 copies, so off by about 1e-3 for unit vectors; rescore before reporting."""
         if len(self._index) == 0 or count <= 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        ef = max(EXPANSION_SEARCH, count)
+        ef = max(EXPANSION_SEARCH or expansion_for(len(self._index)), count)
         if self._index.expansion_search != ef:
             self._index.expansion_search = ef
         # One thread: a single query gains nothing from a pool, and starting one costs ~0.1 ms.
@@ -224,6 +227,12 @@ class AnnIndex:
         return ann
 
 
+def expansion_for(size: int) -> int:
+    """The search beam (ef) for an index of ``size`` vectors (``EF_BY_SIZE``, log-interpolated)."""
+    sizes = np.log([n for n, _ in EF_BY_SIZE])
+    return int(np.rint(np.interp(np.log(max(size, 1)), sizes, [ef for _, ef in EF_BY_SIZE])))
+
+
 def read_stamp(path: Path) -> AnnStamp:
     """The stamp in a file's header, with its length checked but not its checksum (cheap)."""
     with open(path, "rb") as f:
@@ -305,7 +314,7 @@ def _new_usearch(dimension: int, metric: str) -> Any:
         dtype="f16",
         connectivity=CONNECTIVITY,
         expansion_add=EXPANSION_ADD,
-        expansion_search=EXPANSION_SEARCH,
+        expansion_search=EF_BY_SIZE[0][1],
     )
 
 
