@@ -113,7 +113,8 @@ class AnnIndex:
             # duplicates) inserted on all threads left 9 nodes unreachable even at ef = N; one
             # thread left none. Parallel insertion only for bulk builds, where it pays.
             threads = 0 if len(keys) >= PARALLEL_ADD_MIN else 1
-            self._index.add(keys.astype(np.uint64), vectors.astype(np.float32), threads=threads)
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy if it is already
+            self._index.add(keys.astype(np.uint64), vectors, threads=threads)
 
     def remove(self, keys: np.ndarray) -> None:
         present = np.asarray(keys, dtype=np.uint64)[self.contains_many(keys)]

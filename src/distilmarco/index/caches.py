@@ -74,7 +74,9 @@ class Caches:
                 for changes in scan_changes(self.store, ann.seq, self.dimension):
                     ann.remove(changes.removed)
                     new = ~ann.contains_many(changes.added)
-                    if new.any():
+                    if new.all():  # the usual case: no copy of the page
+                        ann.add(changes.added, changes.vectors)
+                    elif new.any():
                         ann.add(changes.added[new], changes.vectors[new])
                     changed += len(changes.added) + len(changes.removed)
                 ann.seq = changes.seq
