@@ -156,26 +156,6 @@ class StoreQueries:
                 r[0] for r in self._reader.execute("SELECT key FROM metadata_keys ORDER BY key")
             ]
 
-    def changes_since(self, seq: int, dim: int) -> Changes:
-        """Chunks added and removed after ``seq``, read in one snapshot (seq 0 = everything)."""
-        with self.read() as db:
-            now = int(db.execute("SELECT seq FROM state").fetchone()[0])
-            rows = db.execute(
-                "SELECT c.chunk, c.doc, v.vector FROM chunks c JOIN vectors v USING (chunk) "
-                "WHERE c.seq > ? ORDER BY c.chunk",
-                (seq,),
-            ).fetchall()
-            removed = [
-                r[0] for r in db.execute("SELECT chunk FROM tombstones WHERE seq > ?", (seq,))
-            ]
-        return Changes(
-            seq=now,
-            added=np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)),
-            added_docs=np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)),
-            vectors=blobs_to_matrix([r[2] for r in rows], dim),
-            removed=np.asarray(sorted(removed), dtype=np.int64),
-        )
-
     def candidates(
         self, chunks: Sequence[int] | np.ndarray, dim: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, Passage]]:

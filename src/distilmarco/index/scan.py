@@ -1,9 +1,9 @@
 """Reading every vector of a large store in pages, for building caches from scratch.
 
-``Store.changes_since(0)`` holds all rows in memory at once (about three copies of 3 GB for a
-million 768-d vectors); a scan hands them over a page at a time instead, all from one snapshot: it
-runs in a read transaction on a connection of its own, so the store's other readers are not held
-up while a caller spends minutes inserting pages into an HNSW graph.
+Reading every changed row at once would hold them all in memory (about three copies of 3 GB for
+a million 768-d vectors); a scan hands them over a page at a time instead, all from one snapshot:
+it runs in a read transaction on a connection of its own, so the store's other readers are not
+held up while a caller spends minutes inserting pages into an HNSW graph.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ PAGE = 100_000  # chunk vectors per page (300 MB of 768-d float32)
 
 
 def scan_changes(store: Store, seq: int, dim: int, page: int = PAGE) -> Iterator[Changes]:
-    """``store.changes_since(seq, dim)`` cut into pages of at most ``page`` added chunks.
+    """Chunks added (with document and vector) and removed after ``seq`` (0: everything), in
+    pages of at most ``page`` added chunks, read in one snapshot.
 
     Every page carries the snapshot's sequence number; the first one also carries the removals.
     At least one page is yielded (empty when nothing changed).

@@ -5,7 +5,7 @@ One file in WAL mode. Tables: ``documents`` (external id, text, JSON metadata, c
 ``chunks_fts`` (FTS5 over the passages, for BM25), ``tombstones`` (chunks removed, with the
 sequence that removed them, so caches can catch up) and ``state`` (the sequence number, bumped in
 every write transaction). Row ids come from AUTOINCREMENT and are never reused, so a cache keyed by
-chunk id can replay ``changes_since(seq)`` without ambiguity.
+chunk id can replay the changes since its sequence (``scan.scan_changes``) without ambiguity.
 
 The store knows nothing about models or embeddings: callers hand it finished rows. This module
 opens, migrates and writes; the reading queries live in ``queries.py`` (``StoreQueries``).
