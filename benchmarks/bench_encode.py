@@ -275,11 +275,15 @@ def main(out_dir: Path, quick: bool) -> None:
 
 def our_padding(folder: Path, w: Workload, combo: Combo) -> float:
     """Padding fraction of our length-sorted token-budget batches (what the batch layout holds)."""
-    from distilmarco.encoder import DEFAULT_BATCH_TOKENS, plan_batches
+    from distilmarco.backends.onnx_backend import OnnxBackend
+    from distilmarco.backends.openvino_backend import OpenVinoBackend
+    from distilmarco.backends.torch_backend import TorchBackend
+    from distilmarco.encoder import plan_batches
 
+    budgets = {b.name: b.batch_tokens for b in (TorchBackend, OnnxBackend, OpenVinoBackend)}
     lengths = np.array(w.lengths)
     real = padded = 0
-    for rows in plan_batches(lengths, DEFAULT_BATCH_TOKENS):
+    for rows in plan_batches(lengths, budgets[combo.backend]):
         real += int(lengths[rows].sum())
         padded += int(lengths[rows].max()) * len(rows)
     return 1.0 - real / padded if padded else 0.0

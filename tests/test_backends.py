@@ -125,18 +125,19 @@ def test_bf16_on_cpu_stays_close(
     assert enc.info.precision == "bf16" and out.dtype == np.float32
 
 
-def test_auto_picks_openvino_on_cpu_and_says_so(
+def test_auto_picks_the_fastest_cpu_runtime_and_says_so(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DISTILMARCO_CACHE", str(tmp_path))
     spec = SentenceModelSpec.from_folder(tiny_model_dir)
     assert choose_backend("fp32", "cpu") == "openvino"
+    assert choose_backend("int8", "cpu") == "onnx"
     assert choose_backend("bf16", "cpu") == "torch"
     assert choose_backend("fp16", "cuda") == "torch"
     backend = create_backend(spec, "auto", "fp32", cache_dir=tmp_path)
     assert (backend.name, backend.precision, backend.device) == ("openvino", "fp32", "cpu")
     enc = Encoder(tiny_model_dir, backend="auto", precision="int8")
-    assert enc.info.backend == "openvino" and enc.info.precision == "int8"
+    assert enc.info.backend == "onnx" and enc.info.precision == "int8"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 from collections.abc import Callable
@@ -138,8 +139,21 @@ def test_int8_export_and_onnx_encoder_match_torch(
     out = Encoder(tiny_model_dir, backend="onnx", threads=1).encode(texts)
     np.testing.assert_allclose(out, ref, atol=1e-5)
     q = Encoder(tiny_model_dir, backend="onnx", precision="int8", threads=1)
-    assert is_valid(export_dir(q.spec, cache) / "model.int8.onnx")
+    folder = export_dir(q.spec, cache)
+    assert is_valid(folder / "model.fused.onnx") and is_valid(folder / "model.fused.int8.onnx")
     assert q.encode(texts).shape == ref.shape
+    # ONNX Runtime runs the fused graph: its own attention kernels, int8 attention in int8.
+    fp32_ops = op_counts(folder / "model.fused.onnx")
+    int8_ops = op_counts(folder / "model.fused.int8.onnx")
+    layers = q.spec.transformer.num_layers
+    assert fp32_ops["Attention"] == layers and fp32_ops["SkipLayerNormalization"] == 2 * layers
+    assert int8_ops["QAttention"] == layers and int8_ops["MatMulInteger"] > 0
+
+
+def op_counts(path: Path) -> collections.Counter[str]:
+    import onnx
+
+    return collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
 def test_packing_round_trip_and_equivalence(tiny_model_dir: Path) -> None:

@@ -28,7 +28,6 @@ Truncation = Literal["warn", "error", "count"]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Texts tokenised at a time: bounds memory by this window, not by the number of inputs.
 _WINDOW = 8192
-DEFAULT_BATCH_TOKENS = 16384
 MAX_BATCH_SIZE = 512
 # Most of a batch's rows x max length that may be padding (see ``plan_batches``).
 MAX_PADDING = 0.2
@@ -89,7 +88,7 @@ class Encoder:
         precision: str = "fp32",
         device: str = "cpu",
         max_seq_length: int | None = None,
-        batch_tokens: int = DEFAULT_BATCH_TOKENS,
+        batch_tokens: int | None = None,
         cache_dir: str | Path | None = None,
         threads: int | None = None,
     ) -> None:
@@ -101,7 +100,6 @@ class Encoder:
         if max_seq_length is not None and not 2 <= max_seq_length <= limit:
             raise InputError(f"max_seq_length {max_seq_length} must be between 2 and {limit}")
         self.max_seq_length = max_seq_length or limit
-        self.batch_tokens = _check_batch_tokens(batch_tokens, self.max_seq_length)
         if threads is not None:
             if threads < 1:
                 raise InputError(f"threads must be >= 1, got {threads}")
@@ -114,6 +112,9 @@ class Encoder:
         self.backend: Backend = create_backend(
             self.spec, backend, precision, device, threads=threads
         )
+        # Default budget: the backend's preference (never below one full-length sequence).
+        preferred = max(self.backend.batch_tokens, self.max_seq_length)
+        self.batch_tokens = _check_batch_tokens(batch_tokens or preferred, self.max_seq_length)
 
     # --- facts about the model -------------------------------------------------------------
 

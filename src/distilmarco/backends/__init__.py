@@ -37,6 +37,8 @@ class Backend(Protocol):
     name: str
     precision: str
     device: str
+    # Real tokens per batch this runtime runs fastest at; the encoder's default budget.
+    batch_tokens: int
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """(B, T) int64 ids and mask -> (B, D) float32 embeddings."""
@@ -56,17 +58,17 @@ def _gpu_available() -> bool:
 def choose_backend(precision: str, device: str) -> str:
     """What ``auto`` means: the fastest backend that is correct for ``precision`` on ``device``.
 
-    GPU (asked for, or ``auto`` with one present): torch. CPU: fp32 and int8 go to OpenVINO, then
-    ONNX Runtime, then torch; bf16 stays on torch. Measured in the full ``make bench`` of
-    2026-11-28 (``benchmarks/results/encode.md``, 2 cores): on the mixed workload OpenVINO fp32
-    ran 1,395 useful tokens/s, torch fp32 1,023 and ONNX Runtime fp32 569 (int8: 1,194 vs 768);
-    ONNX Runtime had the lowest single-query latency (24.9 ms vs 33.0 ms p50), a smaller gain
-    than OpenVINO's throughput lead. Revisit with each full ``make bench``.
+    GPU (asked for, or ``auto`` with one present): torch. CPU: fp32 goes to OpenVINO, then ONNX
+    Runtime, then torch; int8 to ONNX Runtime (its fused int8 graph), then OpenVINO; bf16 stays
+    on torch. By the ``make bench`` figures in ``benchmarks/results/encode.md`` (2 cores).
     """
     on_gpu = device.split(":")[0] in ("cuda", "mps") or (device == "auto" and _gpu_available())
     if on_gpu or precision in ("bf16", "fp16"):
         return "torch"
-    for name, module in (("openvino", "openvino"), ("onnx", "onnxruntime")):
+    order = [("openvino", "openvino"), ("onnx", "onnxruntime")]
+    if precision == "int8":
+        order.reverse()
+    for name, module in order:
         if _installed(module) and _installed("onnx"):
             return name
     if precision == "int8":

@@ -50,6 +50,7 @@ def pad_to(ids: np.ndarray, mask: np.ndarray, width: int) -> tuple[np.ndarray, n
 class OpenVinoBackend:
     name = "openvino"
     device = "cpu"
+    batch_tokens = 16384  # measured: flat from 2,048 to 16,384 on the mixed workload
 
     def __init__(
         self, path: Path, precision: str, threads: int | None = None, max_width: int = 512

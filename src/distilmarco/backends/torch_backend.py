@@ -55,6 +55,7 @@ class PackedSentence(nn.Module):
 
 class TorchBackend:
     name = "torch"
+    batch_tokens = 16384
 
     def __init__(
         self,

@@ -23,7 +23,9 @@ def embed(
     backend: str = typer.Option("torch", help="torch, onnx, openvino or auto"),
     precision: str = typer.Option("fp32", help="fp32, int8, fp16 or bf16"),
     device: str = typer.Option("cpu", help="cpu, cuda, mps or auto"),
-    batch_tokens: int = typer.Option(16384, help="Token budget per batch"),
+    batch_tokens: int | None = typer.Option(
+        None, help="Token budget per batch (default: the backend's preferred budget)"
+    ),
     strict: bool = typer.Option(False, help="Fail on inputs longer than the model's limit"),
 ) -> None:
     """Embed every text in INPUT and write the vectors to OUTPUT."""

@@ -7,6 +7,11 @@ to token states of shape (B, T, D).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -51,6 +56,24 @@ class Packing:
         return out.view(self.batch, self.width, x.shape[-1])
 
 
+_EXPLICIT_ATTENTION: ContextVar[bool] = ContextVar("explicit_attention", default=False)
+
+
+@contextmanager
+def explicit_attention() -> Iterator[None]:
+    """Within this block, attention is written out as matmul, additive mask, softmax, matmul.
+
+    Same numbers as ``scaled_dot_product_attention`` (to float32 rounding). For ONNX export: this
+    is the pattern ONNX Runtime's transformer optimizer fuses into its ``Attention`` operator (and,
+    for int8, ``QAttention``); the exported SDPA decomposition is left unfused.
+    """
+    token = _EXPLICIT_ATTENTION.set(True)
+    try:
+        yield
+    finally:
+        _EXPLICIT_ATTENTION.reset(token)
+
+
 def multi_head_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -70,7 +93,12 @@ def multi_head_attention(
     b, t, d = q.shape
     shape = (b, t, num_heads, d // num_heads)
     q, k, v = (x.view(shape).transpose(1, 2) for x in (q, k, v))  # (B, H, T, Dh)
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, Dh)
+    if _EXPLICIT_ATTENTION.get():
+        bias = (1.0 - mask.to(q.dtype)) * torch.finfo(q.dtype).min  # (B, 1, 1, T)
+        scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(d // num_heads) + bias
+        out = torch.matmul(torch.softmax(scores, dim=-1), v)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, Dh)
     return out.transpose(1, 2).reshape(b, t, d)  # (B, T, D)
 
 
