@@ -74,7 +74,7 @@ class OnnxBackend:
         except Exception as exc:  # ORT raises its own untyped errors for bad files
             raise BackendError(f"ONNX Runtime could not load {path}: {exc}") from exc
         self.inputs = tuple(i.name for i in self.session.get_inputs())
-        unknown = set(self.inputs) - {"input_ids", "attention_mask", "token_type_ids"}
+        unknown = set(self.inputs) - {"input_ids", "attention_mask"}
         if unknown:
             raise BackendError(f"{path} declares inputs {sorted(unknown)} that we cannot feed")
 
@@ -93,7 +93,5 @@ class OnnxBackend:
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self.inputs:
-            feed["token_type_ids"] = np.zeros_like(input_ids)
         out = self.session.run(None, {k: feed[k] for k in self.inputs})[0]
         return np.asarray(out, dtype=np.float32)
