@@ -54,11 +54,13 @@ METRICS = {"cosine": "ip", "dot": "ip", "euclidean": "l2sq"}  # manhattan: exact
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
 # Search beam (ef) by index size: a bigger graph needs a wider beam for the same recall. Recall@10
-# against exact search on clustered 768-d vectors (intrinsic dimension 32, bench_index.clustered,
-# 500 queries): 20k: 0.931 / 0.991 at ef 64 / 128; 100k: 0.838 / 0.912 / 0.947 / 0.967 / 0.979 /
-# 0.991 at ef 64 / 96 / 128 / 160 / 192 / 256. Between anchors ef grows linearly in log(size),
-# constant beyond the last: add the 1M anchor from bench_index's ef sweep (``ef_sweep``).
-EF_BY_SIZE = ((50_000, 128), (100_000, 160))
+# against exact search on clustered 768-d vectors (intrinsic dimension 32, bench_index.clustered;
+# M 16, ef_add 128): 20k: 0.931 / 0.991 at ef 64 / 128; 100k (500 queries): 0.838 / 0.912 / 0.947
+# / 0.967 / 0.979 / 0.991 at ef 64 / 96 / 128 / 160 / 192 / 256; 1M (100 queries): 0.856 / 0.891
+# / 0.947 / 0.965 / 0.983 / 0.991 at ef 128 / 160 / 256 / 320 / 384 / 512. The smallest beam
+# that held 0.95 with some margin anchors each size; between anchors ef grows linearly in
+# log(size), constant beyond the last. Query cost grows about linearly with ef (bench_index).
+EF_BY_SIZE = ((50_000, 128), (100_000, 160), (1_000_000, 320))
 EXPANSION_SEARCH: int | None = None  # a fixed ef instead (benchmarks set it)
 PARALLEL_ADD_MIN = 20_000  # vectors per add() call from which insertion uses every thread
 
