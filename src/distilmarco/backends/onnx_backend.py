@@ -48,8 +48,9 @@ def check_precision(backend: str, precision: str, device: str) -> ExportKind:
 class OnnxBackend:
     name = "onnx"
     device = "cpu"
-    # Mixed workload, fused int8 graph, 2 threads: budgets of 1,024-4,096 tokens ran 15% faster
-    # than 16,384 (smaller batches keep the working set in cache; see benchmarks/README.md).
+    # Mixed workload, fused int8 graph, 2 threads (a shared CPU): budgets of 1,024, 2,048 and
+    # 4,096 tokens ran 1,001 / 987 / 1,000 useful tokens/s, 16,384 ran 861: smaller batches keep
+    # the working set in cache.
     batch_tokens = 4096
 
     def __init__(self, path: Path, precision: str, threads: int | None = None) -> None:
@@ -64,8 +65,9 @@ class OnnxBackend:
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
         # The arena keeps the largest batch's working memory (bounded by the token budget) for
-        # reuse. Measured on the mixed workload (full-size DistilBERT, 2 threads): without it the
-        # fused int8 graph ran 1,036 useful tokens/s, with it 1,621; every call paid page faults.
+        # reuse. Measured on the mixed workload (full-size DistilBERT, 2 threads, an optimised
+        # int8 graph): 1,036 useful tokens/s without it, 1,621 with; every call paid page faults.
+        # Memory plateaus at the largest batch's need (+190 MiB over 8 calls of mixed lengths).
         opts.enable_cpu_mem_arena = True
         try:
             self.session = ort.InferenceSession(
