@@ -1,7 +1,8 @@
 """The two rebuildable caches over the store — the exact-search matrix and the HNSW file — and the
 rules that keep them honest: each remembers the sequence it covers and catches up with the store's
-changes since then (``scan.scan_changes``); a cache older than the pruned tombstones, or an ANN file that is missing,
-corrupt, from another store or ahead of it, is rebuilt. The store always wins.
+changes since then (``scan.scan_changes``); a cache older than the pruned tombstones, or an ANN
+file that is missing, corrupt, from another store or ahead of it, is rebuilt. The store always
+wins.
 """
 
 from __future__ import annotations
