@@ -48,10 +48,10 @@ def check_precision(backend: str, precision: str, device: str) -> ExportKind:
 class OnnxBackend:
     name = "onnx"
     device = "cpu"
-    # Mixed workload, fused int8 graph, 2 threads (a shared CPU): budgets of 1,024, 2,048 and
-    # 4,096 tokens ran 1,001 / 987 / 1,000 useful tokens/s, 16,384 ran 861: smaller batches keep
-    # the working set in cache.
-    batch_tokens = 4096
+    # Mixed workload (256 texts), fused int8 graph, 2 threads, quiet machine, best of 3
+    # interleaved: budgets of 2,048 / 4,096 / 8,192 tokens ran 2,074 / 1,955 / 1,873 useful
+    # tokens/s: smaller batches keep the working set in cache.
+    batch_tokens = 2048
 
     def __init__(self, path: Path, precision: str, threads: int | None = None) -> None:
         ort = _import_ort()
