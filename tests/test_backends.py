@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import read_sts
 
+import distilmarco.backends as backends
 from distilmarco import Encoder
 from distilmarco.backends import choose_backend, create_backend
 from distilmarco.backends.torch_backend import TorchBackend
@@ -130,14 +131,23 @@ def test_auto_picks_the_fastest_cpu_runtime_and_says_so(
 ) -> None:
     monkeypatch.setenv("DISTILMARCO_CACHE", str(tmp_path))
     spec = SentenceModelSpec.from_folder(tiny_model_dir)
-    assert choose_backend("fp32", "cpu") == "openvino"
+    assert choose_backend("fp32", "cpu") == "onnx"
     assert choose_backend("int8", "cpu") == "onnx"
     assert choose_backend("bf16", "cpu") == "torch"
     assert choose_backend("fp16", "cuda") == "torch"
     backend = create_backend(spec, "auto", "fp32", cache_dir=tmp_path)
-    assert (backend.name, backend.precision, backend.device) == ("openvino", "fp32", "cpu")
+    assert (backend.name, backend.precision, backend.device) == ("onnx", "fp32", "cpu")
     enc = Encoder(tiny_model_dir, backend="auto", precision="int8")
     assert enc.info.backend == "onnx" and enc.info.precision == "int8"
+    # without ONNX Runtime, OpenVINO; without ONNX, torch (fp32) or a clear error (int8)
+    for missing, fp32, int8 in (("onnxruntime", "openvino", "openvino"), ("onnx", "torch", None)):
+        monkeypatch.setattr(backends, "_installed", lambda module, gone=missing: module != gone)
+        assert choose_backend("fp32", "cpu") == fp32
+        if int8 is None:
+            with pytest.raises(MissingExtraError, match="distilmarco\\[onnx\\]"):
+                choose_backend("int8", "cpu")
+        else:
+            assert choose_backend("int8", "cpu") == int8
 
 
 @pytest.mark.parametrize(

@@ -1,43 +1,50 @@
 """The HNSW cache: approximate nearest chunks, rebuilt from the store whenever in doubt.
 
-Choice of library (measured here, ``/tmp`` script kept in ``benchmarks/bench_index.py``'s
-``ann_choice`` case): 20k clustered 384-d unit vectors, 20% of them then deleted, one thread,
-M=16, ef_add=128, ef_search=64, recall@10 against exact search over the live vectors:
+Library: FAISS (``IndexHNSWSQ``, vectors stored as float16), chosen by measurement. Clustered
+768-d unit vectors (``benchmarks/bench_index.clustered``), 100k of them, M 16, ef_add 128, one
+query thread, 300 queries, recall@10 after rescoring 40 candidates, p50 per query:
 
-=======================  ========  ===========  =========  ========  ===========
-library                  build     remove 4k    query      recall    bytes/vec
-=======================  ========  ===========  =========  ========  ===========
-usearch f32              27.5 s    1 ms         0.82 ms    1.000     1,685
-usearch f16              16.7 s    2 ms         0.67 ms    0.999     917
-FAISS HNSWFlat f32       13.0 s    (none)       0.28 ms    0.999     1,680
-=======================  ========  ===========  =========  ========  ===========
+=========================  =======  ==================  ==================
+100k vectors               build    ef 96               ef 128
+=========================  =======  ==================  ==================
+usearch f16                76 s     1.56 ms, 0.922      2.00 ms, 0.955
+usearch i8 (scaled rows)   70 s     1.48 ms, 0.918      1.76 ms, 0.952
+FAISS float16 (*)          120 s    0.93 ms, 0.946      1.23 ms, 0.971
+FAISS 8-bit SQ             78 s     0.77 ms, 0.947      0.97 ms, 0.972
+FAISS flat float32         69 s     0.86 ms, 0.946      1.12 ms, 0.971
+=========================  =======  ==================  ==================
 
-FAISS queries faster, but its HNSW cannot remove vectors or take our own 64-bit keys: deletions
-would need tombstones, over-fetching and periodic full rebuilds, and keys a side table. usearch
-removes by key in milliseconds, so catching the cache up with the store's tombstones is exact and
-cheap, and f16 storage halves the file at no measurable recall cost (candidates are rescored with
-the full-precision vectors from the store anyway). So: **usearch, f16**.
+(*) measured while another job held a core. FAISS answers about twice as fast at the same beam
+and reaches a given recall with a smaller one; at 1M (8-bit SQ, shared CPU) it held recall 0.954
+at ef 256 in 3.0 ms, where usearch f16 needed 5.8 ms for 0.943. Float16 rather than 8-bit keeps
+the rescoring bound of ``rescore.py`` exact and needs no training.
 
-File format (never pickle): ``MAGIC`` (8 bytes), header length (8 bytes, little endian), a JSON
-header (store id, sequence covered, count, dimension, metric, payload length and CRC-32) padded
-with spaces to a 64-byte boundary, then the usearch payload. Written to a temporary file, fsynced,
-renamed over the old one, folder fsynced.
+FAISS's HNSW cannot remove vectors, so removal is a tombstone: the slot stays in the graph (still
+a stepping stone) and a bitmap keeps it out of results; once a quarter of the slots are dead the
+graph is rebuilt from the live vectors it holds. Keys (chunk ids) live in a side array, slot ->
+chunk id.
 
-Loading memory-maps the file and lets usearch search it in place ("view"): opening a 1M-vector
-cache costs one sequential CRC pass (about 3 GB/s here) instead of a copy into memory. The CRC is
-checked before usearch sees a byte, since a damaged graph could send it out of bounds. A viewed
-index is read-only; the first change (catch-up with the store) copies it into memory.
+File format (never pickle): FAISS's own serialisation of the graph, the slot -> key array (int64,
+little endian), the tombstone bitmap, then a trailer: a JSON header (store id, sequence covered,
+count, dimension, metric, section sizes and an xxh3 checksum of everything before it), its length
+(8 bytes, little endian) and ``MAGIC``. Written to a temporary file, fsynced, renamed over the old
+one, folder fsynced. Loading checks the checksum before FAISS reads a byte (a damaged graph could
+send it out of bounds), then maps the graph in place: FAISS reads the file from its start, and
+the trailer keeps our header out of its way.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import mmap
 import os
 import struct
 import tempfile
-import zlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,21 +55,21 @@ from distilmarco.errors import IndexStoreError, MissingExtraError
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"DMANN02\n"  # 01: payload right after the header, loaded by copying
-ALIGN = 64
-METRICS = {"cosine": "ip", "dot": "ip", "euclidean": "l2sq"}  # manhattan: exact search only
+MAGIC = b"DMANN03\n"  # at the end of the file; 01 and 02 (usearch) began with theirs
+METRICS = ("cosine", "dot", "euclidean")  # manhattan: exact search only
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
 # Search beam (ef) by index size: a bigger graph needs a wider beam for the same recall. Recall@10
-# against exact search on clustered 768-d vectors (intrinsic dimension 32, bench_index.clustered;
-# M 16, ef_add 128): 20k: 0.931 / 0.991 at ef 64 / 128; 100k (500 queries): 0.838 / 0.912 / 0.947
-# / 0.967 / 0.979 / 0.991 at ef 64 / 96 / 128 / 160 / 192 / 256; 1M (100 queries): 0.856 / 0.891
-# / 0.947 / 0.965 / 0.983 / 0.991 at ef 128 / 160 / 256 / 320 / 384 / 512. The smallest beam
-# that held 0.95 with some margin anchors each size; between anchors ef grows linearly in
-# log(size), constant beyond the last. Query cost grows about linearly with ef (bench_index).
-EF_BY_SIZE = ((50_000, 128), (100_000, 160), (1_000_000, 320))
+# against exact search on clustered 768-d vectors (bench_index.clustered; M 16, ef_add 128,
+# float16, 300 queries): 50k: 0.925 / 0.953 / 0.968 / 0.979 at ef 64 / 80 / 96 / 112; 100k:
+# 0.888 / 0.922 / 0.946 / 0.961 / 0.971 / 0.980 at ef 64 / 80 / 96 / 112 / 128 / 160; 1M: see
+# benchmarks/results/index.md. The smallest beam that held 0.95 with about 0.015 to spare anchors
+# each size; between anchors ef grows linearly in log(size), constant beyond the last. Query cost
+# grows about linearly with ef.
+EF_BY_SIZE = ((50_000, 96), (100_000, 128), (1_000_000, 288))
 EXPANSION_SEARCH: int | None = None  # a fixed ef instead (benchmarks set it)
 PARALLEL_ADD_MIN = 20_000  # vectors per add() call from which insertion uses every thread
+COMPACT_DEAD_FRACTION = 0.25  # rebuild the graph once this share of its slots are tombstones
 
 
 @dataclass(frozen=True)
@@ -77,64 +84,87 @@ class AnnStamp:
 
 
 class AnnIndex:
-    """HNSW over chunk vectors keyed by chunk id (usearch, f16 storage, inner product or L2)."""
+    """HNSW over chunk vectors keyed by chunk id (FAISS, float16 storage, tombstoned removal).
+
+    Thread-safe: one lock serialises changes and searches (FAISS's graph must not change under
+    a search)."""
 
     def __init__(self, dimension: int, similarity: str, *, store_id: str, seq: int = 0) -> None:
         if similarity not in METRICS:
             raise IndexStoreError(
-                f"ANN search supports similarities {sorted(METRICS)}, not {similarity!r}; "
+                f"ANN search supports similarities {list(METRICS)}, not {similarity!r}; "
                 "use exact search"
             )
         self.dimension = dimension
         self.similarity = similarity
         self.store_id = store_id
         self.seq = seq
-        self._index = _new_usearch(dimension, METRICS[similarity])
-        self._mapped: mmap.mmap | None = None  # set while ``_index`` views the file in place
+        self._lock = threading.RLock()
+        self._graph = _new_graph(dimension, similarity)
+        self._keys = np.zeros(0, np.int64)  # slot -> chunk id
+        self._dead = np.zeros(0, bool)  # slot -> tombstoned
+        self._n_dead = 0
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # sorted live keys, their slots
+        self._selector: Any = None  # search parameters excluding tombstones, built on demand
+        self._mapped = False  # the graph is a read-only view of its file: copy before changing
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._keys) - self._n_dead
 
     @property
     def mapped(self) -> bool:
-        """True while the index is searched in place from its memory-mapped file."""
-        return self._mapped is not None
+        """True while the graph is searched in place from its memory-mapped file."""
+        return self._mapped
 
-    def _writable(self) -> None:
-        """Copy a memory-mapped (read-only) index into memory before changing it."""
-        if self._mapped is None:
-            return
-        copy = _restore_usearch(bytes(self._index.save()))
-        self._index.reset()
-        self._index, self._mapped = copy, None
+    @property
+    def slots(self) -> int:
+        """Vectors in the graph, tombstones included."""
+        return len(self._keys)
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        if len(keys):
+        """Insert vectors under chunk ids that are not in the index yet."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if not len(keys):
+            return
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(keys), self.dimension):
+            raise IndexStoreError(
+                f"{len(keys)} keys need {len(keys)} x {self.dimension} vectors, got {vectors.shape}"
+            )
+        with self._lock:
+            if len(np.unique(keys)) != len(keys) or self.contains_many(keys).any():
+                raise IndexStoreError("ANN add: a chunk id is already in the index or repeated")
             self._writable()
-            # Measured: 311 chunk vectors of the crash test (203 distinct, the rest exact
-            # duplicates) inserted on all threads left 9 nodes unreachable even at ef = N; one
-            # thread left none. Parallel insertion only for bulk builds, where it pays.
-            threads = 0 if len(keys) >= PARALLEL_ADD_MIN else 1
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy if it is already
-            self._index.add(keys.astype(np.uint64), vectors, threads=threads)
+            with _threads(0 if len(keys) >= PARALLEL_ADD_MIN else 1):
+                self._graph.add(vectors)
+            self._keys = np.concatenate([self._keys, keys])
+            self._dead = np.concatenate([self._dead, np.zeros(len(keys), bool)])
+            self._changed()
 
     def remove(self, keys: np.ndarray) -> None:
-        present = np.asarray(keys, dtype=np.uint64)[self.contains_many(keys)]
-        if len(present):
-            self._writable()
-            self._index.remove(present)
+        """Tombstone the vectors of these chunk ids (absent ids are ignored)."""
+        with self._lock:
+            slots = self._slots_of(np.asarray(keys, dtype=np.int64))
+            slots = slots[slots >= 0]
+            if not len(slots):
+                return
+            self._dead[slots] = True
+            self._n_dead = int(self._dead.sum())
+            self._changed()
+            if self._n_dead > COMPACT_DEAD_FRACTION * len(self._keys):
+                self._compact()
 
     def contains(self, key: int) -> bool:
-        return int(key) in self._index
+        return bool(self.contains_many(np.asarray([key], np.int64))[0])
 
     def contains_many(self, keys: np.ndarray) -> np.ndarray:
-        """Membership of every key, as one boolean array (one call into usearch)."""
-        if not len(keys):
-            return np.zeros(0, dtype=bool)
-        return np.asarray(self._index.contains(np.asarray(keys, dtype=np.uint64)), dtype=bool)
+        """Membership of every key, as one boolean array."""
+        with self._lock:
+            return self._slots_of(np.asarray(keys, dtype=np.int64)) >= 0
 
     def keys(self) -> np.ndarray:
-        return np.asarray(self._index.keys, dtype=np.int64)
+        with self._lock:
+            return self._keys[~self._dead].copy()
 
     def search(self, query: np.ndarray, count: int) -> np.ndarray:
         """Chunk ids of (approximately) the ``count`` nearest vectors, nearest first."""
@@ -143,21 +173,75 @@ class AnnIndex:
     def search_scored(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Chunk ids of (approximately) the ``count`` nearest vectors, nearest first, and their
         approximate similarity (higher is better, as ``search.similarity_scores``): computed on
-        the f16 copies, so off by about 1e-3 for unit vectors; rescore before reporting."""
-        if len(self._index) == 0 or count <= 0:
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        ef = max(EXPANSION_SEARCH or expansion_for(len(self._index)), count)
-        if self._index.expansion_search != ef:
-            self._index.expansion_search = ef
-        # One thread: a single query gains nothing from a pool, and starting one costs ~0.1 ms.
-        found = self._index.search(
-            query.astype(np.float32), min(count, len(self._index)), threads=1
-        )
-        keys = np.asarray(found.keys, dtype=np.int64)
-        distances = np.asarray(found.distances, dtype=np.float32)
-        if METRICS[self.similarity] == "ip":  # usearch's inner-product distance is 1 - dot
-            return keys, 1.0 - distances
-        return keys, -np.sqrt(np.maximum(distances, 0.0))  # l2sq -> minus euclidean distance
+        the float16 copies, so off by about 1e-3 for unit vectors; rescore before reporting."""
+        with self._lock:
+            live = len(self)
+            if live == 0 or count <= 0:
+                return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            count = min(count, live)
+            ef = max(EXPANSION_SEARCH or expansion_for(live), count)
+            q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+            if self._n_dead:
+                params = self._search_params()
+                params.efSearch = ef
+                scores, slots = self._graph.search(q, count, params=params)
+            else:
+                self._graph.hnsw.efSearch = ef
+                scores, slots = self._graph.search(q, count)
+        slots, scores = slots[0], scores[0]
+        found = slots >= 0  # fewer than ``count`` reachable
+        keys = self._keys[slots[found]]
+        scores = scores[found].astype(np.float32)
+        if self.similarity == "euclidean":  # FAISS reports squared distances
+            return keys, -np.sqrt(np.maximum(scores, 0.0))
+        return keys, scores
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _writable(self) -> None:
+        """Copy a memory-mapped graph into memory: FAISS aborts the process (not an exception)
+        when a viewed graph is changed."""
+        if self._mapped:
+            faiss = _faiss()
+            self._graph = faiss.deserialize_index(faiss.serialize_index(self._graph))
+            self._mapped = False
+
+    def _changed(self) -> None:
+        self._lookup = None
+        self._selector = None
+
+    def _slots_of(self, keys: np.ndarray) -> np.ndarray:
+        """The live slot of each key, -1 where absent."""
+        if self._lookup is None:
+            live = np.flatnonzero(~self._dead)
+            order = np.argsort(self._keys[live], kind="stable")
+            self._lookup = (self._keys[live][order], live[order])
+        sorted_keys, sorted_slots = self._lookup
+        at = np.searchsorted(sorted_keys, keys)
+        at = np.minimum(at, max(len(sorted_keys) - 1, 0))
+        hit = (sorted_keys[at] == keys) if len(sorted_keys) else np.zeros(len(keys), bool)
+        return np.where(hit, sorted_slots[at] if len(sorted_keys) else -1, -1)
+
+    def _search_params(self) -> Any:
+        if self._selector is None:
+            faiss = _faiss()
+            bits = np.packbits(~self._dead, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(self._dead), faiss.swig_ptr(bits))
+            params = faiss.SearchParametersHNSW(sel=selector)
+            self._selector = (params, selector, bits)  # FAISS keeps pointers, not references
+        return self._selector[0]
+
+    def _compact(self) -> None:
+        """Rebuild the graph from the live vectors it holds (float16 values, kept exactly)."""
+        live = np.flatnonzero(~self._dead)
+        log.info("compacting the ANN graph: %d live of %d slots", len(live), len(self._keys))
+        vectors = self._graph.reconstruct_batch(live.astype(np.int64)) if len(live) else None
+        keys = self._keys[live]
+        self._graph = _new_graph(self.dimension, self.similarity)
+        self._keys, self._dead, self._n_dead = np.zeros(0, np.int64), np.zeros(0, bool), 0
+        self._changed()
+        if vectors is not None:
+            self.add(keys, vectors)
 
     # --- persistence ---------------------------------------------------------------------------
 
@@ -167,25 +251,39 @@ class AnnIndex:
 
     def save(self, path: Path) -> None:
         """Atomically replace ``path``: temp file, fsync, rename, fsync the folder."""
-        payload = bytes(self._index.save())
-        header = json.dumps(
-            {
-                **self.stamp.__dict__,
-                "payload_bytes": len(payload),
-                "crc32": zlib.crc32(payload),
-                "library": "usearch",
-            }
-        ).encode()
-        # JSON ignores trailing spaces: pad so that the payload starts on an ALIGN boundary.
-        header = header.ljust(-(-(len(MAGIC) + 8 + len(header)) // ALIGN) * ALIGN - len(MAGIC) - 8)
+        faiss = _faiss()
         _remove_orphans(path)
         fd, tmp = tempfile.mkstemp(
             prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
         )
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(MAGIC + struct.pack("<Q", len(header)) + header)
-                f.write(payload)
+            with os.fdopen(fd, "wb") as f, self._lock:
+                digest, size = _checksum(), 0
+
+                def write(data: bytes) -> int:
+                    nonlocal size
+                    f.write(data)
+                    digest.update(data)
+                    size += len(data)
+                    return len(data)
+
+                writer = faiss.PyCallbackIOWriter(write)
+                faiss.write_index(self._graph, writer)
+                del writer  # flushes its buffer
+                graph_bytes = size
+                write(self._keys.astype("<i8").tobytes())
+                write(np.packbits(self._dead, bitorder="little").tobytes())
+                header = json.dumps(
+                    {
+                        **self.stamp.__dict__,
+                        "slots": len(self._keys),
+                        "graph_bytes": graph_bytes,
+                        "payload_bytes": size,
+                        "xxh3": digest.intdigest(),
+                        "library": f"faiss {faiss.__version__}",
+                    }
+                ).encode()
+                f.write(header + struct.pack("<Q", len(header)) + MAGIC)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -196,83 +294,119 @@ class AnnIndex:
 
     @classmethod
     def load(cls, path: Path) -> AnnIndex:
-        """Map and verify a file; IndexStoreError says why it cannot be trusted."""
+        """Verify a file, then search its graph in place (memory-mapped); IndexStoreError says
+        why it cannot be trusted."""
         try:
-            with open(path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else None
+            fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError as exc:
             raise IndexStoreError(f"ANN file {path} is missing") from exc
-        if data is None:
-            raise IndexStoreError(f"ANN file {path} is empty")
-        header = _parse_header(path, data)
-        payload = memoryview(data)[header["_offset"] :]
-        if len(payload) != header["payload_bytes"]:
-            raise IndexStoreError(
-                f"ANN file {path} is truncated: payload {len(payload)} of "
-                f"{header['payload_bytes']} bytes"
-            )
-        if zlib.crc32(payload) != header["crc32"]:
-            raise IndexStoreError(f"ANN file {path} is corrupt (checksum mismatch)")
+        try:  # everything below reads this one inode, even if a save renames over ``path``
+            with open(fd, "rb", closefd=False) as f:
+                header = _read_header(path, f)
+                if os.fstat(fd).st_size != header["payload_bytes"] + header["_trailer"]:
+                    raise IndexStoreError(f"ANN file {path} has the wrong length")
+                with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as data:
+                    payload = memoryview(data)[: header["payload_bytes"]]
+                    try:
+                        if _checksum(payload).intdigest() != header["xxh3"]:
+                            raise IndexStoreError(f"ANN file {path} is corrupt (checksum mismatch)")
+                        return cls._from_payload(path, header, payload, fd)
+                    finally:
+                        payload.release()
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def _from_payload(
+        cls, path: Path, header: dict[str, Any], payload: memoryview, fd: int
+    ) -> AnnIndex:
+        slots, graph_bytes = header["slots"], header["graph_bytes"]
+        if graph_bytes + 8 * slots + -(-slots // 8) != len(payload):
+            raise IndexStoreError(f"ANN file {path} has inconsistent section sizes")
         ann = cls(
             header["dimension"], header["metric"], store_id=header["store_id"], seq=header["seq"]
         )
         try:
-            ann._index = _view_usearch(payload, header["dimension"], METRICS[header["metric"]])
-            ann._mapped = data
-        except (RuntimeError, ValueError) as exc:
+            graph, ann._mapped = _read_graph(payload[:graph_bytes], fd)
+        except RuntimeError as exc:
             raise IndexStoreError(f"ANN file {path} could not be read: {exc}") from exc
-        if len(ann) != header["count"] or ann._index.ndim != header["dimension"]:
+        keys = np.frombuffer(payload[graph_bytes : graph_bytes + 8 * slots], "<i8")
+        dead = np.unpackbits(
+            np.frombuffer(payload[graph_bytes + 8 * slots :], np.uint8), bitorder="little"
+        )[:slots].astype(bool)
+        if graph.ntotal != slots or graph.d != header["dimension"]:
             raise IndexStoreError(
-                f"ANN file {path} holds {len(ann)} x {ann._index.ndim} vectors, its header says "
-                f"{header['count']} x {header['dimension']}"
+                f"ANN file {path} holds {graph.ntotal} x {graph.d} vectors, its header says "
+                f"{slots} x {header['dimension']}"
             )
+        if slots - int(dead.sum()) != header["count"]:
+            raise IndexStoreError(f"ANN file {path}: live count disagrees with its header")
+        ann._graph, ann._keys, ann._dead = graph, keys.astype(np.int64), dead
+        ann._n_dead = int(dead.sum())
         return ann
 
 
 def expansion_for(size: int) -> int:
     """The search beam (ef) for an index of ``size`` vectors (``EF_BY_SIZE``, log-interpolated)."""
-    sizes = np.log([n for n, _ in EF_BY_SIZE])
-    return int(np.rint(np.interp(np.log(max(size, 1)), sizes, [ef for _, ef in EF_BY_SIZE])))
+    return _expansion_for(size, EF_BY_SIZE)
+
+
+@functools.lru_cache(maxsize=64)
+def _expansion_for(size: int, anchors: tuple[tuple[int, int], ...]) -> int:
+    """(Cached: numpy's interpolation costs about 0.1 ms, a tenth of a query at 100k.)"""
+    sizes = np.log([n for n, _ in anchors])
+    return int(np.rint(np.interp(np.log(max(size, 1)), sizes, [ef for _, ef in anchors])))
 
 
 def read_stamp(path: Path) -> AnnStamp:
-    """The stamp in a file's header, with its length checked but not its checksum (cheap)."""
-    with open(path, "rb") as f:
-        head = f.read(len(MAGIC) + 8)
-        if len(head) == len(MAGIC) + 8 and head.startswith(MAGIC):
-            head += f.read(struct.unpack_from("<Q", head, len(MAGIC))[0])
-    header = _parse_header(path, head)
-    if path.stat().st_size != header["_offset"] + header["payload_bytes"]:
+    """The stamp in a file's trailer, with the file's length checked but not its checksum."""
+    try:
+        with open(path, "rb") as f:
+            header = _read_header(path, f)
+            size = os.fstat(f.fileno()).st_size
+    except FileNotFoundError as exc:
+        raise IndexStoreError(f"ANN file {path} is missing") from exc
+    if size != header["payload_bytes"] + header["_trailer"]:
         raise IndexStoreError(f"ANN file {path} has the wrong length (truncated or extended)")
     return AnnStamp(
         header["store_id"], header["seq"], header["count"], header["dimension"], header["metric"]
     )
 
 
-def _parse_header(path: Path, data: bytes | mmap.mmap) -> dict[str, Any]:
-    if bytes(data[: len(MAGIC)]) != MAGIC or len(data) < len(MAGIC) + 8:
+def _read_header(path: Path, f: Any) -> dict[str, Any]:
+    """The JSON header of the trailer: ``header, its length (u64 little endian), MAGIC``."""
+    head = f.read(len(MAGIC))
+    if head[:6] == MAGIC[:6]:  # 01 and 02 began with their magic
+        raise IndexStoreError(f"ANN file {path} has an older format (bad magic)")
+    size = f.seek(0, os.SEEK_END)
+    if size < len(MAGIC) + 8:
+        raise IndexStoreError(f"ANN file {path} is {'empty' if not size else 'truncated'}")
+    f.seek(size - len(MAGIC) - 8)
+    tail = f.read(len(MAGIC) + 8)
+    if tail[8:] != MAGIC:
         raise IndexStoreError(f"ANN file {path} is not a distilmarco ANN file (bad magic)")
-    (size,) = struct.unpack_from("<Q", data, len(MAGIC))
-    start = len(MAGIC) + 8
-    if size > len(data) - start:
+    (length,) = struct.unpack_from("<Q", tail)
+    if length > size - len(MAGIC) - 8:
         raise IndexStoreError(f"ANN file {path} is truncated inside its header")
+    f.seek(size - len(MAGIC) - 8 - length)
     try:
-        header = json.loads(data[start : start + size])
+        header = json.loads(f.read(length))
         for key, kind in (
             ("store_id", str),
             ("seq", int),
             ("count", int),
             ("dimension", int),
             ("metric", str),
+            ("slots", int),
+            ("graph_bytes", int),
             ("payload_bytes", int),
-            ("crc32", int),
+            ("xxh3", int),
         ):
             if not isinstance(header[key], kind):
                 raise TypeError(key)
     except (ValueError, KeyError, TypeError) as exc:
         raise IndexStoreError(f"ANN file {path} has a damaged header ({exc})") from exc
-    header["_offset"] = start + size
+    header["_trailer"] = length + 8 + len(MAGIC)
     return dict(header)
 
 
@@ -302,36 +436,56 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _usearch() -> Any:
+def _faiss() -> Any:
     try:
-        from usearch.index import Index
+        import faiss
     except ImportError as exc:
-        raise MissingExtraError("usearch", "ann", "approximate (HNSW) search") from exc
-    return Index
+        raise MissingExtraError("faiss-cpu", "ann", "approximate (HNSW) search") from exc
+    return faiss
 
 
-def _new_usearch(dimension: int, metric: str) -> Any:
-    return _usearch()(
-        ndim=dimension,
-        metric=metric,
-        dtype="f16",
-        connectivity=CONNECTIVITY,
-        expansion_add=EXPANSION_ADD,
-        expansion_search=EF_BY_SIZE[0][1],
-    )
+def _new_graph(dimension: int, similarity: str) -> Any:
+    faiss = _faiss()
+    metric = faiss.METRIC_L2 if similarity == "euclidean" else faiss.METRIC_INNER_PRODUCT
+    graph = faiss.IndexHNSWSQ(dimension, faiss.ScalarQuantizer.QT_fp16, CONNECTIVITY, metric)
+    graph.hnsw.efConstruction = EXPANSION_ADD
+    return graph
 
 
-def _view_usearch(payload: memoryview, dimension: int, metric: str) -> Any:
-    meta = _usearch().metadata(payload)
-    if meta is None:
-        raise ValueError("usearch could not parse the payload")
-    index = _new_usearch(dimension, metric)
-    index.view(payload)
-    return index
+def _read_graph(graph: memoryview, fd: int) -> tuple[Any, bool]:
+    """The FAISS graph in ``graph`` (the start of the file open as ``fd``), and whether it is a
+    view: mapped in place where the platform names open files (/proc/self/fd or /dev/fd), which
+    costs no copy (1M float16 vectors: 0.03 s vs about 2 s to read them in), else copied."""
+    faiss = _faiss()
+    for folder in ("/proc/self/fd", "/dev/fd"):
+        if os.path.isdir(folder):
+            return faiss.read_index(f"{folder}/{fd}", faiss.IO_FLAG_MMAP_IFC), True
+    at = 0
+
+    def read(n: int) -> bytes:
+        nonlocal at
+        n = min(n, len(graph) - at)
+        at += n
+        return bytes(graph[at - n : at])
+
+    return faiss.read_index(faiss.PyCallbackIOReader(read)), False
 
 
-def _restore_usearch(payload: bytes) -> Any:
-    index = _usearch().restore(payload)
-    if index is None:
-        raise ValueError("usearch could not parse the payload")
-    return index
+def _checksum(data: bytes | memoryview = b"") -> Any:
+    try:
+        import xxhash
+    except ImportError as exc:
+        raise MissingExtraError("xxhash", "ann", "approximate (HNSW) search") from exc
+    return xxhash.xxh3_64(data)
+
+
+@contextmanager
+def _threads(count: int) -> Iterator[None]:
+    """FAISS's OpenMP threads for a block (0: all); its own runtime, not torch's."""
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count or os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)

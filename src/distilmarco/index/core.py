@@ -455,7 +455,8 @@ class Index:
         for chunk, score in zip(chunks.tolist(), scores.tolist(), strict=True):
             if chunk in info:  # a concurrent delete may have removed it since the scan
                 id_, start, end, passage, meta = info[chunk]
-                hits.append(Hit(id_, float(score), passage, start, end, json.loads(meta)))
+                metadata = {} if meta == "{}" else json.loads(meta)  # the common case, cheaply
+                hits.append(Hit(id_, float(score), passage, start, end, metadata))
         return hits
 
     # --- maintenance ----------------------------------------------------------------------------
