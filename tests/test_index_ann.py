@@ -214,6 +214,7 @@ def test_tombstones_survive_saving_and_compaction_keeps_answers(tmp_path: Path) 
     path = tmp_path / "x.ann"
     ann.save(path)
     data = path.read_bytes()
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
     loaded = AnnIndex.load(path)
     assert loaded.mapped and loaded.stamp == ann.stamp and loaded.slots == 2_001
     for q in queries[:20]:

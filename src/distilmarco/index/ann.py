@@ -61,11 +61,12 @@ CONNECTIVITY = 16
 EXPANSION_ADD = 128
 # Search beam (ef) by index size: a bigger graph needs a wider beam for the same recall. Recall@10
 # against exact search on clustered 768-d vectors (bench_index.clustered; M 16, ef_add 128,
-# float16, 300 queries): 50k: 0.925 / 0.953 / 0.968 / 0.979 at ef 64 / 80 / 96 / 112; 100k:
-# 0.888 / 0.922 / 0.946 / 0.961 / 0.971 / 0.980 at ef 64 / 80 / 96 / 112 / 128 / 160; 1M: see
-# benchmarks/results/index.md. The smallest beam that held 0.95 with about 0.015 to spare anchors
-# each size; between anchors ef grows linearly in log(size), constant beyond the last. Query cost
-# grows about linearly with ef.
+# float16): 50k (300 queries): 0.925 / 0.953 / 0.968 / 0.979 at ef 64 / 80 / 96 / 112; 100k
+# (300): 0.888 / 0.922 / 0.946 / 0.961 / 0.971 / 0.980 at ef 64 / 80 / 96 / 112 / 128 / 160; 1M
+# (500, make bench): 0.870 / 0.906 / 0.933 / 0.960 / 0.970 / 0.974 / 0.980 at ef 128 / 160 / 192
+# / 256 / 288 / 320 / 384. The smallest beam that held 0.95 with about 0.015 to spare anchors
+# each size; between anchors ef grows linearly in log(size), constant beyond the last. Query
+# cost grows about linearly with ef.
 EF_BY_SIZE = ((50_000, 96), (100_000, 128), (1_000_000, 288))
 EXPANSION_SEARCH: int | None = None  # a fixed ef instead (benchmarks set it)
 PARALLEL_ADD_MIN = 20_000  # vectors per add() call from which insertion uses every thread
@@ -188,9 +189,9 @@ class AnnIndex:
             else:
                 self._graph.hnsw.efSearch = ef
                 scores, slots = self._graph.search(q, count)
-        slots, scores = slots[0], scores[0]
-        found = slots >= 0  # fewer than ``count`` reachable
-        keys = self._keys[slots[found]]
+            slots, scores = slots[0], scores[0]
+            found = slots >= 0  # fewer than ``count`` reachable
+            keys = self._keys[slots[found]]  # under the lock: compaction renumbers slots
         scores = scores[found].astype(np.float32)
         if self.similarity == "euclidean":  # FAISS reports squared distances
             return keys, -np.sqrt(np.maximum(scores, 0.0))
@@ -257,6 +258,9 @@ class AnnIndex:
             prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
         )
         try:
+            # mkstemp makes the file private (0600); readers in other accounts need what SQLite
+            # gives the database: the old file's mode, else rw-r--r--.
+            os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else 0o644)
             with os.fdopen(fd, "wb") as f, self._lock:
                 digest, size = _checksum(), 0
 
