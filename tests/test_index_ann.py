@@ -227,7 +227,7 @@ def test_tombstones_survive_saving_and_compaction_keeps_answers(tmp_path: Path) 
     assert path.read_bytes() == data
     # Past a quarter of dead slots the graph is rebuilt from the live vectors it holds.
     loaded.remove(keys[300:700])
-    assert loaded.slots == len(loaded) == 1_301
+    assert loaded.slots == len(loaded) == 1_301 and not loaded.mapped
     still = np.r_[0, 401 : len(live_keys)]
     check(loaded, live_keys[still], live_points[still])
     np.testing.assert_array_equal(np.sort(loaded.keys()), np.sort(live_keys[still]))

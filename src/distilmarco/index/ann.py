@@ -238,7 +238,7 @@ class AnnIndex:
         log.info("compacting the ANN graph: %d live of %d slots", len(live), len(self._keys))
         vectors = self._graph.reconstruct_batch(live.astype(np.int64)) if len(live) else None
         keys = self._keys[live]
-        self._graph = _new_graph(self.dimension, self.similarity)
+        self._graph, self._mapped = _new_graph(self.dimension, self.similarity), False
         self._keys, self._dead, self._n_dead = np.zeros(0, np.int64), np.zeros(0, bool), 0
         self._changed()
         if vectors is not None:
