@@ -94,6 +94,30 @@ def test_damaged_ann_file_is_rebuilt(built: Path, tiny_encoder, damage: str) -> 
     reopen_and_compare(built, tiny_encoder, "rebuilt")
 
 
+def test_damaged_vectors_of_a_big_file_are_found_after_loading_and_rebuilt(  # type: ignore[no-untyped-def]
+    built: Path, tmp_path: Path, tiny_encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distilmarco.index.ann as ann_module
+
+    monkeypatch.setattr(ann_module, "VERIFY_NOW_BYTES", 0)  # every file counts as big
+    path = built.with_name(built.name + ".ann")
+    with open(path, "rb") as f:
+        header = ann_module._read_header(path, f)
+    data = bytearray(path.read_bytes())
+    data[(header["vectors_at"] + header["graph_bytes"]) // 2] ^= 0xFF  # inside a stored vector
+    path.write_bytes(bytes(data))
+    loaded = AnnIndex.load(path)  # links and keys are intact: searchable at once
+    assert not loaded.wait_verified() and "vector checksum mismatch" in str(loaded.damaged)
+    with pytest.raises(IndexStoreError, match="damaged"):
+        loaded.save(tmp_path / "copy.ann")
+    with Index(built, tiny_encoder) as ix:
+        ix.caches.ann().wait_verified()
+        ix.search(QUERIES[0], 5, exact=False)  # the next use rebuilds, and saves a sound file
+        assert ix.caches.last_ann_event.startswith("rebuilt: ANN file"), ix.caches.last_ann_event
+    assert AnnIndex.load(path).wait_verified()
+    reopen_and_compare(built, tiny_encoder, "loaded")
+
+
 def test_missing_ann_file_is_rebuilt(built: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
     built.with_name(built.name + ".ann").unlink()
     reopen_and_compare(built, tiny_encoder, "rebuilt")

@@ -67,6 +67,8 @@ class Caches:
         with self._lock:
             loaded = self._ann is None
             ann = self._ann if self._ann is not None else self._load_ann()
+            if ann.damaged:  # its background check failed: the vectors it holds are not ours
+                ann = self._fresh_ann(ann.damaged)
             seq, pruned = self.store.seq()
             if 0 < ann.seq < pruned:
                 ann = self._fresh_ann("its sequence is older than the store's pruned tombstones")
@@ -116,7 +118,7 @@ class Caches:
                 return self._ann is not None
             try:
                 self._ann.save(self.ann_path)
-            except OSError as exc:
+            except (OSError, IndexStoreError) as exc:
                 log.warning("could not save the ANN cache to %s: %s", self.ann_path, exc)
                 return False
             self._ann_saved_seq = self._ann.seq
