@@ -98,11 +98,12 @@ def test_damaged_vectors_of_a_big_file_are_found_after_loading_and_rebuilt(  # t
     built: Path, tmp_path: Path, tiny_encoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import distilmarco.index.ann as ann_module
+    from distilmarco.index import ann_file
 
     monkeypatch.setattr(ann_module, "VERIFY_NOW_BYTES", 0)  # every file counts as big
     path = built.with_name(built.name + ".ann")
     with open(path, "rb") as f:
-        header = ann_module._read_header(path, f)
+        header = ann_file.read_header(path, f)
     data = bytearray(path.read_bytes())
     data[(header["vectors_at"] + header["graph_bytes"]) // 2] ^= 0xFF  # inside a stored vector
     path.write_bytes(bytes(data))
@@ -189,7 +190,7 @@ def test_recall_on_50k_synthetic_clustered_vectors(tmp_path: Path) -> None:
 
 
 def test_stats_reads_the_stamp_without_loading(built: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
-    from distilmarco.index.ann import read_stamp
+    from distilmarco.index.ann_file import read_stamp
 
     path = built.with_name(built.name + ".ann")
     assert read_stamp(path) == AnnIndex.load(path).stamp

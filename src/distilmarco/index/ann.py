@@ -48,17 +48,26 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from distilmarco.errors import IndexStoreError, MissingExtraError
+from distilmarco.errors import IndexStoreError
+from distilmarco.index.ann_file import (
+    MAGIC,
+    AnnStamp,
+    checksum,
+    faiss_module,
+    fsync_dir,
+    read_graph,
+    read_header,
+    remove_orphans,
+    structure_digest,
+)
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"DMANN03\n"  # at the end of the file; 01 and 02 (usearch) began with theirs
 METRICS = ("cosine", "dot", "euclidean")  # manhattan: exact search only
 CONNECTIVITY = 16
 EXPANSION_ADD = 128
@@ -75,17 +84,6 @@ EXPANSION_SEARCH: int | None = None  # a fixed ef instead (benchmarks set it)
 PARALLEL_ADD_MIN = 20_000  # vectors per add() call from which insertion uses every thread
 COMPACT_DEAD_FRACTION = 0.25  # rebuild the graph once this share of its slots are tombstones
 VERIFY_NOW_BYTES = 64 << 20  # stored vectors up to this size are checked before use, not after
-
-
-@dataclass(frozen=True)
-class AnnStamp:
-    """What an ANN file claims to cover; checked against the store before it is trusted."""
-
-    store_id: str
-    seq: int
-    count: int
-    dimension: int
-    metric: str
 
 
 class AnnIndex:
@@ -209,7 +207,7 @@ class AnnIndex:
         """Copy a memory-mapped graph into memory: FAISS aborts the process (not an exception)
         when a viewed graph is changed."""
         if self._mapped:
-            faiss = _faiss()
+            faiss = faiss_module()
             self._graph = faiss.deserialize_index(faiss.serialize_index(self._graph))
             self._mapped = False
 
@@ -231,7 +229,7 @@ class AnnIndex:
 
     def _search_params(self) -> Any:
         if self._selector is None:
-            faiss = _faiss()
+            faiss = faiss_module()
             bits = np.packbits(~self._dead, bitorder="little")
             selector = faiss.IDSelectorBitmap(len(self._dead), faiss.swig_ptr(bits))
             params = faiss.SearchParametersHNSW(sel=selector)
@@ -261,8 +259,8 @@ class AnnIndex:
         index whose vectors failed their background check (it would launder the damage)."""
         if not self.wait_verified():
             raise IndexStoreError(f"not saving a damaged ANN cache: {self.damaged}")
-        faiss = _faiss()
-        _remove_orphans(path)
+        faiss = faiss_module()
+        remove_orphans(path)
         fd, tmp = tempfile.mkstemp(
             prefix=f"{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent
         )
@@ -284,8 +282,8 @@ class AnnIndex:
                 with mmap.mmap(f.fileno(), payload_bytes, access=mmap.ACCESS_READ) as data:
                     view = memoryview(data)
                     try:
-                        structure = _structure_digest(view, vectors_at, graph_bytes)
-                        vectors = _checksum(view[vectors_at:graph_bytes]).intdigest()
+                        structure = structure_digest(view, vectors_at, graph_bytes)
+                        vectors = checksum(view[vectors_at:graph_bytes]).intdigest()
                     finally:
                         view.release()
                 header = json.dumps(
@@ -308,7 +306,7 @@ class AnnIndex:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     @classmethod
     def load(cls, path: Path) -> AnnIndex:
@@ -328,7 +326,7 @@ class AnnIndex:
         data: mmap.mmap | None = None
         try:  # everything below reads this one inode, even if a save renames over ``path``
             with open(fd, "rb", closefd=False) as f:
-                header = _read_header(path, f)
+                header = read_header(path, f)
             if os.fstat(fd).st_size != header["payload_bytes"] + header["_trailer"]:
                 raise IndexStoreError(f"ANN file {path} has the wrong length")
             lo, hi = header["vectors_at"], header["graph_bytes"]
@@ -337,10 +335,10 @@ class AnnIndex:
             data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
             payload = memoryview(data)[: header["payload_bytes"]]
             try:
-                if _structure_digest(payload, lo, hi) != header["xxh3_structure"]:
+                if structure_digest(payload, lo, hi) != header["xxh3_structure"]:
                     raise IndexStoreError(f"ANN file {path} is corrupt (checksum mismatch)")
                 now = hi - lo <= VERIFY_NOW_BYTES
-                if now and _checksum(payload[lo:hi]).intdigest() != header["xxh3_vectors"]:
+                if now and checksum(payload[lo:hi]).intdigest() != header["xxh3_vectors"]:
                     raise IndexStoreError(f"ANN file {path} is corrupt (vector checksum mismatch)")
                 ann = cls._from_payload(path, header, payload, fd)
             finally:
@@ -364,7 +362,7 @@ class AnnIndex:
         def check() -> None:
             view = memoryview(data)[lo:hi]
             try:
-                if _checksum(view).intdigest() != want:
+                if checksum(view).intdigest() != want:
                     self.damaged = f"ANN file {path} is corrupt (vector checksum mismatch)"
                     log.warning("%s; the cache will be rebuilt", self.damaged)
             finally:
@@ -375,7 +373,7 @@ class AnnIndex:
         self._verifier.start()
 
     def _code_size(self) -> int:
-        return int(_faiss().downcast_index(self._graph.storage).code_size)
+        return int(faiss_module().downcast_index(self._graph.storage).code_size)
 
     @classmethod
     def _from_payload(
@@ -388,7 +386,7 @@ class AnnIndex:
             header["dimension"], header["metric"], store_id=header["store_id"], seq=header["seq"]
         )
         try:
-            graph, ann._mapped = _read_graph(payload[:graph_bytes], fd)
+            graph, ann._mapped = read_graph(payload[:graph_bytes], fd)
         except RuntimeError as exc:
             raise IndexStoreError(f"ANN file {path} could not be read: {exc}") from exc
         # copies, no views: ``payload`` is released when this returns (or raises)
@@ -423,140 +421,18 @@ def _expansion_for(size: int, anchors: tuple[tuple[int, int], ...]) -> int:
     return int(np.rint(np.interp(np.log(max(size, 1)), sizes, [ef for _, ef in anchors])))
 
 
-def read_stamp(path: Path) -> AnnStamp:
-    """The stamp in a file's trailer, with the file's length checked but not its checksum."""
-    try:
-        with open(path, "rb") as f:
-            header = _read_header(path, f)
-            size = os.fstat(f.fileno()).st_size
-    except FileNotFoundError as exc:
-        raise IndexStoreError(f"ANN file {path} is missing") from exc
-    if size != header["payload_bytes"] + header["_trailer"]:
-        raise IndexStoreError(f"ANN file {path} has the wrong length (truncated or extended)")
-    return AnnStamp(
-        header["store_id"], header["seq"], header["count"], header["dimension"], header["metric"]
-    )
-
-
-def _read_header(path: Path, f: Any) -> dict[str, Any]:
-    """The JSON header of the trailer: ``header, its length (u64 little endian), MAGIC``."""
-    head = f.read(len(MAGIC))
-    if head[:6] == MAGIC[:6]:  # 01 and 02 began with their magic
-        raise IndexStoreError(f"ANN file {path} has an older format (bad magic)")
-    size = f.seek(0, os.SEEK_END)
-    if size < len(MAGIC) + 8:
-        raise IndexStoreError(f"ANN file {path} is {'empty' if not size else 'truncated'}")
-    f.seek(size - len(MAGIC) - 8)
-    tail = f.read(len(MAGIC) + 8)
-    if tail[8:] != MAGIC:
-        raise IndexStoreError(f"ANN file {path} is not a distilmarco ANN file (bad magic)")
-    (length,) = struct.unpack_from("<Q", tail)
-    if length > size - len(MAGIC) - 8:
-        raise IndexStoreError(f"ANN file {path} is truncated inside its header")
-    f.seek(size - len(MAGIC) - 8 - length)
-    try:
-        header = json.loads(f.read(length))
-        for key, kind in (
-            ("store_id", str),
-            ("seq", int),
-            ("count", int),
-            ("dimension", int),
-            ("metric", str),
-            ("slots", int),
-            ("graph_bytes", int),
-            ("vectors_at", int),
-            ("payload_bytes", int),
-            ("xxh3_structure", int),
-            ("xxh3_vectors", int),
-        ):
-            if not isinstance(header[key], kind):
-                raise TypeError(key)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise IndexStoreError(f"ANN file {path} has a damaged header ({exc})") from exc
-    header["_trailer"] = length + 8 + len(MAGIC)
-    return dict(header)
-
-
-def _remove_orphans(path: Path) -> None:
-    """Delete temporary files left by saves whose process died (e.g. killed mid-write)."""
-    for tmp in path.parent.glob(f"{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 1 :].split(".", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
-            log.info("removed %s, left by a save that did not finish", tmp)
-        except PermissionError:  # alive, owned by someone else
-            continue
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as exc:
-        raise MissingExtraError("faiss-cpu", "ann", "approximate (HNSW) search") from exc
-    return faiss
-
-
 def _new_graph(dimension: int, similarity: str) -> Any:
-    faiss = _faiss()
+    faiss = faiss_module()
     metric = faiss.METRIC_L2 if similarity == "euclidean" else faiss.METRIC_INNER_PRODUCT
     graph = faiss.IndexHNSWSQ(dimension, faiss.ScalarQuantizer.QT_fp16, CONNECTIVITY, metric)
     graph.hnsw.efConstruction = EXPANSION_ADD
     return graph
 
 
-def _read_graph(graph: memoryview, fd: int) -> tuple[Any, bool]:
-    """The FAISS graph in ``graph`` (the start of the file open as ``fd``), and whether it is a
-    view: mapped in place where the platform names open files (/proc/self/fd or /dev/fd), which
-    costs no copy (1M float16 vectors: 0.03 s vs about 2 s to read them in), else copied."""
-    faiss = _faiss()
-    for folder in ("/proc/self/fd", "/dev/fd"):
-        if os.path.isdir(folder):
-            return faiss.read_index(f"{folder}/{fd}", faiss.IO_FLAG_MMAP_IFC), True
-    at = 0
-
-    def read(n: int) -> bytes:
-        nonlocal at
-        n = min(n, len(graph) - at)
-        at += n
-        return bytes(graph[at - n : at])
-
-    return faiss.read_index(faiss.PyCallbackIOReader(read)), False
-
-
-def _structure_digest(payload: memoryview, vectors_at: int, vectors_end: int) -> int:
-    """xxh3 of the payload without its stored vectors: what FAISS follows, and our keys."""
-    digest = _checksum(payload[:vectors_at])
-    digest.update(payload[vectors_end:])
-    return int(digest.intdigest())
-
-
-def _checksum(data: bytes | memoryview = b"") -> Any:
-    try:
-        import xxhash
-    except ImportError as exc:
-        raise MissingExtraError("xxhash", "ann", "approximate (HNSW) search") from exc
-    return xxhash.xxh3_64(data)
-
-
 @contextmanager
 def _threads(count: int) -> Iterator[None]:
     """FAISS's OpenMP threads for a block (0: all); its own runtime, not torch's."""
-    faiss = _faiss()
+    faiss = faiss_module()
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(count or os.cpu_count() or 1)
     try:

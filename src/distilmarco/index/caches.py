@@ -12,7 +12,8 @@ import threading
 from pathlib import Path
 
 from distilmarco.errors import IndexStoreError
-from distilmarco.index.ann import AnnIndex, read_stamp
+from distilmarco.index.ann import AnnIndex
+from distilmarco.index.ann_file import read_stamp
 from distilmarco.index.scan import merge_pages, scan_changes
 from distilmarco.index.search import VectorMatrix
 from distilmarco.index.store import Store
