@@ -160,9 +160,6 @@ class AnnIndex:
             if self._n_dead > COMPACT_DEAD_FRACTION * len(self._keys):
                 self._compact()
 
-    def contains(self, key: int) -> bool:
-        return bool(self.contains_many(np.asarray([key], np.int64))[0])
-
     def contains_many(self, keys: np.ndarray) -> np.ndarray:
         """Membership of every key, as one boolean array."""
         with self._lock:
