@@ -105,7 +105,8 @@ def test_damaged_vectors_of_a_big_file_are_found_after_loading_and_rebuilt(  # t
     with open(path, "rb") as f:
         header = ann_file.read_header(path, f)
     data = bytearray(path.read_bytes())
-    data[(header["vectors_at"] + header["graph_bytes"]) // 2] ^= 0xFF  # inside a stored vector
+    _, vectors_at, graph_end, _ = header["parts"][0]
+    data[(vectors_at + graph_end) // 2] ^= 0xFF  # inside a stored vector
     path.write_bytes(bytes(data))
     loaded = AnnIndex.load(path)  # links and keys are intact: searchable at once
     assert not loaded.wait_verified() and "vector checksum mismatch" in str(loaded.damaged)
@@ -256,6 +257,82 @@ def test_tombstones_survive_saving_and_compaction_keeps_answers(tmp_path: Path) 
     still = np.r_[0, 401 : len(live_keys)]
     check(loaded, live_keys[still], live_points[still])
     np.testing.assert_array_equal(np.sort(loaded.keys()), np.sort(live_keys[still]))
+
+
+def test_big_loaded_graph_moves_to_a_verified_copy_and_stays_changeable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distilmarco.index import ann as ann_module
+    from distilmarco.index.ann_file import huge_pages_available
+
+    monkeypatch.setattr(ann_module, "VERIFY_NOW_BYTES", 0)  # every file counts as big
+    points, queries = clustered(1_500, 32, 20, seed=5)
+    keys = np.arange(10, 1_510, dtype=np.int64)
+    ann = AnnIndex(32, "cosine", store_id="s", seq=1)
+    ann.add(keys, points)
+    ann.remove(keys[:50])
+    path = tmp_path / "x.ann"
+    ann.save(path)
+    data = path.read_bytes()
+    loaded = AnnIndex.load(path)
+    assert loaded.wait_verified(timeout=60)
+    # Where Linux offers huge pages the graph is now a view of the checked copy; else still the
+    # file mapping. Either way a read-only view with the same answers.
+    assert loaded.on_huge_pages is huge_pages_available() and loaded.mapped
+    for q in queries:
+        np.testing.assert_array_equal(loaded.search(q, 10), ann.search(q, 10))
+    loaded.add(np.array([7], np.int64), queries[:1])  # copied out of the view first
+    assert not loaded.mapped and not loaded.on_huge_pages
+    assert loaded.search(queries[0], 1).tolist() == [7] and len(loaded) == 1_451
+    assert path.read_bytes() == data
+
+
+def test_parts_are_searched_together_saved_and_changed_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distilmarco.index import ann as ann_module
+
+    monkeypatch.setattr(ann_module, "PART_SIZE", 700)
+    monkeypatch.setattr(ann_module, "VERIFY_NOW_BYTES", 0)  # the background check and move too
+    points, queries = clustered(2_000, 32, 40, seed=11)
+    keys = np.arange(5, 2_005, dtype=np.int64)
+    ann = AnnIndex(32, "cosine", store_id="s", seq=3)
+    ann.add(keys[:1_500], points[:1_500])  # fills 700 + 700 + 100
+    ann.add(keys[1_500:], points[1_500:])  # the smallest part takes the rest: 600
+    assert (ann.parts, ann.slots, len(ann)) == (3, 2_000, 2_000)
+    gone = keys[650:760]  # tombstones in the first two parts
+    ann.remove(gone)
+    live = ~np.isin(keys, gone)
+    truth = keys[live][np.argsort(-(queries @ points[live].T), axis=1)[:, :10]]
+
+    def answers(index: AnnIndex) -> list[np.ndarray]:
+        return [index.search(q, 10) for q in queries]
+
+    found = answers(ann)
+    recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)])
+    assert recall >= 0.95, recall
+    assert not set(np.concatenate(found).tolist()) & set(gone.tolist())
+    keys_found, approx = ann.search_scored(queries[0], 25)  # merged: the best of every part
+    assert len(keys_found) == 25 and (np.diff(approx) <= 0).all()
+    np.testing.assert_allclose(approx, queries[0] @ points[keys_found - 5].T, atol=2e-3)
+    with monkeypatch.context() as one_cpu:  # parts searched in turn, same answers
+        one_cpu.setattr(ann_module, "_search_pool", lambda: None)
+        assert all((a == b).all() for a, b in zip(answers(ann), found, strict=True))
+
+    path = tmp_path / "parts.ann"
+    ann.save(path)
+    data = path.read_bytes()
+    loaded = AnnIndex.load(path)
+    assert loaded.wait_verified(timeout=60) and loaded.mapped
+    assert (loaded.parts, loaded.stamp) == (3, ann.stamp)
+    assert all((a == b).all() for a, b in zip(answers(loaded), found, strict=True))
+    loaded.add(np.array([3], np.int64), queries[:1])  # goes to the 600-slot part, copied out
+    assert loaded.part_views == [True, True, False] and loaded.mapped
+    assert loaded.search(queries[0], 1).tolist() == [3]
+    loaded.remove(keys[:200])  # more than a quarter of part 0: compacted, out of the view
+    assert loaded.part_views == [False, True, False]
+    assert loaded.slots == 2_001 - 250 and len(loaded) == 2_000 - 110 - 200 + 1
+    assert path.read_bytes() == data
 
 
 def test_file_of_the_previous_format_is_rebuilt(built: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]

@@ -19,20 +19,25 @@ and reaches a given recall with a smaller one; at 1M (8-bit SQ, shared CPU) it h
 at ef 256 in 3.0 ms, where usearch f16 needed 5.8 ms for 0.943. Float16 rather than 8-bit keeps
 the rescoring bound of ``rescore.py`` exact and needs no training.
 
-FAISS's HNSW cannot remove vectors, so removal is a tombstone: the slot stays in the graph (still
-a stepping stone) and a bitmap keeps it out of results; once a quarter of the slots are dead the
-graph is rebuilt from the live vectors it holds. Keys (chunk ids) live in a side array, slot ->
-chunk id.
+Removal is a tombstone (see ``ann_part.GraphPart``); chunk ids live in a side array per part.
 
-File format (never pickle): FAISS's own serialisation of the graph (its stored vectors last), the
-slot -> key array (int64, little endian), the tombstone bitmap, then a trailer: a JSON header
-(store id, sequence covered, count, dimension, metric, section sizes, two xxh3 checksums), its
-length (8 bytes, little endian) and ``MAGIC``. Written to a temporary file, fsynced, renamed over
-the old one, folder fsynced. Loading checks the checksum of everything FAISS follows (links,
-levels, offsets) and of our keys before FAISS reads a byte, then maps the graph in place: FAISS
-reads the file from its start, and the trailer keeps our header out of its way. The stored
-vectors (90% of the file) are checked then too when small, else on a background thread (see
-``AnnIndex.load``). 1M vectors, cold page cache, fresh process: first ``search_vector`` 2.2 s
+Parts: from ``PART_SIZE`` vectors on, the index is several FAISS graphs (filled in turn, each
+compacted on its own), searched in parallel, one thread each, their candidates merged. A search
+waits mostly on memory, one vector at a time, so two half-size graphs on two cores answer sooner
+than one graph on one core, at about a quarter more CPU per query. 1M clustered 768-d vectors,
+graph only, on huge pages: two 500k parts at ef 160 each, 1.47-1.50 ms for recall@10 0.958, vs one
+1M graph at ef 256 for 0.958 (2.0-2.5 ms); the two searched one after the other took 2.3 ms.
+
+File format (never pickle): FAISS's own serialisation of each part's graph (its stored vectors
+last), one after the other; the slot -> key arrays of all parts (int64, little endian); one
+tombstone bitmap over all slots; then a trailer: a JSON header (store id, sequence covered, count,
+dimension, metric, each part's byte ranges and slot count, two xxh3 checksums), its length (8
+bytes, little endian) and ``MAGIC``. Written to a temporary file, fsynced, renamed over the old
+one, folder fsynced. Loading checks the checksum of everything FAISS follows (links, levels,
+offsets) and of our keys before FAISS reads a byte, then reads each graph as views into the mapped
+file (no copy). The stored vectors (90% of the file) are checked then too when small, else on a
+background thread, which also moves big graphs onto huge pages (see ``AnnIndex.load``). 1M
+vectors, cold page cache, fresh process (one part, before parts): first ``search_vector`` 2.2 s
 (load 0.12 s, first graph search 0.9 s while the check runs) vs 3.4 s when one checksum over the
 whole file came first.
 """
@@ -47,8 +52,7 @@ import os
 import struct
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,21 +62,22 @@ from distilmarco.errors import IndexStoreError
 from distilmarco.index.ann_file import (
     MAGIC,
     AnnStamp,
-    checksum,
     faiss_module,
     fsync_dir,
-    read_graph,
+    huge_page_copy,
+    huge_pages_available,
     read_header,
     remove_orphans,
     structure_digest,
+    vectors_digest,
+    view_graph,
 )
+from distilmarco.index.ann_part import GraphPart
 
 log = logging.getLogger(__name__)
 
 METRICS = ("cosine", "dot", "euclidean")  # manhattan: exact search only
-CONNECTIVITY = 16
-EXPANSION_ADD = 128
-# Search beam (ef) by index size: a bigger graph needs a wider beam for the same recall. Recall@10
+# Search beam (ef) by graph size: a bigger graph needs a wider beam for the same recall. Recall@10
 # against exact search on clustered 768-d vectors (bench_index.clustered; M 16, ef_add 128,
 # float16): 50k (300 queries): 0.925 / 0.953 / 0.968 / 0.979 at ef 64 / 80 / 96 / 112; 100k
 # (300): 0.888 / 0.922 / 0.946 / 0.961 / 0.971 / 0.980 at ef 64 / 80 / 96 / 112 / 128 / 160; 1M
@@ -81,17 +86,21 @@ EXPANSION_ADD = 128
 # each size; between anchors ef grows linearly in log(size), constant beyond the last. Query
 # cost grows about linearly with ef.
 EF_BY_SIZE = ((50_000, 96), (100_000, 128), (1_000_000, 288))
-EXPANSION_SEARCH: int | None = None  # a fixed ef instead (benchmarks set it)
-PARALLEL_ADD_MIN = 20_000  # vectors per add() call from which insertion uses every thread
-COMPACT_DEAD_FRACTION = 0.25  # rebuild the graph once this share of its slots are tombstones
+# With several parts each is searched with the beam of its size times this: the merged candidates
+# of all parts hold the global top 10 with a narrower beam per part. 1M as two 500k parts (400
+# queries, graph only): recall@10 0.944 / 0.958 / 0.964 / 0.971 at ef 144 / 160 / 176 / 192 per
+# part, where one lone 500k graph needed ef 192 for 0.953 (expansion_for(500k) = 240).
+MERGED_EF_SCALE = 0.73
+EXPANSION_SEARCH: int | None = None  # a fixed ef instead, per part (benchmarks set it)
+PART_SIZE = 500_000  # slots per graph part; new vectors open a new part once every part is full
 VERIFY_NOW_BYTES = 64 << 20  # stored vectors up to this size are checked before use, not after
 
 
 class AnnIndex:
-    """HNSW over chunk vectors keyed by chunk id (FAISS, float16 storage, tombstoned removal).
+    """HNSW over chunk vectors keyed by chunk id: one or more ``GraphPart``s.
 
-    Thread-safe: one lock serialises changes and searches (FAISS's graph must not change under
-    a search)."""
+    Thread-safe: one lock serialises changes and searches (a FAISS graph must not change under a
+    search)."""
 
     def __init__(self, dimension: int, similarity: str, *, store_id: str, seq: int = 0) -> None:
         if similarity not in METRICS:
@@ -104,28 +113,41 @@ class AnnIndex:
         self.store_id = store_id
         self.seq = seq
         self._lock = threading.RLock()
-        self._graph = _new_graph(dimension, similarity)
-        self._keys = np.zeros(0, np.int64)  # slot -> chunk id
-        self._dead = np.zeros(0, bool)  # slot -> tombstoned
-        self._n_dead = 0
-        self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # sorted live keys, their slots
-        self._selector: Any = None  # search parameters excluding tombstones, built on demand
-        self._mapped = False  # the graph is a read-only view of its file: copy before changing
+        self._parts: list[GraphPart] = []
+        # the memory viewed graphs live in (the mapped file, or its copy on huge pages): dropped
+        # once no part is a view any more, and only after the views themselves
+        self._backing: tuple[mmap.mmap, np.ndarray] | None = None
+        self._huge = False
         self._verifier: threading.Thread | None = None  # checks the stored vectors after load
         self.damaged: str | None = None  # why the stored vectors failed that check
 
     def __len__(self) -> int:
-        return len(self._keys) - self._n_dead
+        return sum(p.live for p in self._parts)
 
     @property
     def mapped(self) -> bool:
-        """True while the graph is searched in place from its memory-mapped file."""
-        return self._mapped
+        """True while a part is a read-only view: of the mapped file after ``load``, then (big
+        files, where Linux has huge pages) of a verified copy on 2 MiB pages."""
+        return any(p.view for p in self._parts)
+
+    @property
+    def on_huge_pages(self) -> bool:
+        """True once a loaded graph is searched from its copy in huge-page memory."""
+        return self._huge and self.mapped
 
     @property
     def slots(self) -> int:
-        """Vectors in the graph, tombstones included."""
-        return len(self._keys)
+        """Vectors in the graphs, tombstones included."""
+        return sum(p.slots for p in self._parts)
+
+    @property
+    def parts(self) -> int:
+        return len(self._parts)
+
+    @property
+    def part_views(self) -> list[bool]:
+        """Per part: still a read-only view (True), or copied into memory by a change."""
+        return [p.view for p in self._parts]
 
     def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
         """Insert vectors under chunk ids that are not in the index yet."""
@@ -140,34 +162,34 @@ class AnnIndex:
         with self._lock:
             if len(np.unique(keys)) != len(keys) or self.contains_many(keys).any():
                 raise IndexStoreError("ANN add: a chunk id is already in the index or repeated")
-            self._writable()
-            with _threads(0 if len(keys) >= PARALLEL_ADD_MIN else 1):
-                self._graph.add(vectors)
-            self._keys = np.concatenate([self._keys, keys])
-            self._dead = np.concatenate([self._dead, np.zeros(len(keys), bool)])
-            self._changed()
+            at = 0
+            while at < len(keys):
+                part = self._part_to_fill()
+                take = min(len(keys) - at, PART_SIZE - part.slots)
+                part.add(keys[at : at + take], vectors[at : at + take])
+                at += take
+            self._drop_unused_backing()
 
     def remove(self, keys: np.ndarray) -> None:
         """Tombstone the vectors of these chunk ids (absent ids are ignored)."""
+        keys = np.asarray(keys, dtype=np.int64)
         with self._lock:
-            slots = self._slots_of(np.asarray(keys, dtype=np.int64))
-            slots = slots[slots >= 0]
-            if not len(slots):
-                return
-            self._dead[slots] = True
-            self._n_dead = int(self._dead.sum())
-            self._changed()
-            if self._n_dead > COMPACT_DEAD_FRACTION * len(self._keys):
-                self._compact()
+            for part in self._parts:
+                part.remove(keys)
+            self._drop_unused_backing()
 
     def contains_many(self, keys: np.ndarray) -> np.ndarray:
         """Membership of every key, as one boolean array."""
+        keys = np.asarray(keys, dtype=np.int64)
         with self._lock:
-            return self._slots_of(np.asarray(keys, dtype=np.int64)) >= 0
+            found = np.zeros(len(keys), bool)
+            for part in self._parts:
+                found |= part.slots_of(keys) >= 0
+            return found
 
     def keys(self) -> np.ndarray:
         with self._lock:
-            return self._keys[~self._dead].copy()
+            return np.concatenate([p.keys[~p.dead] for p in self._parts] or [np.zeros(0, np.int64)])
 
     def search(self, query: np.ndarray, count: int) -> np.ndarray:
         """Chunk ids of (approximately) the ``count`` nearest vectors, nearest first."""
@@ -177,74 +199,44 @@ class AnnIndex:
         """Chunk ids of (approximately) the ``count`` nearest vectors, nearest first, and their
         approximate similarity (higher is better, as ``search.similarity_scores``): computed on
         the float16 copies, so off by about 1e-3 for unit vectors; rescore before reporting."""
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         with self._lock:
-            live = len(self)
-            if live == 0 or count <= 0:
+            parts = [p for p in self._parts if p.live]
+            if not parts or count <= 0:
                 return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-            count = min(count, live)
-            ef = max(EXPANSION_SEARCH or expansion_for(live), count)
-            q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-            if self._n_dead:
-                params = self._search_params()
-                params.efSearch = ef
-                scores, slots = self._graph.search(q, count, params=params)
-            else:
-                self._graph.hnsw.efSearch = ef
-                scores, slots = self._graph.search(q, count)
-            slots, scores = slots[0], scores[0]
-            found = slots >= 0  # fewer than ``count`` reachable
-            keys = self._keys[slots[found]]  # under the lock: compaction renumbers slots
-        scores = scores[found].astype(np.float32)
+            scale = MERGED_EF_SCALE if len(parts) > 1 else 1.0
+            efs = [EXPANSION_SEARCH or round(expansion_for(p.live) * scale) for p in parts]
+            pool = _search_pool() if len(parts) > 1 else None
+            if pool is None:
+                found = [p.search(q, count, ef) for p, ef in zip(parts, efs, strict=True)]
+            else:  # this thread takes the first part, the pool the others
+                futures = [
+                    pool.submit(p.search, q, count, ef)
+                    for p, ef in zip(parts[1:], efs[1:], strict=True)
+                ]
+                found = [parts[0].search(q, count, efs[0])] + [f.result() for f in futures]
+        keys = np.concatenate([k for k, _ in found])
+        scores = np.concatenate([s for _, s in found]).astype(np.float32)
         if self.similarity == "euclidean":  # FAISS reports squared distances
-            return keys, -np.sqrt(np.maximum(scores, 0.0))
+            scores = -np.sqrt(np.maximum(scores, 0.0))
+        if len(found) > 1:
+            best = np.argsort(-scores, kind="stable")[:count]
+            keys, scores = keys[best], scores[best]
         return keys, scores
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _writable(self) -> None:
-        """Copy a memory-mapped graph into memory: FAISS aborts the process (not an exception)
-        when a viewed graph is changed."""
-        if self._mapped:
-            faiss = faiss_module()
-            self._graph = faiss.deserialize_index(faiss.serialize_index(self._graph))
-            self._mapped = False
+    def _part_to_fill(self) -> GraphPart:
+        """The part with the fewest slots, or a new one when every part is full."""
+        part = min(self._parts, key=lambda p: p.slots, default=None)
+        if part is None or part.slots >= PART_SIZE:
+            part = GraphPart(self.dimension, self.similarity)
+            self._parts.append(part)
+        return part
 
-    def _changed(self) -> None:
-        self._lookup = None
-        self._selector = None
-
-    def _slots_of(self, keys: np.ndarray) -> np.ndarray:
-        """The live slot of each key, -1 where absent."""
-        if self._lookup is None:
-            live = np.flatnonzero(~self._dead)
-            order = np.argsort(self._keys[live], kind="stable")
-            self._lookup = (self._keys[live][order], live[order])
-        sorted_keys, sorted_slots = self._lookup
-        at = np.searchsorted(sorted_keys, keys)
-        at = np.minimum(at, max(len(sorted_keys) - 1, 0))
-        hit = (sorted_keys[at] == keys) if len(sorted_keys) else np.zeros(len(keys), bool)
-        return np.where(hit, sorted_slots[at] if len(sorted_keys) else -1, -1)
-
-    def _search_params(self) -> Any:
-        if self._selector is None:
-            faiss = faiss_module()
-            bits = np.packbits(~self._dead, bitorder="little")
-            selector = faiss.IDSelectorBitmap(len(self._dead), faiss.swig_ptr(bits))
-            params = faiss.SearchParametersHNSW(sel=selector)
-            self._selector = (params, selector, bits)  # FAISS keeps pointers, not references
-        return self._selector[0]
-
-    def _compact(self) -> None:
-        """Rebuild the graph from the live vectors it holds (float16 values, kept exactly)."""
-        live = np.flatnonzero(~self._dead)
-        log.info("compacting the ANN graph: %d live of %d slots", len(live), len(self._keys))
-        vectors = self._graph.reconstruct_batch(live.astype(np.int64)) if len(live) else None
-        keys = self._keys[live]
-        self._graph, self._mapped = _new_graph(self.dimension, self.similarity), False
-        self._keys, self._dead, self._n_dead = np.zeros(0, np.int64), np.zeros(0, bool), 0
-        self._changed()
-        if vectors is not None:
-            self.add(keys, vectors)
+    def _drop_unused_backing(self) -> None:
+        if self._backing is not None and not self.mapped:
+            self._backing, self._huge = None, False
 
     # --- persistence ---------------------------------------------------------------------------
 
@@ -267,29 +259,35 @@ class AnnIndex:
             # gives the database: the old file's mode, else rw-r--r--.
             os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else 0o644)
             with os.fdopen(fd, "w+b") as f, self._lock:
-                writer = faiss.PyCallbackIOWriter(f.write)
-                faiss.write_index(self._graph, writer)
-                del writer  # flushes its buffer
-                graph_bytes = f.tell()
-                f.write(self._keys.astype("<i8").tobytes())
-                f.write(np.packbits(self._dead, bitorder="little").tobytes())
+                parts = []
+                for part in self._parts:
+                    start = f.tell()
+                    writer = faiss.PyCallbackIOWriter(f.write)
+                    faiss.write_index(part.graph, writer)
+                    del writer  # flushes its buffer
+                    end = f.tell()
+                    # FAISS writes the stored vectors last: end - their size is where they start
+                    parts.append(
+                        [start, end - part.graph.ntotal * part.code_size(), end, part.slots]
+                    )
+                for part in self._parts:
+                    f.write(part.keys.astype("<i8").tobytes())
+                dead = np.concatenate([p.dead for p in self._parts] or [np.zeros(0, bool)])
+                f.write(np.packbits(dead, bitorder="little").tobytes())
                 payload_bytes = f.tell()
                 f.flush()
-                # FAISS writes the stored vectors last: graph_bytes - their size is where they start
-                vectors_at = graph_bytes - self._graph.ntotal * self._code_size()
-                with mmap.mmap(f.fileno(), payload_bytes, access=mmap.ACCESS_READ) as data:
-                    view = memoryview(data)
+                ranges = [(lo, hi) for _, lo, hi, _ in parts]
+                with mmap.mmap(f.fileno(), max(payload_bytes, 1), access=mmap.ACCESS_READ) as data:
+                    view = memoryview(data)[:payload_bytes]
                     try:
-                        structure = structure_digest(view, vectors_at, graph_bytes)
-                        vectors = checksum(view[vectors_at:graph_bytes]).intdigest()
+                        structure = structure_digest(view, ranges)
+                        vectors = vectors_digest(view, ranges)
                     finally:
                         view.release()
                 header = json.dumps(
                     {
                         **self.stamp.__dict__,
-                        "slots": len(self._keys),
-                        "graph_bytes": graph_bytes,
-                        "vectors_at": vectors_at,
+                        "parts": parts,
                         "payload_bytes": payload_bytes,
                         "xxh3_structure": structure,
                         "xxh3_vectors": vectors,
@@ -308,46 +306,39 @@ class AnnIndex:
 
     @classmethod
     def load(cls, path: Path) -> AnnIndex:
-        """Verify a file, then search its graph in place (memory-mapped); IndexStoreError says
-        why it cannot be trusted.
+        """Verify a file, then search its graphs in place (views into the mapped file);
+        IndexStoreError says why it cannot be trusted.
 
         Everything FAISS follows (graph links, levels, offsets) and our keys are checked before
         FAISS reads a byte. The stored vectors, 90% of a big file, are checked now if small and
         otherwise on a background thread (``wait_verified``, ``damaged``): a damaged vector can
         only mislead the search about candidates (every reported score is recomputed from the
         store), and its discovery makes the caches rebuild. So a cold 1M-vector file is searched
-        after reading about 10% of it."""
+        after reading about 10% of it. Where Linux has huge pages, that thread checks a copy of
+        the graphs in huge-page memory instead, and the search moves onto it once it matched."""
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError as exc:
             raise IndexStoreError(f"ANN file {path} is missing") from exc
-        data: mmap.mmap | None = None
         try:  # everything below reads this one inode, even if a save renames over ``path``
             with open(fd, "rb", closefd=False) as f:
                 header = read_header(path, f)
             if os.fstat(fd).st_size != header["payload_bytes"] + header["_trailer"]:
                 raise IndexStoreError(f"ANN file {path} has the wrong length")
-            lo, hi = header["vectors_at"], header["graph_bytes"]
-            if not 0 <= lo <= hi <= header["payload_bytes"]:
-                raise IndexStoreError(f"ANN file {path} has inconsistent section sizes")
+            ranges = _check_layout(path, header)
             data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-            payload = memoryview(data)[: header["payload_bytes"]]
-            try:
-                if structure_digest(payload, lo, hi) != header["xxh3_structure"]:
-                    raise IndexStoreError(f"ANN file {path} is corrupt (checksum mismatch)")
-                now = hi - lo <= VERIFY_NOW_BYTES
-                if now and checksum(payload[lo:hi]).intdigest() != header["xxh3_vectors"]:
-                    raise IndexStoreError(f"ANN file {path} is corrupt (vector checksum mismatch)")
-                ann = cls._from_payload(path, header, payload, fd)
-            finally:
-                payload.release()
+            raw = np.frombuffer(data, np.uint8, count=header["payload_bytes"])
+            if structure_digest(raw, ranges) != header["xxh3_structure"]:
+                raise IndexStoreError(f"ANN file {path} is corrupt (checksum mismatch)")
+            now = sum(hi - lo for lo, hi in ranges) <= VERIFY_NOW_BYTES
+            if now and vectors_digest(raw, ranges) != header["xxh3_vectors"]:
+                raise IndexStoreError(f"ANN file {path} is corrupt (vector checksum mismatch)")
+            ann = cls._from_payload(path, header, raw)
+            ann._backing = (data, raw)
             if not now:
-                ann._verify_later(path, data, lo, hi, header["xxh3_vectors"])
-                data = None  # the thread closes it
+                ann._settle_later(path, os.dup(fd), header)
             return ann
         finally:
-            if data is not None:
-                data.close()
             os.close(fd)
 
     def wait_verified(self, timeout: float | None = None) -> bool:
@@ -356,59 +347,96 @@ class AnnIndex:
             self._verifier.join(timeout)
         return self.damaged is None
 
-    def _verify_later(self, path: Path, data: mmap.mmap, lo: int, hi: int, want: int) -> None:
-        def check() -> None:
-            view = memoryview(data)[lo:hi]
-            try:
-                if checksum(view).intdigest() != want:
-                    self.damaged = f"ANN file {path} is corrupt (vector checksum mismatch)"
-                    log.warning("%s; the cache will be rebuilt", self.damaged)
-            finally:
-                view.release()
-                data.close()
+    def _settle_later(self, path: Path, fd: int, header: dict[str, Any]) -> None:
+        """On a background thread: check the stored vectors; where Linux has huge pages, check
+        them in a copy of the graphs on 2 MiB pages and move the search onto that copy (parts
+        changed meanwhile keep what they have). What is searched is what matched the checksum."""
+        loaded = [p.graph for p in self._parts]
+        ranges = [(lo, hi) for _, lo, hi, _ in header["parts"]]
+        end = header["parts"][-1][2] if header["parts"] else 0
 
-        self._verifier = threading.Thread(target=check, name="ann-verify", daemon=True)
+        def settle() -> None:
+            try:
+                if not huge_pages_available():
+                    raw = self._backing[1] if self._backing is not None else None
+                    if raw is not None and vectors_digest(raw, ranges) != header["xxh3_vectors"]:
+                        self._damage(path)
+                    return
+                buf, raw = huge_page_copy(fd, end)
+            finally:
+                os.close(fd)
+            if vectors_digest(raw, ranges) != header["xxh3_vectors"]:
+                self._damage(path)
+                return
+            try:
+                graphs = [view_graph(raw, lo, hi) for lo, _, hi, _ in header["parts"]]
+            except RuntimeError as exc:  # keeps searching the mapped file
+                log.warning("ANN graphs not moved to huge pages: %s", exc)
+                return
+            with self._lock:
+                if not all(p.graph is g for p, g in zip(self._parts, loaded, strict=False)):
+                    return  # changed meanwhile (a part was copied out or compacted)
+                if len(self._parts) != len(loaded):
+                    return
+                for part, graph in zip(self._parts, graphs, strict=True):
+                    part.graph = graph
+                self._backing, self._huge = (buf, raw), True
+
+        self._verifier = threading.Thread(target=settle, name="ann-verify", daemon=True)
         self._verifier.start()
 
-    def _code_size(self) -> int:
-        return int(faiss_module().downcast_index(self._graph.storage).code_size)
+    def _damage(self, path: Path) -> None:
+        self.damaged = f"ANN file {path} is corrupt (vector checksum mismatch)"
+        log.warning("%s; the cache will be rebuilt", self.damaged)
 
     @classmethod
-    def _from_payload(
-        cls, path: Path, header: dict[str, Any], payload: memoryview, fd: int
-    ) -> AnnIndex:
-        slots, graph_bytes = header["slots"], header["graph_bytes"]
-        if graph_bytes + 8 * slots + -(-slots // 8) != len(payload):
-            raise IndexStoreError(f"ANN file {path} has inconsistent section sizes")
+    def _from_payload(cls, path: Path, header: dict[str, Any], raw: np.ndarray) -> AnnIndex:
         ann = cls(
             header["dimension"], header["metric"], store_id=header["store_id"], seq=header["seq"]
         )
-        try:
-            graph, ann._mapped = read_graph(payload[:graph_bytes], fd)
-        except RuntimeError as exc:
-            raise IndexStoreError(f"ANN file {path} could not be read: {exc}") from exc
-        # copies, no views: ``payload`` is released when this returns (or raises)
-        keys = np.frombuffer(payload[graph_bytes : graph_bytes + 8 * slots], "<i8").astype(np.int64)
-        dead = np.unpackbits(
-            np.frombuffer(payload[graph_bytes + 8 * slots :], np.uint8), bitorder="little"
-        )[:slots].astype(bool)
-        if graph.ntotal != slots or graph.d != header["dimension"]:
-            raise IndexStoreError(
-                f"ANN file {path} holds {graph.ntotal} x {graph.d} vectors, its header says "
-                f"{slots} x {header['dimension']}"
-            )
-        ann._graph = graph
-        if graph_bytes - header["vectors_at"] != slots * ann._code_size():
-            raise IndexStoreError(f"ANN file {path} has inconsistent section sizes")
-        if slots - int(dead.sum()) != header["count"]:
+        layout = header["parts"]
+        total = sum(slots for *_, slots in layout)
+        at = layout[-1][2] if layout else 0
+        # copies, no views: keys and tombstones are small and change often
+        keys = raw[at : at + 8 * total].view("<i8").astype(np.int64)
+        dead = np.unpackbits(raw[at + 8 * total :], bitorder="little")[:total].astype(bool)
+        first = 0
+        for start, vectors_at, end, slots in layout:
+            try:
+                graph = view_graph(raw, start, end)
+            except RuntimeError as exc:
+                raise IndexStoreError(f"ANN file {path} could not be read: {exc}") from exc
+            part = GraphPart(ann.dimension, ann.similarity, graph)
+            if graph.ntotal != slots or graph.d != ann.dimension:
+                raise IndexStoreError(
+                    f"ANN file {path} holds {graph.ntotal} x {graph.d} vectors in a part, its "
+                    f"header says {slots} x {ann.dimension}"
+                )
+            if end - vectors_at != slots * part.code_size():
+                raise IndexStoreError(f"ANN file {path} has inconsistent section sizes")
+            part.set_slots(keys[first : first + slots], dead[first : first + slots])
+            first += slots
+            ann._parts.append(part)
+        if len(ann) != header["count"]:
             raise IndexStoreError(f"ANN file {path}: live count disagrees with its header")
-        ann._keys, ann._dead = keys, dead
-        ann._n_dead = int(dead.sum())
         return ann
 
 
+def _check_layout(path: Path, header: dict[str, Any]) -> list[tuple[int, int]]:
+    """The stored vectors' byte ranges, once the parts are known to tile the payload: graphs back
+    to back from byte 0, each ending with its vectors, then the keys and the tombstone bitmap."""
+    at, total = 0, 0
+    for start, vectors_at, end, slots in header["parts"]:
+        if not start == at <= vectors_at <= end:
+            raise IndexStoreError(f"ANN file {path} has inconsistent section sizes")
+        at, total = end, total + slots
+    if at + 8 * total + -(-total // 8) != header["payload_bytes"]:
+        raise IndexStoreError(f"ANN file {path} has inconsistent section sizes")
+    return [(lo, hi) for _, lo, hi, _ in header["parts"]]
+
+
 def expansion_for(size: int) -> int:
-    """The search beam (ef) for an index of ``size`` vectors (``EF_BY_SIZE``, log-interpolated)."""
+    """The search beam (ef) for a graph of ``size`` vectors (``EF_BY_SIZE``, log-interpolated)."""
     return _expansion_for(size, EF_BY_SIZE)
 
 
@@ -419,21 +447,11 @@ def _expansion_for(size: int, anchors: tuple[tuple[int, int], ...]) -> int:
     return int(np.rint(np.interp(np.log(max(size, 1)), sizes, [ef for _, ef in anchors])))
 
 
-def _new_graph(dimension: int, similarity: str) -> Any:
-    faiss = faiss_module()
-    metric = faiss.METRIC_L2 if similarity == "euclidean" else faiss.METRIC_INNER_PRODUCT
-    graph = faiss.IndexHNSWSQ(dimension, faiss.ScalarQuantizer.QT_fp16, CONNECTIVITY, metric)
-    graph.hnsw.efConstruction = EXPANSION_ADD
-    return graph
-
-
-@contextmanager
-def _threads(count: int) -> Iterator[None]:
-    """FAISS's OpenMP threads for a block (0: all); its own runtime, not torch's."""
-    faiss = faiss_module()
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(count or os.cpu_count() or 1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(before)
+@functools.lru_cache(maxsize=1)
+def _search_pool() -> ThreadPoolExecutor | None:
+    """Threads that search the other parts while the caller searches the first; None on a
+    single CPU, where the parts are searched in turn."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if (cpus or 1) < 2:
+        return None
+    return ThreadPoolExecutor(max_workers=(cpus or 2) - 1, thread_name_prefix="ann-part")

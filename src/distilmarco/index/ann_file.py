@@ -6,19 +6,25 @@ file, and the checksums are computed before FAISS is handed a byte.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import mmap
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from distilmarco.errors import IndexStoreError, MissingExtraError
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"DMANN03\n"  # at the end of the file; 01 and 02 (usearch) began with theirs
+MAGIC = b"DMANN04\n"  # at the end of the file; 01 and 02 (usearch) began with theirs
+_OLDER_TRAILERS = (b"DMANN03\n",)  # one FAISS graph per file
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ def read_header(path: Path, f: Any) -> dict[str, Any]:
         raise IndexStoreError(f"ANN file {path} is {'empty' if not size else 'truncated'}")
     f.seek(size - len(MAGIC) - 8)
     tail = f.read(len(MAGIC) + 8)
+    if tail[8:] in _OLDER_TRAILERS:
+        raise IndexStoreError(f"ANN file {path} has an older format (bad magic)")
     if tail[8:] != MAGIC:
         raise IndexStoreError(f"ANN file {path} is not a distilmarco ANN file (bad magic)")
     (length,) = struct.unpack_from("<Q", tail)
@@ -71,15 +79,18 @@ def read_header(path: Path, f: Any) -> dict[str, Any]:
             ("count", int),
             ("dimension", int),
             ("metric", str),
-            ("slots", int),
-            ("graph_bytes", int),
-            ("vectors_at", int),
+            ("parts", list),
             ("payload_bytes", int),
             ("xxh3_structure", int),
             ("xxh3_vectors", int),
         ):
             if not isinstance(header[key], kind):
                 raise TypeError(key)
+        for part in header["parts"]:
+            if not (isinstance(part, list) and len(part) == 4):
+                raise TypeError("parts")
+            if not all(isinstance(x, int) and x >= 0 for x in part):
+                raise TypeError("parts")
     except (ValueError, KeyError, TypeError) as exc:
         raise IndexStoreError(f"ANN file {path} has a damaged header ({exc})") from exc
     header["_trailer"] = length + 8 + len(MAGIC)
@@ -120,35 +131,90 @@ def faiss_module() -> Any:
     return faiss
 
 
-def read_graph(graph: memoryview, fd: int) -> tuple[Any, bool]:
-    """The FAISS graph in ``graph`` (the start of the file open as ``fd``), and whether it is a
-    view: mapped in place where the platform names open files (/proc/self/fd or /dev/fd), which
-    costs no copy (1M float16 vectors: 0.03 s vs about 2 s to read them in), else copied."""
+def huge_page_copy(fd: int, size: int) -> tuple[mmap.mmap, np.ndarray]:
+    """The first ``size`` bytes of the file open as ``fd``, read into private anonymous memory
+    that asks for 2 MiB pages (transparent huge pages, where the kernel has them set to "madvise"
+    or "always"), and a byte array over it. An HNSW search touches a few thousand vectors spread
+    over the whole graph; on 4 KiB pages most of them miss the TLB as well. 1M float16 vectors,
+    ef 288: 2.14-2.17 ms a query on huge pages vs 2.52-2.56 ms mapped from the file, interleaved.
+    Read with ``os.preadv``, which lets other threads run (searches go on meanwhile)."""
+    buf = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        buf.madvise(mmap.MADV_HUGEPAGE)
+    view = memoryview(buf)
+    try:
+        at, step = 0, 64 << 20
+        while at < size:
+            got = os.preadv(fd, [view[at : min(size, at + step)]], at)
+            if got <= 0:
+                raise IndexStoreError("ANN file shrank while it was read")
+            at += got
+    finally:
+        view.release()
+    return buf, np.frombuffer(buf, np.uint8, count=size)
+
+
+def view_graph(raw: np.ndarray, lo: int, hi: int) -> Any:
+    """The FAISS graph serialised in ``raw[lo:hi]``; its vectors and links are views into
+    ``raw`` (no copy), so ``raw``'s memory must outlive the graph."""
     faiss = faiss_module()
-    for folder in ("/proc/self/fd", "/dev/fd"):
-        if os.path.isdir(folder):
-            return faiss.read_index(f"{folder}/{fd}", faiss.IO_FLAG_MMAP_IFC), True
-    at = 0
-
-    def read(n: int) -> bytes:
-        nonlocal at
-        n = min(n, len(graph) - at)
-        at += n
-        return bytes(graph[at - n : at])
-
-    return faiss.read_index(faiss.PyCallbackIOReader(read)), False
+    return faiss.read_index(faiss.ZeroCopyIOReader(faiss.swig_ptr(raw[lo:hi]), hi - lo))
 
 
-def structure_digest(payload: memoryview, vectors_at: int, vectors_end: int) -> int:
-    """xxh3 of the payload without its stored vectors: what FAISS follows, and our keys."""
-    digest = checksum(payload[:vectors_at])
-    digest.update(payload[vectors_end:])
+_MADV_HUGEPAGE, _MADV_COLLAPSE = 14, 25  # Linux; COLLAPSE since 6.1
+_THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+
+
+def huge_pages_available() -> bool:
+    """True where Linux gives transparent huge pages to memory that asks ("always"/"madvise")."""
+    try:
+        setting = _THP_SETTING.read_text()
+    except OSError:
+        return False
+    return "[always]" in setting or "[madvise]" in setting
+
+
+def advise_huge_pages(graph: Any) -> None:
+    """Ask Linux to back an in-memory graph's vectors and links with 2 MiB pages now (see
+    ``huge_page_copy``). Best effort: nothing happens elsewhere, or where the kernel says no."""
+    if not sys.platform.startswith("linux"):
+        return
+    faiss = faiss_module()
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    storage = faiss.downcast_index(graph.storage)
+    for vector, item in ((storage.codes, 1), (graph.hnsw.neighbors, 4)):
+        start, size = int(vector.data()), vector.size() * item
+        lo, hi = -(-start // (2 << 20)) * (2 << 20), (start + size) // (2 << 20) * (2 << 20)
+        if hi > lo and madvise(lo, hi - lo, _MADV_HUGEPAGE) == 0:
+            madvise(lo, hi - lo, _MADV_COLLAPSE)
+
+
+def structure_digest(payload: memoryview | np.ndarray, vectors: list[tuple[int, int]]) -> int:
+    """xxh3 of the payload without its stored vectors (the ``(start, end)`` ranges, in order):
+    what FAISS follows, and our keys."""
+    digest, at = checksum(), 0
+    for lo, hi in vectors:
+        digest.update(payload[at:lo])
+        at = hi
+    digest.update(payload[at:])
     return int(digest.intdigest())
 
 
-def checksum(data: bytes | memoryview = b"") -> Any:
+def vectors_digest(payload: memoryview | np.ndarray, vectors: list[tuple[int, int]]) -> int:
+    """xxh3 of the stored vectors' ranges, in order."""
+    digest = checksum()
+    for lo, hi in vectors:
+        digest.update(payload[lo:hi])
+    return int(digest.intdigest())
+
+
+def checksum(data: bytes | memoryview | np.ndarray = b"") -> Any:
     try:
         import xxhash
     except ImportError as exc:
         raise MissingExtraError("xxhash", "ann", "approximate (HNSW) search") from exc
-    return xxhash.xxh3_64(data)
+    return xxhash.xxh3_64(data.data if isinstance(data, np.ndarray) else data)

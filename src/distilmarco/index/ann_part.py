@@ -1,0 +1,164 @@
+"""One part of the HNSW cache: a FAISS graph (float16 vectors), its slot -> chunk id array and
+its tombstones. ``ann.AnnIndex`` holds one or more parts and does the locking and the files."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from distilmarco.index.ann_file import advise_huge_pages, faiss_module
+
+log = logging.getLogger(__name__)
+
+CONNECTIVITY = 16
+EXPANSION_ADD = 128
+PARALLEL_ADD_MIN = 20_000  # vectors per add() call from which insertion uses every thread
+COMPACT_DEAD_FRACTION = 0.25  # rebuild a part once this share of its slots are tombstones
+HUGE_PAGES_MIN_BYTES = 32 << 20  # in-memory graphs from this size ask for 2 MiB pages
+
+
+class GraphPart:
+    """A FAISS ``IndexHNSWSQ`` keyed by chunk id, with tombstoned removal. Not thread-safe: the
+    owning ``AnnIndex`` serialises every call.
+
+    FAISS's HNSW cannot remove vectors, so removal is a tombstone: the slot stays in the graph (a
+    stepping stone still) and a bitmap keeps it out of results; once a quarter of the slots are
+    dead the part is rebuilt from the live vectors it holds."""
+
+    def __init__(self, dimension: int, similarity: str, graph: Any = None) -> None:
+        self.dimension = dimension
+        self.similarity = similarity
+        self.graph = _new_graph(dimension, similarity) if graph is None else graph
+        self.keys = np.zeros(0, np.int64)  # slot -> chunk id
+        self.dead = np.zeros(0, bool)  # slot -> tombstoned
+        self.n_dead = 0
+        # a read-only view (of the file, or of a copy on huge pages): copied before any change
+        self.view = graph is not None
+        self._lookup: tuple[np.ndarray, np.ndarray] | None = None  # sorted live keys, their slots
+        self._selector: Any = None  # search parameters excluding tombstones, built on demand
+
+    @property
+    def live(self) -> int:
+        return len(self.keys) - self.n_dead
+
+    @property
+    def slots(self) -> int:
+        return len(self.keys)
+
+    def set_slots(self, keys: np.ndarray, dead: np.ndarray) -> None:
+        self.keys, self.dead, self.n_dead = keys, dead, int(dead.sum())
+        self._changed()
+
+    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
+        """Append vectors (keys already checked to be new by the caller)."""
+        self.writable()
+        with _threads(0 if len(keys) >= PARALLEL_ADD_MIN else 1):
+            self.graph.add(vectors)
+        if self.graph.ntotal * self.code_size() >= HUGE_PAGES_MIN_BYTES:
+            advise_huge_pages(self.graph)  # growing may have moved the arrays
+        self.keys = np.concatenate([self.keys, keys])
+        self.dead = np.concatenate([self.dead, np.zeros(len(keys), bool)])
+        self._changed()
+
+    def remove(self, keys: np.ndarray) -> None:
+        """Tombstone these chunk ids where present; compact when a quarter of slots are dead."""
+        slots = self.slots_of(keys)
+        slots = slots[slots >= 0]
+        if not len(slots):
+            return
+        self.dead[slots] = True
+        self.n_dead = int(self.dead.sum())  # recounted: repeated keys would over-count
+        self._changed()
+        if self.n_dead > COMPACT_DEAD_FRACTION * len(self.keys):
+            self.compact()
+
+    def slots_of(self, keys: np.ndarray) -> np.ndarray:
+        """The live slot of each key, -1 where absent."""
+        if self._lookup is None:
+            live = np.flatnonzero(~self.dead)
+            order = np.argsort(self.keys[live], kind="stable")
+            self._lookup = (self.keys[live][order], live[order])
+        sorted_keys, sorted_slots = self._lookup
+        if not len(sorted_keys):
+            return np.full(len(keys), -1, np.int64)
+        at = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+        return np.where(sorted_keys[at] == keys, sorted_slots[at], -1)
+
+    def search(self, query: np.ndarray, count: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+        """(chunk ids, approximate similarity or squared distance) of up to ``count`` nearest."""
+        count = min(count, self.live)
+        if count <= 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        ef = max(ef, count)
+        if self.n_dead:
+            params = self._search_params()
+            params.efSearch = ef
+            scores, slots = self.graph.search(query, count, params=params)
+        else:
+            self.graph.hnsw.efSearch = ef
+            scores, slots = self.graph.search(query, count)
+        slots, scores = slots[0], scores[0]
+        found = slots >= 0  # fewer than ``count`` reachable
+        return self.keys[slots[found]], scores[found]
+
+    def writable(self) -> None:
+        """Copy a viewed graph into memory: FAISS aborts the process (not an exception) when a
+        viewed graph is changed."""
+        if self.view:
+            faiss = faiss_module()
+            self.graph = faiss.deserialize_index(faiss.serialize_index(self.graph))
+            self.view = False
+            if self.graph.ntotal * self.code_size() >= HUGE_PAGES_MIN_BYTES:
+                advise_huge_pages(self.graph)
+
+    def compact(self) -> None:
+        """Rebuild the graph from the live vectors it holds (float16 values, kept exactly)."""
+        live = np.flatnonzero(~self.dead)
+        log.info("compacting an ANN graph part: %d live of %d slots", len(live), len(self.keys))
+        vectors = self.graph.reconstruct_batch(live.astype(np.int64)) if len(live) else None
+        keys = self.keys[live]
+        self.graph, self.view = _new_graph(self.dimension, self.similarity), False
+        self.set_slots(np.zeros(0, np.int64), np.zeros(0, bool))
+        if vectors is not None:
+            self.add(keys, vectors)
+
+    def code_size(self) -> int:
+        return int(faiss_module().downcast_index(self.graph.storage).code_size)
+
+    def _changed(self) -> None:
+        self._lookup = None
+        self._selector = None
+
+    def _search_params(self) -> Any:
+        if self._selector is None:
+            faiss = faiss_module()
+            bits = np.packbits(~self.dead, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(self.dead), faiss.swig_ptr(bits))
+            params = faiss.SearchParametersHNSW(sel=selector)
+            self._selector = (params, selector, bits)  # FAISS keeps pointers, not references
+        return self._selector[0]
+
+
+def _new_graph(dimension: int, similarity: str) -> Any:
+    faiss = faiss_module()
+    metric = faiss.METRIC_L2 if similarity == "euclidean" else faiss.METRIC_INNER_PRODUCT
+    graph = faiss.IndexHNSWSQ(dimension, faiss.ScalarQuantizer.QT_fp16, CONNECTIVITY, metric)
+    graph.hnsw.efConstruction = EXPANSION_ADD
+    return graph
+
+
+@contextmanager
+def _threads(count: int) -> Iterator[None]:
+    """FAISS's OpenMP threads for a block (0: all); its own runtime, not torch's."""
+    faiss = faiss_module()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count or os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
