@@ -114,13 +114,14 @@ LAST_CPU_P50_MS: list[float] = [0.0]
 
 
 def latency(fn, queries: np.ndarray) -> tuple[float, float, list[list[str]]]:  # type: ignore[no-untyped-def]
-    """Wall-clock p50 and p99 in ms and the ids found; the thread-CPU p50 goes to LAST_CPU_P50_MS."""
+    """Wall-clock p50 and p99 in ms and the ids found; the p50 of the CPU time the process spent
+    per query (every thread: parts are searched in parallel) goes to LAST_CPU_P50_MS."""
     times, cpu, results = [], [], []
     for q in queries:
-        c, t = time.thread_time(), time.perf_counter()
+        c, t = time.process_time(), time.perf_counter()
         results.append([h.id for h in fn(q)])
         times.append(time.perf_counter() - t)
-        cpu.append(time.thread_time() - c)
+        cpu.append(time.process_time() - c)
     ms = np.array(times) * 1e3
     LAST_CPU_P50_MS[0] = float(np.percentile(np.array(cpu) * 1e3, 50))
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), results
@@ -173,6 +174,9 @@ def _measure(folder: Path, n: int, n_queries: int) -> dict[str, Any]:
     t = time.perf_counter()
     index.search_vector(queries[0], 10, exact=False)
     first_ann_s = time.perf_counter() - t
+    graphs = index.caches.ann()
+    graphs.wait_verified()  # the stored vectors' check, and the move onto huge pages, are done
+    settled_s = open_s + time.perf_counter() - t
     ann_p50, ann_p99, approx = latency(lambda q: index.search_vector(q, 10, exact=False), queries)
     ann_cpu = LAST_CPU_P50_MS[0]
     t = time.perf_counter()
@@ -194,10 +198,13 @@ def _measure(folder: Path, n: int, n_queries: int) -> dict[str, Any]:
         "ann_build_s": build["ann_build_s"],
         "open_s": open_s,
         "first_ann_query_s": first_ann_s,
+        "ann_settled_s": settled_s,
+        "ann_parts": graphs.parts,
+        "ann_on_huge_pages": graphs.on_huge_pages,
         "first_exact_query_s": first_exact_s,
         "ann_p50_ms": ann_p50,
         "ann_p99_ms": ann_p99,
-        "ann_thread_cpu_p50_ms": ann_cpu,
+        "ann_cpu_p50_ms": ann_cpu,
         "ann_recall_at_10": recall,
         "exact_p50_ms": ex_p50,
         "exact_p99_ms": ex_p99,
@@ -220,7 +227,7 @@ def ef_sweep(index: Any, queries: np.ndarray, exact: list[list[str]]) -> list[di
                     "ef": ef,
                     "p50_ms": p50,
                     "p99_ms": p99,
-                    "thread_cpu_p50_ms": LAST_CPU_P50_MS[0],
+                    "cpu_p50_ms": LAST_CPU_P50_MS[0],
                     "recall_at_10": _recall(found, exact),
                 }
             )
@@ -317,32 +324,38 @@ def markdown(result: dict[str, Any]) -> str:
         f"index.add {a['add_s']:.2f} s → index overhead **{a['overhead_fraction'] * 100:+.1f}%** "
         f"of encode time (target ≤ 10%), {a['docs_per_s']:.0f} docs/s.",
         "",
-        "| vectors (768-d, clustered, intrinsic dim 32) | open | first ANN query (load file) | ANN p50 / p99 | recall@10 | exact p50 / p99 | HNSW build | bytes/vector (db + ann) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| vectors (768-d, clustered, intrinsic dim 32) | open | first ANN query (load file) | settled (checked, on huge pages) | ANN p50 / p99 | recall@10 | exact p50 / p99 | HNSW build (parts) | bytes/vector (db + ann) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in result["search"]:
         lines.append(
             f"| {s['vectors']:,} | {s['open_s'] * 1e3:.0f} ms | {s['first_ann_query_s']:.2f} s | "
+            f"{s.get('ann_settled_s', float('nan')):.2f} s"
+            f"{'' if s.get('ann_on_huge_pages') else ' (no huge pages)'} | "
             f"{s['ann_p50_ms']:.2f} / {s['ann_p99_ms']:.2f} ms "
-            f"(CPU p50 {s.get('ann_thread_cpu_p50_ms', float('nan')):.2f}) | {s['ann_recall_at_10']:.3f} | "
-            f"{s['exact_p50_ms']:.1f} / {s['exact_p99_ms']:.1f} ms | {s['ann_build_s']:.0f} s | "
+            f"(CPU p50 {s.get('ann_cpu_p50_ms', float('nan')):.2f}) | {s['ann_recall_at_10']:.3f} | "
+            f"{s['exact_p50_ms']:.1f} / {s['exact_p99_ms']:.1f} ms | "
+            f"{s['ann_build_s']:.0f} s ({s.get('ann_parts', 1)}) | "
             f"{s['db_bytes_per_vector']:.0f} + {s['ann_bytes_per_vector']:.0f} |"
         )
     for s in result["search"]:
         sweep = ", ".join(
-            f"ef {r['ef']}: {r['p50_ms']:.2f} ms ({r['thread_cpu_p50_ms']:.2f} ms CPU) "
+            f"ef {r['ef']}: {r['p50_ms']:.2f} ms ({r.get('cpu_p50_ms', float('nan')):.2f} ms CPU) "
             f"at {r['recall_at_10']:.3f}"
             for r in s.get("ef_sweep", [])
         )
         if sweep:
             lines += [
                 "",
-                f"{s['vectors']:,} vectors, ANN p50 (wall, thread CPU) and recall@10 by ef: {sweep}.",
+                f"{s['vectors']:,} vectors, ANN p50 (wall, process CPU) and recall@10 by ef "
+                f"(per part): {sweep}.",
             ]
     lines += [
         "",
         "Targets (1M vectors): ANN p50 ≤ 2 ms at recall@10 ≥ 0.95; open ≤ 2 s. "
-        "ANN latency includes fetching and rescoring candidates with full-precision vectors from SQLite.",
+        "ANN latency includes fetching and rescoring candidates with full-precision vectors from SQLite; "
+        "it is measured once the file's background check (and move onto huge pages) is done, "
+        "the 'settled' column; CPU counts every thread of the process.",
         "",
         "ANN library choice (clustered 768-d, 20% deleted, one thread, M=16, ef_add=128, ef_search=64):",
         "",

@@ -363,3 +363,18 @@ def test_search_beam_grows_with_the_index() -> None:
     assert len(keys) == 300 and keys[0] == 4
     np.testing.assert_allclose(approx, x[keys - 1] @ x[3], atol=2e-3)
     assert (np.diff(approx) <= 1e-6).all()
+    from distilmarco.index.ann import MERGED_EF_SCALE, part_expansions
+
+    assert part_expansions([60_000]) == [expansion_for(60_000)]
+    equal = round(expansion_for(500_000) * MERGED_EF_SCALE)
+    assert part_expansions([500_000, 500_000]) == [equal, equal] and equal < expansion_for(500_000)
+    big, small = part_expansions([500_000, 10_000])  # the big part holds nearly all the top 10
+    assert big >= 0.98 * expansion_for(500_000) and small == round(96 * MERGED_EF_SCALE)
+
+
+def test_empty_index_saves_and_loads(tmp_path: Path) -> None:
+    path = tmp_path / "empty.ann"
+    AnnIndex(8, "dot", store_id="e", seq=2).save(path)
+    loaded = AnnIndex.load(path)
+    assert (len(loaded), loaded.parts, loaded.stamp.seq) == (0, 0, 2)
+    assert loaded.search(np.ones(8, np.float32), 5).tolist() == []

@@ -86,10 +86,10 @@ METRICS = ("cosine", "dot", "euclidean")  # manhattan: exact search only
 # each size; between anchors ef grows linearly in log(size), constant beyond the last. Query
 # cost grows about linearly with ef.
 EF_BY_SIZE = ((50_000, 96), (100_000, 128), (1_000_000, 288))
-# With several parts each is searched with the beam of its size times this: the merged candidates
-# of all parts hold the global top 10 with a narrower beam per part. 1M as two 500k parts (400
-# queries, graph only): recall@10 0.944 / 0.958 / 0.964 / 0.971 at ef 144 / 160 / 176 / 192 per
-# part, where one lone 500k graph needed ef 192 for 0.953 (expansion_for(500k) = 240).
+# With several parts of equal size each is searched with the beam of its size times this: each
+# holds only its share of the global top 10, which it finds with a narrower beam. 1M as two 500k
+# parts (400 queries, graph only): recall@10 0.944 / 0.958 / 0.964 / 0.971 at ef 144 / 160 / 176
+# / 192 per part, where one lone 500k graph needed ef 192 for 0.953 (expansion_for(500k) = 240).
 MERGED_EF_SCALE = 0.73
 EXPANSION_SEARCH: int | None = None  # a fixed ef instead, per part (benchmarks set it)
 PART_SIZE = 500_000  # slots per graph part; new vectors open a new part once every part is full
@@ -204,8 +204,7 @@ class AnnIndex:
             parts = [p for p in self._parts if p.live]
             if not parts or count <= 0:
                 return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-            scale = MERGED_EF_SCALE if len(parts) > 1 else 1.0
-            efs = [EXPANSION_SEARCH or round(expansion_for(p.live) * scale) for p in parts]
+            efs = part_expansions([p.live for p in parts])
             pool = _search_pool() if len(parts) > 1 else None
             if pool is None:
                 found = [p.search(q, count, ef) for p, ef in zip(parts, efs, strict=True)]
@@ -277,13 +276,7 @@ class AnnIndex:
                 payload_bytes = f.tell()
                 f.flush()
                 ranges = [(lo, hi) for _, lo, hi, _ in parts]
-                with mmap.mmap(f.fileno(), max(payload_bytes, 1), access=mmap.ACCESS_READ) as data:
-                    view = memoryview(data)[:payload_bytes]
-                    try:
-                        structure = structure_digest(view, ranges)
-                        vectors = vectors_digest(view, ranges)
-                    finally:
-                        view.release()
+                structure, vectors = _digests(f.fileno(), payload_bytes, ranges)
                 header = json.dumps(
                     {
                         **self.stamp.__dict__,
@@ -352,14 +345,14 @@ class AnnIndex:
         them in a copy of the graphs on 2 MiB pages and move the search onto that copy (parts
         changed meanwhile keep what they have). What is searched is what matched the checksum."""
         loaded = [p.graph for p in self._parts]
+        mapped = self._backing[1] if self._backing is not None else np.zeros(0, np.uint8)
         ranges = [(lo, hi) for _, lo, hi, _ in header["parts"]]
         end = header["parts"][-1][2] if header["parts"] else 0
 
         def settle() -> None:
             try:
-                if not huge_pages_available():
-                    raw = self._backing[1] if self._backing is not None else None
-                    if raw is not None and vectors_digest(raw, ranges) != header["xxh3_vectors"]:
+                if not huge_pages_available():  # check the mapped file (parts may be copies by now)
+                    if vectors_digest(mapped, ranges) != header["xxh3_vectors"]:
                         self._damage(path)
                     return
                 buf, raw = huge_page_copy(fd, end)
@@ -422,6 +415,18 @@ class AnnIndex:
         return ann
 
 
+def _digests(fd: int, size: int, ranges: list[tuple[int, int]]) -> tuple[int, int]:
+    """(structure, vectors) checksums of the first ``size`` bytes of a file being written."""
+    if not size:  # no parts: nothing to map
+        return structure_digest(b"", []), vectors_digest(b"", [])
+    with mmap.mmap(fd, size, access=mmap.ACCESS_READ) as data:
+        view = memoryview(data)
+        try:
+            return structure_digest(view, ranges), vectors_digest(view, ranges)
+        finally:
+            view.release()
+
+
 def _check_layout(path: Path, header: dict[str, Any]) -> list[tuple[int, int]]:
     """The stored vectors' byte ranges, once the parts are known to tile the payload: graphs back
     to back from byte 0, each ending with its vectors, then the keys and the tombstone bitmap."""
@@ -433,6 +438,24 @@ def _check_layout(path: Path, header: dict[str, Any]) -> list[tuple[int, int]]:
     if at + 8 * total + -(-total // 8) != header["payload_bytes"]:
         raise IndexStoreError(f"ANN file {path} has inconsistent section sizes")
     return [(lo, hi) for _, lo, hi, _ in header["parts"]]
+
+
+def part_expansions(sizes: list[int]) -> list[int]:
+    """The beam of each part searched together with the others (``sizes``: their live vectors).
+
+    Equal parts get ``MERGED_EF_SCALE`` of their own size's beam; a part holding nearly all the
+    vectors (500k + 10k) holds nearly all the top 10 too, and gets about its lone-graph beam: the
+    scale moves linearly from the first to the second as the part's share grows from 1/P to 1."""
+    if EXPANSION_SEARCH:
+        return [EXPANSION_SEARCH] * len(sizes)
+    total, n = sum(sizes), len(sizes)
+    if n == 1:
+        return [expansion_for(sizes[0])]
+    out = []
+    for size in sizes:
+        excess = min(max((size / total * n - 1) / (n - 1), 0.0), 1.0)
+        out.append(round(expansion_for(size) * (MERGED_EF_SCALE + (1 - MERGED_EF_SCALE) * excess)))
+    return out
 
 
 def expansion_for(size: int) -> int:
@@ -447,11 +470,19 @@ def _expansion_for(size: int, anchors: tuple[tuple[int, int], ...]) -> int:
     return int(np.rint(np.interp(np.log(max(size, 1)), sizes, [ef for _, ef in anchors])))
 
 
-@functools.lru_cache(maxsize=1)
+_POOLS: dict[int, ThreadPoolExecutor | None] = {}  # by process: a fork has no pool threads
+
+
 def _search_pool() -> ThreadPoolExecutor | None:
     """Threads that search the other parts while the caller searches the first; None on a
     single CPU, where the parts are searched in turn."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if (cpus or 1) < 2:
-        return None
-    return ThreadPoolExecutor(max_workers=(cpus or 2) - 1, thread_name_prefix="ann-part")
+    pid = os.getpid()
+    if pid not in _POOLS:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        workers = (cpus or 1) - 1
+        _POOLS[pid] = (
+            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ann-part")
+            if workers
+            else None
+        )
+    return _POOLS[pid]

@@ -193,7 +193,9 @@ def advise_huge_pages(graph: Any) -> None:
             madvise(lo, hi - lo, _MADV_COLLAPSE)
 
 
-def structure_digest(payload: memoryview | np.ndarray, vectors: list[tuple[int, int]]) -> int:
+def structure_digest(
+    payload: bytes | memoryview | np.ndarray, vectors: list[tuple[int, int]]
+) -> int:
     """xxh3 of the payload without its stored vectors (the ``(start, end)`` ranges, in order):
     what FAISS follows, and our keys."""
     digest, at = checksum(), 0
@@ -204,7 +206,7 @@ def structure_digest(payload: memoryview | np.ndarray, vectors: list[tuple[int, 
     return int(digest.intdigest())
 
 
-def vectors_digest(payload: memoryview | np.ndarray, vectors: list[tuple[int, int]]) -> int:
+def vectors_digest(payload: bytes | memoryview | np.ndarray, vectors: list[tuple[int, int]]) -> int:
     """xxh3 of the stored vectors' ranges, in order."""
     digest = checksum()
     for lo, hi in vectors:

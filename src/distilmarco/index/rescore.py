@@ -2,11 +2,13 @@
 exact-search matrix): every reported score comes from the stored float32 vectors.
 
 With approximate scores at hand, only the candidates that can still matter are read from the
-store: the best ``k + max(5, k // 2)`` first, then twice as many while an unread candidate's
-approximate score comes within the margin of the k-th document's full-precision score. Rounding
-both vectors to f16 moves an inner product by at most 2 * 2**-11 * |q| |x| (about 1e-3 for unit
-vectors; 3e-5 measured on 100k clustered 768-d vectors), half the margin, so the answer equals
-rescoring every candidate. Measured there: 10 candidates needed at p50, 13 at p99, for k = 10.
+store: the best ``k`` first, then every candidate whose approximate score comes within the margin
+of the k-th document's full-precision score (twice as many while fewer than ``k`` documents are
+in hand). Rounding both vectors to f16 moves an inner product by at most 2 * 2**-11 * |q| |x|
+(about 1e-3 for unit vectors; 3e-5 measured on 100k clustered 768-d vectors), half the margin, so
+the answer equals rescoring every candidate. Measured there: 10 candidates needed at p50, 13 at
+p99, for k = 10. Each read is a random row of a big file: at 1M vectors one costs 25-60 us, and
+more when the page cache has let it go.
 Euclidean candidates are all read (a square root makes small distances' errors unbounded).
 """
 
@@ -39,7 +41,7 @@ def rescore(
     else:
         order = np.argsort(-approx, kind="stable")
         chunks, approx = chunks[order], approx[order]
-        end = min(len(chunks), k + max(5, k // 2))
+        end = min(len(chunks), k)
     keys, docs, vectors = fetch(chunks[:end])
     while True:
         scores = similarity_scores(vectors, query, similarity)
@@ -49,10 +51,15 @@ def rescore(
         if len(best) >= k:
             kth = float(best[-1])
             scale = max(1.0, abs(kth), _norm(query) * _max_norm(vectors))
-            if approx[end] < kth - MARGIN * scale:
+            # approx is sorted best first: the candidates still within the margin end here
+            reach = int(np.searchsorted(-approx, -(kth - MARGIN * scale), side="right"))
+            if reach <= end:
                 return keys[pos], best
-        more = fetch(chunks[end : 2 * end])
-        end = min(len(chunks), 2 * end)
+            grow = min(len(chunks), reach)
+        else:  # fewer than k documents in hand: no k-th score to bound by yet
+            grow = min(len(chunks), 2 * end)
+        more = fetch(chunks[end:grow])
+        end = grow
         keys = np.concatenate([keys, more[0]])
         docs = np.concatenate([docs, more[1]])
         vectors = np.concatenate([vectors, more[2]])
