@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,7 +116,9 @@ def main(out_dir: Path, quick: bool) -> None:
     library_cpu = max(library_cpu_before, library_cpu_after)
     server_5xx = sum(n for s, n in main_phase.statuses.items() if s.startswith("5"))
     overload_other = {s: n for s, n in overload.statuses.items() if s not in ("200", "429")}
-    result = {
+    ratio = main_phase.texts_per_s / library if library else None
+    rss_change = (rss_after - rss_before) / rss_before
+    result: dict[str, Any] = {
         "quick": quick,
         "model": model_name,
         "cpu_count": os.cpu_count(),
@@ -127,7 +130,7 @@ def main(out_dir: Path, quick: bool) -> None:
         "library_texts_per_s_after": library_after,
         "library_texts_per_s": library,
         "phases": [asdict(main_phase), asdict(overload)],
-        "server_vs_library": main_phase.texts_per_s / library if library else None,
+        "server_vs_library": ratio,
         # Texts per CPU-second of the whole server process (event loop, HTTP, tokenising, model)
         # against the library's: insensitive to other tenants of a shared machine.
         "library_texts_per_cpu_s": library_cpu,
@@ -139,14 +142,14 @@ def main(out_dir: Path, quick: bool) -> None:
         "overload_other_statuses": overload_other,
         "rss_mib_before": rss_before,
         "rss_mib_after": rss_after,
-        "rss_change": (rss_after - rss_before) / rss_before,
+        "rss_change": rss_change,
         "server_exit_code": exit_code,
     }
     result["checks"] = {
         "zero_5xx": server_5xx == 0,
-        "throughput_at_least_85pct_of_library": (result["server_vs_library"] or 0) >= 0.85,
+        "throughput_at_least_85pct_of_library": (ratio or 0) >= 0.85,
         "overload_only_200_and_429": not overload_other,
-        "rss_within_10pct": abs(result["rss_change"]) <= 0.10,
+        "rss_within_10pct": abs(rss_change) <= 0.10,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "server.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
