@@ -54,7 +54,7 @@ import os
 import struct
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +220,11 @@ class AnnIndex:
                     pool.submit(p.search, q, count, ef)
                     for p, ef in zip(parts[1:], efs[1:], strict=True)
                 ]
-                found = [parts[0].search(q, count, efs[0])] + [f.result() for f in futures]
+                try:
+                    found = [parts[0].search(q, count, efs[0])]
+                finally:
+                    wait(futures)  # no part is still being searched once the lock is released
+                found += [f.result() for f in futures]
         keys = np.concatenate([k for k, _ in found])
         scores = np.concatenate([s for _, s in found]).astype(np.float32)
         if self.similarity == "euclidean":  # FAISS reports squared distances
