@@ -287,6 +287,34 @@ def test_big_loaded_graph_moves_to_a_verified_copy_and_stays_changeable(
     assert path.read_bytes() == data
 
 
+def test_vectors_are_still_checked_when_the_huge_page_copy_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distilmarco.index import ann as ann_module
+    from distilmarco.index import ann_file
+
+    def no_memory(fd: int, size: int) -> None:
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(ann_module, "VERIFY_NOW_BYTES", 0)
+    monkeypatch.setattr(ann_module, "huge_pages_available", lambda: True)
+    monkeypatch.setattr(ann_module, "huge_page_copy", no_memory)
+    points, _ = clustered(400, 16, 10, seed=9)
+    ann = AnnIndex(16, "cosine", store_id="s")
+    ann.add(np.arange(400), points)
+    path = tmp_path / "x.ann"
+    ann.save(path)
+    sound = AnnIndex.load(path)
+    assert sound.wait_verified(timeout=60) and sound.mapped and not sound.on_huge_pages
+    with open(path, "rb") as f:
+        _, vectors_at, graph_end, _ = ann_file.read_header(path, f)["parts"][0]
+    data = bytearray(path.read_bytes())
+    data[(vectors_at + graph_end) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    damaged = AnnIndex.load(path)
+    assert not damaged.wait_verified(timeout=60) and "vector checksum" in str(damaged.damaged)
+
+
 def test_parts_are_searched_together_saved_and_changed_one_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

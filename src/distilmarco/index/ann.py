@@ -353,38 +353,45 @@ class AnnIndex:
 
     def _settle_later(self, path: Path, fd: int, header: dict[str, Any]) -> None:
         """On a background thread: check the stored vectors; where Linux has huge pages, check
-        them in a copy of the graphs on 2 MiB pages and move the search onto that copy (parts
-        changed meanwhile keep what they have). What is searched is what matched the checksum."""
+        them in a copy of the graphs on 2 MiB pages and move the search onto that copy (unless a
+        part changed meanwhile). What is searched is what matched the checksum. Without a copy
+        (no huge pages, or no memory for one) the mapped file is checked."""
         loaded = [p.graph for p in self._parts]
         mapped = self._backing[1] if self._backing is not None else np.zeros(0, np.uint8)
         ranges = [(lo, hi) for _, lo, hi, _ in header["parts"]]
         end = header["parts"][-1][2] if header["parts"] else 0
 
         def settle() -> None:
+            copy = None
             try:
-                if not huge_pages_available():  # check the mapped file (parts may be copies by now)
-                    if vectors_digest(mapped, ranges) != header["xxh3_vectors"]:
-                        self._damage(path)
-                    return
-                buf, raw = huge_page_copy(fd, end)
+                if huge_pages_available():
+                    copy = huge_page_copy(fd, end)
+            except (OSError, ValueError, IndexStoreError) as exc:  # no memory for it, say
+                log.warning("ANN graphs stay mapped from the file: %s", exc)
             finally:
                 os.close(fd)
-            if vectors_digest(raw, ranges) != header["xxh3_vectors"]:
+            # the copy when there is one (what will be searched), else the mapped file
+            if (
+                vectors_digest(mapped if copy is None else copy[1], ranges)
+                != header["xxh3_vectors"]
+            ):
                 self._damage(path)
                 return
+            if copy is None:
+                return
             try:
-                graphs = [view_graph(raw, lo, hi) for lo, _, hi, _ in header["parts"]]
+                graphs = [view_graph(copy[1], lo, hi) for lo, _, hi, _ in header["parts"]]
             except RuntimeError as exc:  # keeps searching the mapped file
                 log.warning("ANN graphs not moved to huge pages: %s", exc)
                 return
             with self._lock:
-                if not all(p.graph is g for p, g in zip(self._parts, loaded, strict=False)):
+                if len(self._parts) != len(loaded) or any(
+                    p.graph is not g for p, g in zip(self._parts, loaded, strict=True)
+                ):
                     return  # changed meanwhile (a part was copied out or compacted)
-                if len(self._parts) != len(loaded):
-                    return
                 for part, graph in zip(self._parts, graphs, strict=True):
                     part.graph = graph
-                self._backing, self._huge = (buf, raw), True
+                self._backing, self._huge = copy, True
 
         self._verifier = threading.Thread(target=settle, name="ann-verify", daemon=True)
         self._verifier.start()
