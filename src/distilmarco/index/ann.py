@@ -340,7 +340,7 @@ class AnnIndex:
             ann = cls._from_payload(path, header, raw)
             ann._backing = (data, raw)
             if not now:
-                ann._settle_later(path, os.dup(fd), header)
+                ann._settle_later(path, os.dup(fd), header, raw)
             return ann
         finally:
             os.close(fd)
@@ -351,13 +351,14 @@ class AnnIndex:
             self._verifier.join(timeout)
         return self.damaged is None
 
-    def _settle_later(self, path: Path, fd: int, header: dict[str, Any]) -> None:
+    def _settle_later(
+        self, path: Path, fd: int, header: dict[str, Any], mapped: np.ndarray
+    ) -> None:
         """On a background thread: check the stored vectors; where Linux has huge pages, check
         them in a copy of the graphs on 2 MiB pages and move the search onto that copy (unless a
         part changed meanwhile). What is searched is what matched the checksum. Without a copy
         (no huge pages, or no memory for one) the mapped file is checked."""
         loaded = [p.graph for p in self._parts]
-        mapped = self._backing[1] if self._backing is not None else np.zeros(0, np.uint8)
         ranges = [(lo, hi) for _, lo, hi, _ in header["parts"]]
         end = header["parts"][-1][2] if header["parts"] else 0
 

@@ -112,9 +112,7 @@ class GraphPart:
         if self.view:
             faiss = faiss_module()
             self.graph = faiss.deserialize_index(faiss.serialize_index(self.graph))
-            self.view = False
-            if self.graph.ntotal * self.code_size() >= HUGE_PAGES_MIN_BYTES:
-                advise_huge_pages(self.graph)
+            self.view = False  # huge pages: asked for by add(), once the arrays have grown
 
     def compact(self) -> None:
         """Rebuild the graph from the live vectors it holds (float16 values, kept exactly)."""
