@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -406,3 +407,77 @@ def test_empty_index_saves_and_loads(tmp_path: Path) -> None:
     loaded = AnnIndex.load(path)
     assert (len(loaded), loaded.parts, loaded.stamp.seq) == (0, 0, 2)
     assert loaded.search(np.ones(8, np.float32), 5).tolist() == []
+
+
+def test_big_part_is_compacted_in_the_background_and_catches_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import distilmarco.index.ann as ann_module
+    from distilmarco.index.ann_part import GraphPart
+
+    monkeypatch.setattr(ann_module, "BACKGROUND_COMPACT_MIN", 1_000)
+    monkeypatch.setattr(ann_module, "SNAPSHOT_BATCH", 300)  # the copy takes the lock 5 times
+    started, release = threading.Event(), threading.Event()
+    build = GraphPart.rebuilt
+
+    def gated(self: GraphPart, keys: np.ndarray, vectors: np.ndarray, threads: int = 0) -> Any:
+        started.set()
+        assert release.wait(60)
+        return build(self, keys, vectors, threads)
+
+    monkeypatch.setattr(GraphPart, "rebuilt", gated)
+    points, queries = clustered(2_100, 32, 40, seed=5)
+    keys = np.arange(1, 2_101, dtype=np.int64)
+    ann = AnnIndex(32, "cosine", store_id="s", seq=1)
+    ann.add(keys[:2_000], points[:2_000])
+    ann.remove(keys[:600])  # 30% dead: due, and big enough for the background
+    assert started.wait(60) and ann.compacting == 1
+    # meanwhile: searches, removals (one already tombstoned, one in the copy), additions
+    late_removed = keys[590:700]
+    ann.remove(late_removed)
+    ann.add(keys[2_000:], points[2_000:])
+    ann.remove(keys[2_050:2_060])  # added and removed while the copy was being built
+    assert ann.compacting == 1 and ann.slots == 2_100 and ann.generation == 0
+    live = np.ones(2_100, bool)
+    live[:700] = False
+    live[2_050:2_060] = False
+
+    def check() -> None:
+        truth = keys[live][np.argsort(-(queries @ points[live].T), axis=1)[:, :10]]
+        found = [ann.search(q, 10) for q in queries]
+        hits = [len(set(f.tolist()) & set(t.tolist())) for f, t in zip(found, truth, strict=True)]
+        assert np.mean(hits) / 10 >= 0.95
+        assert set(np.concatenate(found).tolist()) <= set(keys[live].tolist())
+
+    check()
+    release.set()
+    assert ann.wait_compacted(timeout=60) and ann.compacting == 0
+    assert ann.generation == 1 and len(ann) == int(live.sum()) == 2_100 - 700 - 10
+    assert ann.slots == 2_000 - 600 + 90  # the copy, and what was added since and still lives
+    assert ann.search(queries[0], 1).tolist() == [keys[live][np.argmax(points[live] @ queries[0])]]
+    got, approx = ann.search_scored(points[2_001], 1)  # the stored float16 values carried over
+    assert got.tolist() == [2_002] and abs(approx[0] - 1.0) < 2e-3
+    check()
+    path = tmp_path / "c.ann"
+    ann.save(path)
+    assert AnnIndex.load(path).slots == ann.slots
+
+
+def test_index_close_waits_for_a_compaction_and_saves_it(
+    built: Path, tiny_encoder, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import distilmarco.index.ann as ann_module
+
+    monkeypatch.setattr(ann_module, "BACKGROUND_COMPACT_MIN", 100)
+    path = built.with_name(built.name + ".ann")
+    with Index(built, tiny_encoder, ann="always") as ix:
+        ix.search("lift on a wing", 3)  # loads the file
+        ix.delete([f"d{i}" for i in range(100)])  # a third of the slots
+        ix.search("lift on a wing", 3)  # catches up: the compaction starts
+        ann = ix.caches.ann()
+        assert ann.compacting == 1 or ann.generation == 1
+    assert ann.compacting == 0 and ann.generation == 1
+    stored = AnnIndex.load(path)
+    assert (stored.slots, len(stored)) == (N_DOCS - 100, N_DOCS - 100)

@@ -96,6 +96,10 @@ MERGED_EF_SCALE = 0.73
 EXPANSION_SEARCH: int | None = None  # a fixed ef instead, per part (benchmarks set it)
 PART_SIZE = 500_000  # slots per graph part; new vectors open a new part once every part is full
 VERIFY_NOW_BYTES = 64 << 20  # stored vectors up to this size are checked before use, not after
+# Parts of at least this many slots are compacted on a background thread (a 500k part takes about
+# 6 minutes on 2 cores); smaller ones at once, inside the removal that made them due.
+BACKGROUND_COMPACT_MIN = 50_000
+SNAPSHOT_BATCH = 65_536  # slots a background compaction copies out per hold of the lock
 
 
 class AnnIndex:
@@ -122,6 +126,8 @@ class AnnIndex:
         self._huge = False
         self._verifier: threading.Thread | None = None  # checks the stored vectors after load
         self.damaged: str | None = None  # why the stored vectors failed that check
+        self._compactions: list[tuple[GraphPart, threading.Thread]] = []  # running, per part
+        self.generation = 0  # bumped when a part is swapped for its compacted copy
 
     def __len__(self) -> int:
         return sum(p.live for p in self._parts)
@@ -178,12 +184,83 @@ class AnnIndex:
             self._drop_unused_backing()
 
     def remove(self, keys: np.ndarray) -> None:
-        """Tombstone the vectors of these chunk ids (absent ids are ignored)."""
+        """Tombstone the vectors of these chunk ids (absent ids are ignored). A part with a
+        quarter of its slots dead is compacted: a big one on a background thread, while the
+        searches go on with its tombstones (``compacting``, ``wait_compacted``)."""
         keys = np.asarray(keys, dtype=np.int64)
         with self._lock:
             for part in self._parts:
                 part.remove(keys)
+            for at, part in enumerate(self._parts):
+                if not part.due_for_compaction or any(p is part for p, _ in self._compactions):
+                    continue
+                if part.slots < BACKGROUND_COMPACT_MIN:
+                    live = np.flatnonzero(~part.dead)
+                    self._parts[at] = part.rebuilt(part.keys[live], part.vectors_of(live))
+                    self.generation += 1
+                else:
+                    self._compact_later(part)
             self._drop_unused_backing()
+
+    @property
+    def compacting(self) -> int:
+        """Parts being compacted on background threads now."""
+        with self._lock:
+            return len(self._compactions)
+
+    def wait_compacted(self, timeout: float | None = None) -> bool:
+        """Wait for the background compactions; True once none is running."""
+        with self._lock:
+            threads = [t for _, t in self._compactions]
+        for thread in threads:
+            thread.join(timeout)
+        return not self.compacting
+
+    def _compact_later(self, part: GraphPart) -> None:
+        """Rebuild ``part`` from its live vectors on a thread of its own, then swap the copy in,
+        caught up with what changed in ``part`` meanwhile. The lock is held only to copy the
+        vectors out (in batches) and for the swap, so searches and changes go on."""
+
+        def copy_out() -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+            with self._lock:
+                slots, dead = part.slots, part.dead.copy()
+                live = np.flatnonzero(~dead)
+                keys = part.keys[live]
+            vectors = np.empty((len(live), self.dimension), np.float16)  # exact: f16 stored
+            for lo in range(0, len(live), SNAPSHOT_BATCH):
+                with self._lock:  # an add may move the graph's arrays, a swap drop its memory
+                    if not any(p is part for p in self._parts):
+                        return None
+                    vectors[lo : lo + SNAPSHOT_BATCH] = part.vectors_of(
+                        live[lo : lo + SNAPSHOT_BATCH]
+                    )
+            return slots, dead, keys, vectors
+
+        def compact() -> None:
+            try:
+                snapshot = copy_out()
+                if snapshot is None:
+                    return
+                slots, dead, keys, vectors = snapshot
+                fresh = part.rebuilt(keys, vectors.astype(np.float32), _background_threads())
+                with self._lock:
+                    at = next((i for i, p in enumerate(self._parts) if p is part), None)
+                    if at is None:
+                        return
+                    fresh.catch_up(part, slots, dead)
+                    self._parts[at] = fresh
+                    self.generation += 1
+                    self._drop_unused_backing()
+                log.info("ANN part compacted: %d live of %d slots", fresh.live, fresh.slots)
+            except Exception:  # the part keeps its tombstones: slower searches, same answers
+                log.exception("compacting an ANN graph part failed")
+            finally:
+                with self._lock:
+                    self._compactions = [(p, t) for p, t in self._compactions if p is not part]
+
+        thread = threading.Thread(target=compact, name="ann-compact", daemon=True)
+        self._compactions.append((part, thread))
+        thread.start()
 
     def contains_many(self, keys: np.ndarray) -> np.ndarray:
         """Membership of every key, as one boolean array."""
@@ -487,6 +564,12 @@ def _expansion_for(size: int, anchors: tuple[tuple[int, int], ...]) -> int:
     """(Cached: numpy's interpolation costs about 0.1 ms, a tenth of a query at 100k.)"""
     sizes = np.log([n for n, _ in anchors])
     return int(np.rint(np.interp(np.log(max(size, 1)), sizes, [ef for _, ef in anchors])))
+
+
+def _background_threads() -> int:
+    """Threads for work beside the searches: every CPU but one, at least one."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max((cpus or 1) - 1, 1)
 
 
 _POOLS: dict[int, ThreadPoolExecutor | None] = {}  # by process: a fork has no pool threads

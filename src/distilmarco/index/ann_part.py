@@ -28,7 +28,8 @@ class GraphPart:
 
     FAISS's HNSW cannot remove vectors, so removal is a tombstone: the slot stays in the graph (a
     stepping stone still) and a bitmap keeps it out of results; once a quarter of the slots are
-    dead the part is rebuilt from the live vectors it holds."""
+    dead the part is rebuilt from the live vectors it holds (``rebuilt``, then ``catch_up``; big
+    parts on a background thread, see ``AnnIndex.remove``)."""
 
     def __init__(self, dimension: int, similarity: str, graph: Any = None) -> None:
         self.dimension = dimension
@@ -54,10 +55,11 @@ class GraphPart:
         self.keys, self.dead, self.n_dead = keys, dead, int(dead.sum())
         self._changed()
 
-    def add(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        """Append vectors (keys already checked to be new by the caller)."""
+    def add(self, keys: np.ndarray, vectors: np.ndarray, threads: int = 0) -> None:
+        """Append vectors (keys already checked to be new by the caller); big batches use
+        ``threads`` threads (0: every CPU)."""
         self.writable()
-        with _threads(0 if len(keys) >= PARALLEL_ADD_MIN else 1):
+        with _threads(threads if len(keys) >= PARALLEL_ADD_MIN else 1):
             self.graph.add(vectors)
         if self.graph.ntotal * self.code_size() >= HUGE_PAGES_MIN_BYTES:
             advise_huge_pages(self.graph)  # growing may have moved the arrays
@@ -66,7 +68,7 @@ class GraphPart:
         self._changed()
 
     def remove(self, keys: np.ndarray) -> None:
-        """Tombstone these chunk ids where present; compact when a quarter of slots are dead."""
+        """Tombstone these chunk ids where present (``AnnIndex`` decides when to compact)."""
         slots = self.slots_of(keys)
         slots = slots[slots >= 0]
         if not len(slots):
@@ -74,8 +76,10 @@ class GraphPart:
         self.dead[slots] = True
         self.n_dead = int(self.dead.sum())  # recounted: repeated keys would over-count
         self._changed()
-        if self.n_dead > COMPACT_DEAD_FRACTION * len(self.keys):
-            self.compact()
+
+    @property
+    def due_for_compaction(self) -> bool:
+        return self.n_dead > COMPACT_DEAD_FRACTION * len(self.keys)
 
     def slots_of(self, keys: np.ndarray) -> np.ndarray:
         """The live slot of each key, -1 where absent."""
@@ -114,16 +118,30 @@ class GraphPart:
             self.graph = faiss.deserialize_index(faiss.serialize_index(self.graph))
             self.view = False  # huge pages: asked for by add(), once the arrays have grown
 
-    def compact(self) -> None:
-        """Rebuild the graph from the live vectors it holds (float16 values, kept exactly)."""
-        live = np.flatnonzero(~self.dead)
-        log.info("compacting an ANN graph part: %d live of %d slots", len(live), len(self.keys))
-        vectors = self.graph.reconstruct_batch(live.astype(np.int64)) if len(live) else None
-        keys = self.keys[live]
-        self.graph, self.view = _new_graph(self.dimension, self.similarity), False
-        self.set_slots(np.zeros(0, np.int64), np.zeros(0, bool))
-        if vectors is not None:
-            self.add(keys, vectors)
+    def vectors_of(self, slots: np.ndarray) -> np.ndarray:
+        """The stored (float16) vectors of these slots, as float32: exact, so a rebuilt graph
+        holds the same values."""
+        if not len(slots):
+            return np.zeros((0, self.dimension), np.float32)
+        return np.asarray(self.graph.reconstruct_batch(slots.astype(np.int64)), np.float32)
+
+    def rebuilt(self, keys: np.ndarray, vectors: np.ndarray, threads: int = 0) -> GraphPart:
+        """A new part of the same kind holding ``vectors`` under ``keys`` (no tombstones)."""
+        log.info("compacting an ANN graph part: %d live of %d slots", len(keys), self.slots)
+        fresh = GraphPart(self.dimension, self.similarity)
+        if len(keys):
+            fresh.add(keys, vectors, threads)
+        return fresh
+
+    def catch_up(self, old: GraphPart, slots: int, dead: np.ndarray) -> None:
+        """Apply to this rebuilt copy what happened to ``old`` since it had ``slots`` slots and
+        the tombstones ``dead``: the slots removed since, and the ones appended since."""
+        removed = old.dead[:slots] & ~dead
+        if removed.any():
+            self.remove(old.keys[:slots][removed])
+        added = slots + np.flatnonzero(~old.dead[slots:])
+        if len(added):
+            self.add(old.keys[added], old.vectors_of(added))
 
     def code_size(self) -> int:
         return int(faiss_module().downcast_index(self.graph.storage).code_size)

@@ -44,6 +44,7 @@ class Caches:
         self._matrix: VectorMatrix | None = None
         self._ann: AnnIndex | None = None
         self._ann_saved_seq = -1
+        self._ann_saved_generation = 0  # compactions the saved file includes
         self.last_ann_event = "not loaded"
         self._chunk_count = (-1, 0)
 
@@ -94,11 +95,10 @@ class Caches:
                 self._ann = self._fresh_ann("it disagreed with the store")
                 return self.ann(persist=persist)
             self._ann = ann
-            if (
-                persist
-                and ann.seq != self._ann_saved_seq
-                and (changed >= SAVE_AFTER_CHANGES or self._ann_saved_seq < 0)
-            ):
+            caught_up = ann.seq != self._ann_saved_seq and (
+                changed >= SAVE_AFTER_CHANGES or self._ann_saved_seq < 0
+            )
+            if persist and (caught_up or ann.generation != self._ann_saved_generation):
                 self.save_ann()
             return ann
 
@@ -115,16 +115,31 @@ class Caches:
         The file is only a cache: a folder we cannot write to costs a rebuild later, not data.
         """
         with self._lock:
-            if self._ann is None or self._ann.seq == self._ann_saved_seq:
-                return self._ann is not None
+            ann = self._ann
+            if ann is None or (ann.seq, ann.generation) == (
+                self._ann_saved_seq,
+                self._ann_saved_generation,
+            ):
+                return ann is not None
+            generation = ann.generation  # read first: a compaction may finish during the save
             try:
-                self._ann.save(self.ann_path)
+                ann.save(self.ann_path)
             except (OSError, IndexStoreError) as exc:
                 log.warning("could not save the ANN cache to %s: %s", self.ann_path, exc)
                 return False
-            self._ann_saved_seq = self._ann.seq
-            log.info("saved ANN cache (%d vectors, seq %d)", len(self._ann), self._ann.seq)
+            self._ann_saved_seq, self._ann_saved_generation = ann.seq, generation
+            log.info("saved ANN cache (%d vectors, seq %d)", len(ann), ann.seq)
             return True
+
+    def close(self) -> None:
+        """Let a running compaction of the ANN cache finish (it would be lost with the process),
+        then save it."""
+        with self._lock:
+            ann = self._ann
+        if ann is not None and ann.compacting:
+            log.info("finishing the compaction of the ANN cache before closing")
+            ann.wait_compacted()
+        self.save_ann()
 
     @property
     def saved_seq(self) -> int:
@@ -136,6 +151,7 @@ class Caches:
             self._matrix = None
             self._ann = None
             self._ann_saved_seq = -1
+            self._ann_saved_generation = 0
 
     def _load_ann(self) -> AnnIndex:
         try:
@@ -151,7 +167,7 @@ class Caches:
             elif ann.seq > seq:
                 reason = f"ANN file {self.ann_path} claims sequence {ann.seq} > the store's {seq}"
             else:
-                self._ann_saved_seq = ann.seq
+                self._ann_saved_seq, self._ann_saved_generation = ann.seq, ann.generation
                 self.last_ann_event = f"loaded (seq {ann.seq})"
                 return ann
         return self._fresh_ann(reason)
@@ -159,7 +175,7 @@ class Caches:
     def _fresh_ann(self, reason: str) -> AnnIndex:
         log.warning("rebuilding the ANN cache: %s", reason)
         self.last_ann_event = f"rebuilt: {reason}"
-        self._ann_saved_seq = -1
+        self._ann_saved_seq, self._ann_saved_generation = -1, 0
         return AnnIndex(self.dimension, self.similarity, store_id=self.store_id, seq=0)
 
     def ann_file_stamp(self) -> dict[str, object]:

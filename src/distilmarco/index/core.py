@@ -137,9 +137,10 @@ class Index:
         self.close()
 
     def close(self) -> None:
-        """Save a caught-up ANN cache if one is in memory, then close the file."""
+        """Save a caught-up ANN cache if one is in memory (after any compaction of it that is
+        running), then close the file."""
         if self._caches is not None:
-            self._caches.save_ann()
+            self._caches.close()
         self.store.close()
 
     # --- the model ------------------------------------------------------------------------------
