@@ -95,6 +95,11 @@ class Tokenizer:
         """Token counts without truncation (special tokens included)."""
         return [len(e.ids) for e in self._full.encode_batch(list(texts))]
 
+    def words(self) -> list[str]:
+        """The vocabulary's whole words (letters only: no word pieces, no special tokens),
+        sorted."""
+        return sorted(w for w in self._full.get_vocab() if w.isalpha() and len(w) > 1)
+
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Character spans of every token of ``text``, without special tokens or truncation."""
         if self.lowercase:

@@ -12,9 +12,10 @@ The portable graph uses standard ONNX operators only (OpenVINO reads it). The fu
 ONNX Runtime alone: exported unpacked with attention written out (``explicit_attention``), then
 rewritten by ONNX Runtime's transformer optimizer into its ``Attention``, ``SkipLayerNormalization``
 and ``BiasGelu`` kernels; its int8 form quantises attention too (``QAttention``), with int8
-weights. Measured on the full-size random msmarco DistilBERT (2 threads, mixed workload, one
-session): portable fp32 769 useful tokens/s, fused 1,291; portable int8 (uint8 weights) 1,024,
-fused int8 2,321.
+weights, and splits the outlier channels of the FFN output projections off into small fp32
+matmuls (``outliers.py``). Measured on the full-size random msmarco DistilBERT (2 threads, mixed
+workload, one session, before the split): portable fp32 769 useful tokens/s, fused 1,291;
+portable int8 (uint8 weights) 1,024, fused int8 2,321.
 
 Files are written to a temp name, fsynced and renamed; the manifest is written last. On load the
 file's size and hash must match its manifest, otherwise it is rebuilt, never loaded. The export
@@ -40,20 +41,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from distilmarco.backends.outliers import split_outliers
 from distilmarco.errors import BackendError, MissingExtraError
 from distilmarco.model.st_format import SentenceModelSpec
+from distilmarco.tokenize import Tokenizer
 
 log = logging.getLogger(__name__)
 
 # Bump when the exported graph changes (inputs, packing, opset): old cache entries are ignored.
-EXPORTER_VERSION = 2
+EXPORTER_VERSION = 3
 OPSET = 17
 INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "sentence_embedding"
 _SKIP_DIRS = {"onnx", "openvino", ".git"}
-# int8: the FFN output projections of the first layers stay fp32 (see ``quantize_int8``).
+# int8, portable graph: the FFN output projections of the first layers stay fp32 (the fused graph
+# splits their outlier channels off instead; see ``quantize_int8``).
 FP32_FFN_OUT_LAYERS = 2
-FUSED_FP32_FFN_OUT_LAYERS = 3
 _FFN_OUT = re.compile(r"layer\.(\d+)/(?:ffn/lin2|output/dense)/")
 
 _CHILD_WARNING = "distilmarco-export warning: "
@@ -213,43 +216,49 @@ def onnx_model(
             log.warning("cached export %s is missing its manifest or corrupt; rebuilding", int8)
         tmp = _temp_beside(int8)
         try:
-            quantize_int8(fp32, tmp, fused=flavour == "fused")
+            tokenizer = None
+            if flavour == "fused":
+                tokenizer = Tokenizer.from_folder(
+                    spec.transformer_folder, spec.max_seq_length, spec.do_lower_case
+                )
+            quantize_int8(fp32, tmp, tokenizer)
             publish(tmp, int8, "int8")
         finally:
             tmp.unlink(missing_ok=True)
     return int8
 
 
-def quantize_int8(src: Path, dst: Path, fused: bool = False) -> None:
+def quantize_int8(src: Path, dst: Path, tokenizer: Tokenizer | None = None) -> None:
     """Dynamic int8: int8 weights (per output channel), activations quantised per batch at run
-    time, on every linear layer except the FFN output projection of the first few layers, whose
-    inputs (GELU outputs) carry the outliers that per-tensor activation quantisation handles worst.
+    time, on every linear layer.
 
-    ``fused`` graphs (ONNX Runtime only) also quantise the fused ``Attention`` operators and use
-    signed int8 weights, which x86 CPUs without VNNI multiply in one instruction (u8 x s8); the
-    portable graph keeps unsigned weights, which OpenVINO reads too. Mean (min) cosine to fp32 on
-    all-MiniLM-L6-v2 over 600 STS sentences (contract: mean >= 0.995, min >= 0.98):
-
-    ==============================  ===============  ===============  ===============
-    FFN output layers kept fp32     0                2                3
-    ==============================  ===============  ===============  ===============
-    portable, uint8 weights         0.9943           0.9959           -
-    fused, int8 weights             0.9930 (0.9883)  0.9949 (0.9899)  0.9955 (0.9922)
-    ==============================  ===============  ===============  ===============
+    The inputs of the FFN output projections (GELU outputs) carry the outlier channels that
+    per-tensor activation quantisation handles worst. With a ``tokenizer`` (the fused graph, for
+    ONNX Runtime) those channels are split off into small fp32 matmuls (``outliers.py``), and
+    attention is quantised too, with signed int8 weights, which x86 CPUs without VNNI multiply in
+    one instruction (u8 x s8). Without one (the portable graph, which OpenVINO reads too, with
+    unsigned weights) the first ``FP32_FFN_OUT_LAYERS`` of those projections stay fp32. Mean
+    (min) cosine to fp32 on all-MiniLM-L6-v2 over 600 STS sentences (contract: mean >= 0.995,
+    min >= 0.98): portable 0.9959; fused, with the first 3 projections fp32 instead of split,
+    0.9955 (0.9922); see ``outliers.py`` for the split.
     """
-    fp32_layers = FUSED_FP32_FFN_OUT_LAYERS if fused else FP32_FFN_OUT_LAYERS
     try:
         import onnx
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError as exc:
         raise MissingExtraError("onnxruntime", "onnx", "int8 quantisation") from exc
-    keep = [
-        n.name
-        for n in onnx.load(os.fspath(src), load_external_data=False).graph.node
-        if (m := _FFN_OUT.search(n.name)) and int(m.group(1)) < fp32_layers
-    ]
+    model = onnx.load(os.fspath(src))
+    fused = tokenizer is not None
+    if tokenizer is not None:
+        keep = split_outliers(model, tokenizer)
+    else:
+        keep = [
+            n.name
+            for n in model.graph.node
+            if (m := _FFN_OUT.search(n.name)) and int(m.group(1)) < FP32_FFN_OUT_LAYERS
+        ]
     quantize_dynamic(
-        src,
+        model,
         dst,
         op_types_to_quantize=["MatMul", "Gemm", "Attention"] if fused else ["MatMul", "Gemm"],
         per_channel=True,
