@@ -191,8 +191,9 @@ class AnnIndex:
         with self._lock:
             for part in self._parts:
                 part.remove(keys)
+            running = [p for p, _ in self._running()]
             for at, part in enumerate(self._parts):
-                if not part.due_for_compaction or any(p is part for p, _ in self._compactions):
+                if not part.due_for_compaction or any(p is part for p in running):
                     continue
                 if part.slots < BACKGROUND_COMPACT_MIN:
                     live = np.flatnonzero(~part.dead)
@@ -205,16 +206,19 @@ class AnnIndex:
     @property
     def compacting(self) -> int:
         """Parts being compacted on background threads now."""
-        with self._lock:
-            return len(self._compactions)
+        return len(self._running())
 
     def wait_compacted(self, timeout: float | None = None) -> bool:
         """Wait for the background compactions; True once none is running."""
-        with self._lock:
-            threads = [t for _, t in self._compactions]
-        for thread in threads:
+        for _, thread in self._running():
             thread.join(timeout)
         return not self.compacting
+
+    def _running(self) -> list[tuple[GraphPart, threading.Thread]]:
+        """The compactions still running (in a forked child, none of the parent's are)."""
+        with self._lock:
+            self._compactions = [(p, t) for p, t in self._compactions if t.is_alive()]
+            return list(self._compactions)
 
     def _compact_later(self, part: GraphPart) -> None:
         """Rebuild ``part`` from its live vectors on a thread of its own, then swap the copy in,
