@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from distilmarco.backends.outliers import split_outliers
+from distilmarco.backends.outliers import ffn_output_layer, split_outliers
 from distilmarco.errors import BackendError, MissingExtraError
 from distilmarco.model.st_format import SentenceModelSpec
 from distilmarco.tokenize import Tokenizer
@@ -57,7 +57,6 @@ _SKIP_DIRS = {"onnx", "openvino", ".git"}
 # int8, portable graph: the FFN output projections of the first layers stay fp32 (the fused graph
 # splits their outlier channels off instead; see ``quantize_int8``).
 FP32_FFN_OUT_LAYERS = 2
-_FFN_OUT = re.compile(r"layer\.(\d+)/(?:ffn/lin2|output/dense)/")
 
 _CHILD_WARNING = "distilmarco-export warning: "
 
@@ -255,7 +254,7 @@ def quantize_int8(src: Path, dst: Path, tokenizer: Tokenizer | None = None) -> N
         keep = [
             n.name
             for n in model.graph.node
-            if (m := _FFN_OUT.search(n.name)) and int(m.group(1)) < FP32_FFN_OUT_LAYERS
+            if (at := ffn_output_layer(n)) is not None and at < FP32_FFN_OUT_LAYERS
         ]
     quantize_dynamic(
         model,

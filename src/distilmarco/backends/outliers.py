@@ -53,8 +53,14 @@ def ffn_output_projections(model: Any) -> list[Any]:
     return [
         n
         for n in model.graph.node
-        if n.op_type == "MatMul" and _FFN_OUT.search(n.name) and n.input[1] in constants
+        if n.op_type == "MatMul" and ffn_output_layer(n) is not None and n.input[1] in constants
     ]
+
+
+def ffn_output_layer(node: Any) -> int | None:
+    """The layer number of an FFN output projection node (``MatMul`` or ``Gemm``), else None."""
+    found = _FFN_OUT.search(node.name)
+    return int(found.group(1)) if found else None
 
 
 def calibration_texts(tokenizer: Tokenizer, count: int = CALIBRATION_TEXTS) -> list[str]:
