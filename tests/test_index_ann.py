@@ -468,16 +468,28 @@ def test_big_part_is_compacted_in_the_background_and_catches_up(
 def test_index_close_waits_for_a_compaction_and_saves_it(
     built: Path, tiny_encoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
     import distilmarco.index.ann as ann_module
+    from distilmarco.index.ann_part import GraphPart
 
     monkeypatch.setattr(ann_module, "BACKGROUND_COMPACT_MIN", 100)
+    release = threading.Event()
+    build = GraphPart.rebuilt
+
+    def gated(self: GraphPart, keys: np.ndarray, vectors: np.ndarray, threads: int = 0) -> Any:
+        assert release.wait(60)
+        return build(self, keys, vectors, threads)
+
+    monkeypatch.setattr(GraphPart, "rebuilt", gated)
     path = built.with_name(built.name + ".ann")
     with Index(built, tiny_encoder, ann="always") as ix:
         ix.search("lift on a wing", 3)  # loads the file
         ix.delete([f"d{i}" for i in range(100)])  # a third of the slots
-        ix.search("lift on a wing", 3)  # catches up: the compaction starts
+        ix.search("lift on a wing", 3)  # catches up: the compaction starts, held at the gate
         ann = ix.caches.ann()
-        assert ann.compacting == 1 or ann.generation == 1
+        assert ann.compacting == 1 and ann.generation == 0
+        threading.Timer(0.5, release.set).start()  # lets it finish once close() is waiting
     assert ann.compacting == 0 and ann.generation == 1
     stored = AnnIndex.load(path)
     assert (stored.slots, len(stored)) == (N_DOCS - 100, N_DOCS - 100)
