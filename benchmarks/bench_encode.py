@@ -279,10 +279,14 @@ def our_padding(folder: Path, w: Workload, combo: Combo) -> float:
     """Padding fraction of our length-sorted token-budget batches (what the batch layout holds)."""
     from distilmarco.backends.onnx_backend import OnnxBackend
     from distilmarco.backends.openvino_backend import OpenVinoBackend
-    from distilmarco.backends.torch_backend import TorchBackend
+    from distilmarco.backends.torch_backend import CPU_BATCH_TOKENS
     from distilmarco.encoder import plan_batches
 
-    budgets = {b.name: b.batch_tokens for b in (TorchBackend, OnnxBackend, OpenVinoBackend)}
+    budgets = {
+        "torch": CPU_BATCH_TOKENS,
+        "onnx": OnnxBackend.batch_tokens,
+        "openvino": OpenVinoBackend.batch_tokens,
+    }
     lengths = np.array(w.lengths)
     real = padded = 0
     for rows in plan_batches(lengths, budgets[combo.backend]):

@@ -86,6 +86,24 @@ def test_token_budget_splits_groups(fake) -> None:  # type: ignore[no-untyped-de
     assert [r.tokens for r in reports] == [4, 20, 20, 10]
 
 
+def test_a_taken_group_runs_in_backend_sized_batches(fake) -> None:  # type: ignore[no-untyped-def]
+    reports: list[BatchReport] = []
+    b = make(fake, max_batch_tokens=1000, run_tokens=40, on_batch=reports.append)
+    b.submit(ids_of((4, 1)))
+    assert fake.entered.wait(5)
+    # eight requests of one 10-token text each are taken together (80 <= 1000 tokens) ...
+    futures = [b.submit(ids_of((10, i))) for i in range(8)]
+    fake.gate.set()
+    for i, f in enumerate(futures):
+        np.testing.assert_array_equal(f.result(5), [[i, 10]])
+    b.close()
+    # ... and run as two calls of 4 rows x 10 tokens, the backend's budget of 40
+    assert fake.batches == [1, 4, 4]
+    assert [(r.requests, r.tokens) for r in reports] == [(1, 4), (8, 80)]
+    # a group never runs in batches larger than the group itself may be
+    assert MicroBatcher(fake.embed, 0, max_batch_tokens=64, run_tokens=512).run_tokens == 64
+
+
 def test_full_queue_raises_with_retry_after(fake) -> None:  # type: ignore[no-untyped-def]
     b = make(fake, max_batch_tokens=10, max_queue_tokens=10)
     running = b.submit(ids_of((8, 1)))

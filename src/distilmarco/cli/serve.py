@@ -44,7 +44,9 @@ def serve(
     device: str = typer.Option("cpu", envvar=_env("DEVICE"), help="cpu, cuda, mps or auto"),
     threads: int | None = typer.Option(None, envvar=_env("THREADS"), help="Torch CPU threads"),
     max_batch_tokens: int = typer.Option(
-        16384, envvar=_env("MAX_BATCH_TOKENS"), help="Real tokens per inference batch"
+        16384,
+        envvar=_env("MAX_BATCH_TOKENS"),
+        help="Real tokens taken from the queue at once (run in batches the backend is fastest at)",
     ),
     max_wait_ms: float = typer.Option(
         2.0, envvar=_env("MAX_WAIT_MS"), help="Longest wait for a batch to fill"

@@ -2,8 +2,8 @@
 
 Requests arrive already tokenised. The worker takes every queued request that fits in
 ``max_batch_tokens`` (waiting at most ``max_wait_s`` after the oldest one for company), runs
-them as one length-sorted, padded set of batches through the backend, and hands each request
-its rows. The queue holds at most ``max_queue_tokens`` tokens; beyond that ``submit`` raises
+them as one length-sorted, padded set of batches of at most ``run_tokens`` each through the
+backend (the size it runs fastest at), and hands each request its rows. The queue holds at most ``max_queue_tokens`` tokens; beyond that ``submit`` raises
 ``QueueFullError`` (HTTP 429). Other model work (index search and writes) runs on the same
 thread through ``call`` so that only one thing uses the model at a time.
 """
@@ -109,6 +109,7 @@ class MicroBatcher:
         pad_id: int,
         *,
         max_batch_tokens: int = 16384,
+        run_tokens: int | None = None,
         max_queue_tokens: int = 131072,
         max_wait_s: float = 0.002,
         on_batch: Callable[[BatchReport], None] | None = None,
@@ -117,6 +118,8 @@ class MicroBatcher:
         self._embed = embed
         self._pad_id = pad_id
         self.max_batch_tokens = max_batch_tokens
+        # Rows x longest per backend call; the whole taken group when not given.
+        self.run_tokens = min(run_tokens or max_batch_tokens, max_batch_tokens)
         self.max_queue_tokens = max_queue_tokens
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch
@@ -257,7 +260,7 @@ class MicroBatcher:
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         out: np.ndarray | None = None
         padded = 0
-        for rows in plan_padded(lengths, self.max_batch_tokens):
+        for rows in plan_padded(lengths, self.run_tokens):
             batch, mask = pad_batch([ids[i] for i in rows], self._pad_id)
             vectors = self._embed(batch, mask)
             if out is None:

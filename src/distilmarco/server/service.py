@@ -41,6 +41,7 @@ class EmbeddingService:
             encoder.backend.embed,
             encoder.tokenizer.pad_id,
             max_batch_tokens=settings.max_batch_tokens,
+            run_tokens=encoder.batch_tokens,
             max_queue_tokens=settings.max_queue_tokens,
             max_wait_s=settings.max_wait_ms / 1000.0,
             on_batch=self._observe,
