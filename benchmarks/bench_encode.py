@@ -26,7 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import CACHE, ROOT, matmul_peak_gflops, msmarco_like_model, peak_rss_mib
+from benchmarks.common import (
+    CACHE,
+    ROOT,
+    cpu_description,
+    matmul_peak_gflops,
+    msmarco_like_model,
+    peak_rss_mib,
+)
 from benchmarks.workloads import (
     Workload,
     st_padding_fraction,
@@ -254,7 +261,7 @@ def main(out_dir: Path, quick: bool) -> None:
         "quick": quick,
         "machine": {
             "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
+            "processor": cpu_description(),
             "physical_cores": threads,
             "logical_cpus": os.cpu_count(),
             "load_average": os.getloadavg(),

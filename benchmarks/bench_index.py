@@ -20,7 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import minilm_folder, msmarco_like_model, read_sts_sentences
+from benchmarks.common import (
+    cpu_description,
+    minilm_folder,
+    msmarco_like_model,
+    read_sts_sentences,
+)
 from distilmarco.index import ann
 
 EF_SWEEP = (64, 96, 128, 160, 192, 256, 320, 384)
@@ -332,6 +337,8 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [
         "## Index",
         "",
+        f"CPU: {result.get('cpu', 'not recorded')}.",
+        "",
         f"Add throughput ({a['model']}, {a['texts']} STS sentences): encode alone {a['encode_s']:.2f} s, "
         f"index.add {a['add_s']:.2f} s → index overhead **{a['overhead_fraction'] * 100:+.1f}%** "
         f"of encode time (target ≤ 10%), {a['docs_per_s']:.0f} docs/s.",
@@ -399,7 +406,7 @@ def main(
     """Every case; ``search_only`` skips add throughput and the library choice (index.json then
     holds the search figures alone, written as ``index_search.json``)."""
     sizes = sizes or ([20_000] if quick else [100_000, 1_000_000])
-    result: dict[str, Any] = {"quick": quick}
+    result: dict[str, Any] = {"quick": quick, "cpu": cpu_description()}
     if not search_only:
         result["add"] = add_throughput(quick)
     result["search"] = [search_case(n, 100 if quick else 500, keep) for n in sizes]

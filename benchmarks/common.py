@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import resource
 import shutil
 import sys
@@ -89,6 +90,25 @@ def read_sts_sentences(split: str = "test") -> list[str]:
             fields = line.rstrip("\n").split("\t")
             out += [fields[5], fields[6]]
     return out
+
+
+# Instruction-set features that change which kernels the runtimes pick (and so the figures).
+_ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_description() -> str:
+    """The CPU's model name and the matrix-relevant instruction sets it has (Linux), e.g.
+    ``Intel(R) Xeon(R) Processor; avx2 avx512f avx512_vnni amx_int8``."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(
+        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in info.splitlines())
+    )
+    flags = set(fields.get("flags", "").split())
+    have = " ".join(f for f in _ISA_FLAGS if f in flags) or "no AVX2"
+    return f"{fields.get('model name', platform.machine())}; {have}"
 
 
 def peak_rss_mib() -> float:
