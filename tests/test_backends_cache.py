@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from distilmarco.backends.export import (
     is_valid,
     manifest_path,
     onnx_model,
+    quantize_int8,
     sha256_file,
 )
 from distilmarco.backends.onnx_backend import OnnxBackend
@@ -219,3 +223,31 @@ def test_onnx_export_carries_pooling_modes_dense_and_normalize(
     assert out.shape == ref.shape == (4, 24)
     np.testing.assert_allclose(out, ref, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+
+
+def test_quantiser_messages_stay_out_of_the_root_logger(
+    built: Path, tiny_spec: SentenceModelSpec, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ONNX Runtime's quantiser logs through the root logger (a warning and INFO lines per
+    export); they become DEBUG records of ours, and an unconfigured root logger stays so."""
+    src = export_dir(tiny_spec, built) / "model.onnx"
+    with caplog.at_level(logging.DEBUG):
+        quantize_int8(src, tmp_path / "q.onnx")
+    assert is_valid(src) and (tmp_path / "q.onnx").stat().st_size > 0
+    assert [r.getMessage() for r in caplog.records if r.name == "root"] == []
+    ours = [r for r in caplog.records if r.name == "distilmarco.backends.export"]
+    assert any(r.levelno == logging.DEBUG and "pre-processing" in r.getMessage() for r in ours)
+    code = (
+        "import logging, sys; from pathlib import Path;"
+        "from distilmarco.backends.export import quantize_int8;"
+        "quantize_int8(Path(sys.argv[1]), Path(sys.argv[2]));"
+        "print(len(logging.getLogger().handlers))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(src), str(tmp_path / "q2.onnx")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert proc.stdout.strip() == "0"
+    assert "WARNING:root" not in proc.stderr and "INFO:root" not in proc.stderr

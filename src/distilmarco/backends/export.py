@@ -36,7 +36,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -256,17 +256,44 @@ def quantize_int8(src: Path, dst: Path, tokenizer: Tokenizer | None = None) -> N
             for n in model.graph.node
             if (at := ffn_output_layer(n)) is not None and at < FP32_FFN_OUT_LAYERS
         ]
-    quantize_dynamic(
-        model,
-        dst,
-        op_types_to_quantize=["MatMul", "Gemm", "Attention"] if fused else ["MatMul", "Gemm"],
-        per_channel=True,
-        weight_type=QuantType.QInt8 if fused else QuantType.QUInt8,
-        # The quantiser rewrites Gemm to "<name>_MatMul" before matching: list both names.
-        nodes_to_exclude=keep + [f"{k}_MatMul" for k in keep],
-        # Contrib operators (fused graphs) carry no shape-inferred types: their outputs are float.
-        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
+    with _quantizer_logs_to_debug():
+        quantize_dynamic(
+            model,
+            dst,
+            op_types_to_quantize=["MatMul", "Gemm", "Attention"] if fused else ["MatMul", "Gemm"],
+            per_channel=True,
+            weight_type=QuantType.QInt8 if fused else QuantType.QUInt8,
+            # The quantiser rewrites Gemm to "<name>_MatMul" before matching: list both names.
+            nodes_to_exclude=keep + [f"{k}_MatMul" for k in keep],
+            # Contrib operators (fused graphs) carry no shape-inferred types: their outputs are float.
+            extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+
+
+@contextlib.contextmanager
+def _quantizer_logs_to_debug() -> Iterator[None]:
+    """While ONNX Runtime's quantiser runs, its messages (about 50 INFO lines and a WARNING per
+    export, sent through the root logger) become DEBUG records of ours. Its module-level
+    ``logging.warning`` would also install a stderr handler on an unconfigured root logger (an
+    implicit ``basicConfig``); a NullHandler stands in for the call's duration to prevent that."""
+    root = logging.getLogger()
+
+    def reroute(record: logging.LogRecord) -> bool:
+        if record.name != "root" or f"{os.sep}quantization{os.sep}" not in record.pathname:
+            return True
+        log.debug("onnxruntime.quantization: %s", record.getMessage())
+        return False
+
+    stand_in = logging.NullHandler() if not root.handlers else None
+    if stand_in is not None:
+        root.addHandler(stand_in)
+    root.addFilter(reroute)
+    try:
+        yield
+    finally:
+        root.removeFilter(reroute)
+        if stand_in is not None:
+            root.removeHandler(stand_in)
 
 
 def _export_in_subprocess(folder: Path, out: Path, flavour: Flavour = "portable") -> None:
