@@ -4,8 +4,9 @@ Requests arrive already tokenised. The worker takes every queued request that fi
 ``max_batch_tokens`` (waiting at most ``max_wait_s`` after the oldest one for company), runs
 them as one length-sorted, padded set of batches of at most ``run_tokens`` each through the
 backend (the size it runs fastest at), and hands each request its rows. The queue holds at most
-``max_queue_tokens`` tokens; beyond that ``submit`` raises ``QueueFullError`` (HTTP 429). Other model work (index search and writes) runs on the same
-thread through ``call`` so that only one thing uses the model at a time.
+``max_queue_tokens`` tokens; beyond that ``submit`` raises ``QueueFullError`` (HTTP 429). Other
+model work (index search and writes) runs on the same thread through ``call`` so that only one
+thing uses the model at a time.
 """
 
 from __future__ import annotations
