@@ -336,3 +336,13 @@ def test_openapi_and_docs(client) -> None:  # type: ignore[no-untyped-def]
         spec["paths"]
     )
     assert client.get("/docs").status_code == 200
+
+
+def test_a_taken_group_runs_in_the_encoders_batch_budget(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    from distilmarco.backends.torch_backend import CPU_BATCH_TOKENS
+
+    settings = ServerSettings(warmup=False)
+    batcher = create_app(settings, tiny_encoder).state.service.batcher
+    # up to 16,384 tokens are taken from the queue at once, run 2,048 at a time (torch on CPU)
+    assert batcher.max_batch_tokens == settings.max_batch_tokens == 16384
+    assert batcher.run_tokens == tiny_encoder.batch_tokens == CPU_BATCH_TOKENS == 2048

@@ -184,17 +184,9 @@ class DistilBertEncoder(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, packed: bool = False
     ) -> torch.Tensor:
         """(B, T) ids and mask -> (B, T, D) states; ``packed`` skips work on padding tokens."""
-        x = self.embeddings(input_ids)  # (B, T, D)
-        if packed:
-            packing = Packing(attention_mask)
-            x = packing.pack(x)  # (N, D)
-            for layer in self.transformer.layer:
-                x = layer(x, packing)
-            return packing.unpack(x)  # (B, T, D), zeros at padding
-        mask = attention_mask_4d(attention_mask)
-        for layer in self.transformer.layer:
-            x = layer(x, mask)
-        return x
+        return run_layers(
+            self.transformer.layer, self.embeddings(input_ids), attention_mask, packed
+        )
 
 
 # --- BERT -------------------------------------------------------------------------------------
@@ -272,17 +264,24 @@ class BertEncoder(nn.Module):
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor, packed: bool = False
     ) -> torch.Tensor:
         """(B, T) ids and mask -> (B, T, D) states; ``packed`` skips work on padding tokens."""
-        x = self.embeddings(input_ids)  # (B, T, D)
-        if packed:
-            packing = Packing(attention_mask)
-            x = packing.pack(x)  # (N, D)
-            for layer in self.encoder.layer:
-                x = layer(x, packing)
-            return packing.unpack(x)  # (B, T, D), zeros at padding
-        mask = attention_mask_4d(attention_mask)
-        for layer in self.encoder.layer:
-            x = layer(x, mask)
-        return x
+        return run_layers(self.encoder.layer, self.embeddings(input_ids), attention_mask, packed)
+
+
+def run_layers(
+    layers: nn.ModuleList, x: torch.Tensor, attention_mask: torch.Tensor, packed: bool
+) -> torch.Tensor:
+    """(B, T, D) embeddings through every layer -> (B, T, D) states. ``packed``: the layers see
+    only the real tokens, (N, D), and the result has zeros at padding."""
+    if packed:
+        packing = Packing(attention_mask)
+        x = packing.pack(x)  # (N, D)
+        for layer in layers:
+            x = layer(x, packing)
+        return packing.unpack(x)  # (B, T, D)
+    mask = attention_mask_4d(attention_mask)
+    for layer in layers:
+        x = layer(x, mask)
+    return x
 
 
 def build_encoder(cfg: TransformerConfig) -> nn.Module:
