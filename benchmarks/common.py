@@ -107,7 +107,7 @@ def cpu_description() -> str:
         (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in info.splitlines())
     )
     flags = set(fields.get("flags", "").split())
-    have = " ".join(f for f in _ISA_FLAGS if f in flags) or "no AVX2"
+    have = " ".join(f for f in _ISA_FLAGS if f in flags) or "no AVX2, AVX-512 or AMX flags"
     return f"{fields.get('model name', platform.machine())}; {have}"
 
 
