@@ -278,8 +278,10 @@ def _quantizer_logs_to_debug() -> Iterator[None]:
     implicit ``basicConfig``); a NullHandler stands in for the call's duration to prevent that."""
     root = logging.getLogger()
 
+    package = os.path.join("onnxruntime", "quantization", "")
+
     def reroute(record: logging.LogRecord) -> bool:
-        if record.name != "root" or f"{os.sep}quantization{os.sep}" not in record.pathname:
+        if record.name != "root" or package not in record.pathname:
             return True
         log.debug("onnxruntime.quantization: %s", record.getMessage())
         return False
