@@ -457,8 +457,8 @@ def test_big_part_is_compacted_in_the_background_and_catches_up(
     assert ann.generation == 1 and len(ann) == int(live.sum()) == 2_100 - 700 - 10
     assert ann.slots == 2_000 - 600 + 90  # the copy, and what was added since and still lives
     assert ann.search(queries[0], 1).tolist() == [keys[live][np.argmax(points[live] @ queries[0])]]
-    got, approx = ann.search_scored(points[2_001], 1)  # the stored float16 values carried over
-    assert got.tolist() == [2_002] and abs(approx[0] - 1.0) < 2e-3
+    got, approx = ann.search_scored(points[2_001], 1)  # the stored float32 values carried over
+    assert got.tolist() == [2_002] and abs(approx[0] - 1.0) < 1e-5
     check()
     path = tmp_path / "c.ann"
     ann.save(path)
@@ -493,3 +493,47 @@ def test_index_close_waits_for_a_compaction_and_saves_it(
     assert ann.compacting == 0 and ann.generation == 1
     stored = AnnIndex.load(path)
     assert (stored.slots, len(stored)) == (N_DOCS - 100, N_DOCS - 100)
+
+
+def test_new_parts_hold_float32_copies_and_older_float16_parts_keep_their_kind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distilmarco.index.ann_part as ann_part
+
+    points, queries = clustered(1_500, 32, 30, seed=11)
+    keys = np.arange(1, 1_501, dtype=np.int64)
+
+    def approx_error(index: AnnIndex, live: np.ndarray) -> float:
+        worst = 0.0
+        for q in queries[:50]:
+            got, approx = index.search_scored(q, 10)
+            exact = points[got - 1] @ q  # keys are row + 1
+            assert set(got.tolist()) <= set(keys[live].tolist())
+            worst = max(worst, float(np.abs(approx - exact).max()))
+        return worst
+
+    fresh = AnnIndex(32, "cosine", store_id="s")
+    fresh.add(keys, points)
+    assert fresh.score_margin == 2e-4
+    assert approx_error(fresh, np.ones(1_500, bool)) < 1e-6  # float32: summation order only
+
+    # A file written when parts held float16 copies: read back as it is, and compacted into a
+    # float16 part again (its vectors are already rounded; a float32 part would claim a margin
+    # that rounded values break).
+    make = ann_part._new_graph
+    monkeypatch.setattr(ann_part, "_new_graph", lambda d, s, float16=False: make(d, s, True))
+    older = AnnIndex(32, "cosine", store_id="s")
+    older.add(keys, points)
+    older.save(tmp_path / "older.ann")
+    monkeypatch.setattr(ann_part, "_new_graph", make)
+    loaded = AnnIndex.load(tmp_path / "older.ann")
+    assert loaded.score_margin == 2e-3
+    error = approx_error(loaded, np.ones(1_500, bool))
+    assert 1e-6 < error < 1e-3  # float16 rounding: visible, within half the margin
+    live = np.ones(1_500, bool)
+    live[:500] = False
+    loaded.remove(keys[:500])  # a third dead: rebuilt at once (small), from the rounded values
+    assert loaded.slots == 1_000 and loaded.score_margin == 2e-3
+    assert 1e-6 < approx_error(loaded, live) < 1e-3
+    loaded.add(np.array([2_000], np.int64), points[:1])  # new vectors join the float16 part
+    assert loaded.parts == 1 and loaded.score_margin == 2e-3

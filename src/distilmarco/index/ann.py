@@ -279,14 +279,20 @@ class AnnIndex:
         with self._lock:
             return np.concatenate([p.keys[~p.dead] for p in self._parts] or [np.zeros(0, np.int64)])
 
+    @property
+    def score_margin(self) -> float:
+        """Relative bound on the error of the similarities ``search_scored`` reports (see
+        ``GraphPart.score_margin``), for ``rescore``."""
+        return max((p.score_margin for p in self._parts), default=0.0)
+
     def search(self, query: np.ndarray, count: int) -> np.ndarray:
         """Chunk ids of (approximately) the ``count`` nearest vectors, nearest first."""
         return self.search_scored(query, count)[0]
 
     def search_scored(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Chunk ids of (approximately) the ``count`` nearest vectors, nearest first, and their
-        approximate similarity (higher is better, as ``search.similarity_scores``): computed on
-        the float16 copies, so off by about 1e-3 for unit vectors; rescore before reporting."""
+        approximate similarity (higher is better, as ``search.similarity_scores``): computed by
+        FAISS on its copies, so off by up to ``score_margin``; rescore before reporting."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
         with self._lock:
             parts = [p for p in self._parts if p.live]
@@ -303,8 +309,10 @@ class AnnIndex:
                 ]
                 try:
                     found = [parts[0].search(q, count, efs[0])]
-                finally:
+                except BaseException:
                     wait(futures)  # no part is still being searched once the lock is released
+                    raise
+                # result() rather than wait(): 0.05 ms less a query (1M, two parts)
                 found += [f.result() for f in futures]
         keys = np.concatenate([k for k, _ in found])
         scores = np.concatenate([s for _, s in found]).astype(np.float32)

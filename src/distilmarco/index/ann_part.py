@@ -1,5 +1,6 @@
-"""One part of the HNSW cache: a FAISS graph (float16 vectors), its slot -> chunk id array and
-its tombstones. ``ann.AnnIndex`` holds one or more parts and does the locking and the files."""
+"""One part of the HNSW cache: a FAISS graph (float32 vectors; float16 in parts read from older
+files), its slot -> chunk id array and its tombstones. ``ann.AnnIndex`` holds one or more parts
+and does the locking and the files."""
 
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ HUGE_PAGES_MIN_BYTES = 32 << 20  # in-memory graphs from this size ask for 2 MiB
 
 
 class GraphPart:
-    """A FAISS ``IndexHNSWSQ`` keyed by chunk id, with tombstoned removal. Not thread-safe: the
+    """A FAISS ``IndexHNSWFlat`` (or, read from an older file, ``IndexHNSWSQ`` with float16
+    vectors) keyed by chunk id, with tombstoned removal. Not thread-safe: the
     owning ``AnnIndex`` serialises every call.
 
     FAISS's HNSW cannot remove vectors, so removal is a tombstone: the slot stays in the graph (a
@@ -31,10 +33,14 @@ class GraphPart:
     dead the part is rebuilt from the live vectors it holds (``rebuilt``, then ``catch_up``; big
     parts on a background thread, see ``AnnIndex.remove``)."""
 
-    def __init__(self, dimension: int, similarity: str, graph: Any = None) -> None:
+    def __init__(
+        self, dimension: int, similarity: str, graph: Any = None, *, float16: bool = False
+    ) -> None:
         self.dimension = dimension
         self.similarity = similarity
-        self.graph = _new_graph(dimension, similarity) if graph is None else graph
+        self.graph = _new_graph(dimension, similarity, float16) if graph is None else graph
+        # float16 copies: only in a graph read from an older file, or a compacted copy of one
+        self.float16 = "SQ" in type(faiss_module().downcast_index(self.graph)).__name__
         self.keys = np.zeros(0, np.int64)  # slot -> chunk id
         self.dead = np.zeros(0, bool)  # slot -> tombstoned
         self.n_dead = 0
@@ -118,9 +124,16 @@ class GraphPart:
             self.graph = faiss.deserialize_index(faiss.serialize_index(self.graph))
             self.view = False  # huge pages: asked for by add(), once the arrays have grown
 
+    @property
+    def score_margin(self) -> float:
+        """Relative bound on how far a similarity this part reports is from the float32 one:
+        float16 rounding (see ``rescore``), or, for float32 copies, only the summation order of
+        two 768-term float32 sums (at most 2 * 768 * 2**-24 = 9e-5 of |q| |x|)."""
+        return 2e-3 if self.float16 else 2e-4
+
     def vectors_of(self, slots: np.ndarray) -> np.ndarray:
-        """The stored (float16) vectors of these slots, as float32: exact, so a rebuilt graph
-        holds the same values."""
+        """The stored vectors of these slots, as float32: exact, so a rebuilt graph (of the same
+        kind, see ``rebuilt``) holds the same values."""
         if not len(slots):
             return np.zeros((0, self.dimension), np.float32)
         return np.asarray(self.graph.reconstruct_batch(slots.astype(np.int64)), np.float32)
@@ -128,7 +141,7 @@ class GraphPart:
     def rebuilt(self, keys: np.ndarray, vectors: np.ndarray, threads: int = 0) -> GraphPart:
         """A new part of the same kind holding ``vectors`` under ``keys`` (no tombstones)."""
         log.info("compacting an ANN graph part: %d live of %d slots", len(keys), self.slots)
-        fresh = GraphPart(self.dimension, self.similarity)
+        fresh = GraphPart(self.dimension, self.similarity, float16=self.float16)
         if len(keys):
             fresh.add(keys, vectors, threads)
         return fresh
@@ -160,10 +173,15 @@ class GraphPart:
         return self._selector[0]
 
 
-def _new_graph(dimension: int, similarity: str) -> Any:
+def _new_graph(dimension: int, similarity: str, float16: bool = False) -> Any:
+    """An empty graph: float32 vectors, or float16 ones only to compact an older float16 part
+    (its vectors are already rounded; widening them would make ``score_margin`` a lie)."""
     faiss = faiss_module()
     metric = faiss.METRIC_L2 if similarity == "euclidean" else faiss.METRIC_INNER_PRODUCT
-    graph = faiss.IndexHNSWSQ(dimension, faiss.ScalarQuantizer.QT_fp16, CONNECTIVITY, metric)
+    if float16:
+        graph = faiss.IndexHNSWSQ(dimension, faiss.ScalarQuantizer.QT_fp16, CONNECTIVITY, metric)
+    else:
+        graph = faiss.IndexHNSWFlat(dimension, CONNECTIVITY, metric)
     graph.hnsw.efConstruction = EXPANSION_ADD
     return graph
 

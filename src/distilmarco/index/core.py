@@ -22,7 +22,7 @@ from distilmarco.index.caches import Caches
 from distilmarco.index.chunking import ChunkConfig, chunk_spans
 from distilmarco.index.filters import compile_where
 from distilmarco.index.queries import Passage
-from distilmarco.index.rescore import rescore
+from distilmarco.index.rescore import MARGIN, rescore
 from distilmarco.index.search import (
     MATRIX_DTYPES,
     best_per_document,
@@ -418,13 +418,18 @@ class Index:
         want = max(4 * k, 40)
         while True:  # widen until the candidates span k documents (or hold everything)
             chunks, approx = ann.search_scored(query, want)
-            hits = self._rescored_hits(chunks, query, k, approx)
+            hits = self._rescored_hits(chunks, query, k, approx, ann.score_margin)
             if len(hits) >= k or want >= len(ann):
                 return hits
             want *= 4
 
     def _rescored_hits(
-        self, chunks: np.ndarray, query: np.ndarray, k: int, approx: np.ndarray | None = None
+        self,
+        chunks: np.ndarray,
+        query: np.ndarray,
+        k: int,
+        approx: np.ndarray | None = None,
+        margin: float = MARGIN,
     ) -> list[Hit]:
         """Score candidate chunks with the store's float32 vectors; best chunk per document."""
         passages: dict[int, Passage] = {}
@@ -434,7 +439,7 @@ class Index:
             passages.update(found)
             return keys, docs, vectors
 
-        keys, scores = rescore(fetch, chunks, approx, query, self.caches.similarity, k)
+        keys, scores = rescore(fetch, chunks, approx, query, self.caches.similarity, k, margin)
         return self._hits(keys, scores, passages)
 
     def _bm25(self, query: str, k: int, where: Mapping[str, Any] | None) -> list[Hit]:

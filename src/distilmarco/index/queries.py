@@ -75,6 +75,12 @@ class StoreQueries:
             finally:
                 self._reader.execute("COMMIT")
 
+    @contextmanager
+    def _read_one(self) -> Iterator[sqlite3.Connection]:
+        """The reading connection for one statement, which SQLite runs as its own transaction."""
+        with self._rlock:
+            yield self._reader
+
     @staticmethod
     def _existing(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -160,8 +166,10 @@ class StoreQueries:
         self, chunks: Sequence[int] | np.ndarray, dim: int
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, Passage]]:
         """The live ones of ``chunks`` (in the given order), their document row ids, vectors and
-        passages, read in one snapshot: search needs no second query for the winners' text."""
-        with self.read() as db:
+        passages, read in one snapshot: search needs no second query for the winners' text.
+        Up to 500 chunks are one statement, a snapshot of its own: no BEGIN and COMMIT around it
+        (two round trips, 0.02-0.03 ms of a 2 ms search at 1M vectors)."""
+        with self.read() if len(chunks) > 500 else self._read_one() as db:
             found: dict[int, tuple[int, bytes]] = {}
             passages: dict[int, Passage] = {}
             for lo in range(0, len(chunks), 500):

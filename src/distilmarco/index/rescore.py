@@ -1,5 +1,6 @@
-"""Full-precision rescoring of approximate candidates (HNSW on f16 copies, or a float16/int8
-exact-search matrix): every reported score comes from the stored float32 vectors.
+"""Full-precision rescoring of approximate candidates (HNSW on float32 or, in older files, f16
+copies, or a float16/int8 exact-search matrix): every reported score comes from the stored
+float32 vectors, read from the store, never from a cache.
 
 With approximate scores at hand, only the candidates that can still matter are read from the
 store: the best ``k`` first, then every candidate whose approximate score comes within the margin
@@ -7,7 +8,8 @@ of the k-th document's full-precision score (twice as many while fewer than ``k`
 in hand). Rounding both vectors to f16 moves an inner product by at most 2 * 2**-11 * |q| |x|
 (about 1e-3 for unit vectors; 3e-5 measured on 100k clustered 768-d vectors), half the margin, so
 the answer equals rescoring every candidate. Measured there: 10 candidates needed at p50, 13 at
-p99, for k = 10. Each read is a random row of a big file: at 1M vectors one costs 25-60 us, and
+p99, for k = 10. HNSW parts holding float32 copies differ from the store's vectors only in the
+order FAISS sums a dot product in, so their margin is ten times narrower (``GraphPart``). Each read is a random row of a big file: at 1M vectors one costs 25-60 us, and
 more when the page cache has let it go.
 Euclidean candidates are all read (a square root makes small distances' errors unbounded).
 """
@@ -20,7 +22,7 @@ import numpy as np
 
 from distilmarco.index.search import best_per_document, similarity_scores
 
-MARGIN = 2e-3  # times max(1, |k-th score|, |q| * the largest |x| read)
+MARGIN = 2e-3  # times max(1, |k-th score|, |q| * the largest |x| read): float16 copies
 
 # chunk ids -> (live chunk ids, their document row ids, their float32 vectors)
 Fetch = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
@@ -33,9 +35,11 @@ def rescore(
     query: np.ndarray,
     similarity: str,
     k: int,
+    margin: float = MARGIN,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(chunk ids, float32 scores) of the best chunk of each of the top ``k`` documents among
-    ``chunks``, best first. ``approx`` (higher is better), if given, limits what is read."""
+    ``chunks``, best first. ``approx`` (higher is better), if given, limits what is read:
+    ``margin`` is twice the most it can be off, relative to the scale below."""
     if approx is None or similarity not in ("cosine", "dot"):
         approx, end = None, len(chunks)  # no bound on how far off an approximate distance is
     else:
@@ -52,7 +56,7 @@ def rescore(
             kth = float(best[-1])
             scale = max(1.0, abs(kth), _norm(query) * _max_norm(vectors))
             # approx is sorted best first: the candidates still within the margin end here
-            reach = int(np.searchsorted(-approx, -(kth - MARGIN * scale), side="right"))
+            reach = int(np.searchsorted(-approx, -(kth - margin * scale), side="right"))
             if reach <= end:
                 return keys[pos], best
             grow = min(len(chunks), reach)
