@@ -259,7 +259,7 @@ def _recall(found: list[list[str]], exact: list[list[str]]) -> float:
 
 
 def ann_choice(quick: bool) -> list[dict[str, Any]]:
-    """usearch f16 (removal by key) vs FAISS HNSW float16 with tombstones (``ann.AnnIndex``), a
+    """usearch f16 (removal by key) vs FAISS HNSW float32 with tombstones (``ann.AnnIndex``), a
     fifth of the vectors removed, one thread, the same beam: why the index uses FAISS."""
     from usearch.index import Index as USearch
 
@@ -319,7 +319,7 @@ def ann_choice(quick: bool) -> list[dict[str, Any]]:
             f.save(Path(tmp) / "x.ann")
             size = (Path(tmp) / "x.ann").stat().st_size
         rows.append(
-            row("FAISS HNSW f16, tombstones", build, remove, lambda v: f.search(v, 10), size)
+            row("FAISS HNSW float32, tombstones", build, remove, lambda v: f.search(v, 10), size)
         )
     finally:
         ann.EXPANSION_SEARCH = default

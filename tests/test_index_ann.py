@@ -459,6 +459,8 @@ def test_big_part_is_compacted_in_the_background_and_catches_up(
     assert ann.search(queries[0], 1).tolist() == [keys[live][np.argmax(points[live] @ queries[0])]]
     got, approx = ann.search_scored(points[2_001], 1)  # the stored float32 values carried over
     assert got.tolist() == [2_002] and abs(approx[0] - 1.0) < 1e-5
+    got, approx = ann.search_scored(points[1_000], 1)  # copied out by the compaction: unrounded
+    assert got.tolist() == [1_001] and abs(approx[0] - 1.0) < 1e-6
     check()
     path = tmp_path / "c.ann"
     ann.save(path)

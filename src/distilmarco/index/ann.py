@@ -1,23 +1,30 @@
 """The HNSW cache: approximate nearest chunks, rebuilt from the store whenever in doubt.
 
-Library: FAISS (``IndexHNSWSQ``, vectors stored as float16), chosen by measurement. Clustered
-768-d unit vectors (``benchmarks/bench_index.clustered``), 100k of them, M 16, ef_add 128, one
-query thread, 300 queries, recall@10 after rescoring 40 candidates, p50 per query:
+Library: FAISS (``IndexHNSWFlat``, float32 copies of the vectors), chosen by measurement.
+The second time, on 2 cores of an Intel Xeon with AVX-512 and VNNI: 200k of the 1M clustered
+768-d unit vectors of ``benchmarks/bench_index`` (the first 500k part's), M 16, ef_add 128, one
+query thread, 300 queries, recall@10 against exact search, p50 per query:
 
-=========================  =======  ==================  ==================
-100k vectors               build    ef 96               ef 128
-=========================  =======  ==================  ==================
-usearch f16                76 s     1.56 ms, 0.922      2.00 ms, 0.955
-usearch i8 (scaled rows)   70 s     1.48 ms, 0.918      1.76 ms, 0.952
-FAISS float16 (*)          120 s    0.93 ms, 0.946      1.23 ms, 0.971
-FAISS 8-bit SQ             78 s     0.77 ms, 0.947      0.97 ms, 0.972
-FAISS flat float32         69 s     0.86 ms, 0.946      1.12 ms, 0.971
-=========================  =======  ==================  ==================
+=============================================  =======  ================  ================
+200k vectors                                   build    ef 128            ef 160
+=============================================  =======  ================  ================
+FAISS float32                                  103 s    1.03 ms, 0.946    1.25 ms, 0.969
+FAISS float16 (the choice before)              136 s    1.37 ms, 0.946    1.69 ms, 0.969
+hnswlib float32                                94 s     1.00 ms, 0.923    1.24 ms, 0.950
+usearch f32                                    189 s    2.40 ms, 0.926    3.01 ms, 0.954
+usearch f16                                    113 s    1.75 ms, 0.928    2.07 ms, 0.955
+usearch i8 (one global scale, 40 rescored)     54 s     0.87 ms, 0.925    1.03 ms, 0.954
+=============================================  =======  ================  ================
 
-(*) measured while another job held a core. FAISS answers about twice as fast at the same beam
-and reaches a given recall with a smaller one; at 1M (8-bit SQ, shared CPU) it held recall 0.954
-at ef 256 in 3.0 ms, where usearch f16 needed 5.8 ms for 0.943. Float16 rather than 8-bit keeps
-the rescoring bound of ``rescore.py`` exact and needs no training.
+At equal recall FAISS float32 is as fast as the fastest (0.953 in 1.04 ms at ef 136; usearch i8
+0.954 in 1.03 ms, hnswlib 0.950 in 1.24 ms), and keeps a reported similarity within float32
+summation order of the store's, which keeps ``rescore``'s reads to about k. Over the same graph
+(a 500k part, ef 175), only the stored copies swapped: float32 1.44 ms, float16 1.69, 8-bit SQ
+2.37, 8-bit uniform SQ 1.88, 4-bit SQ 2.57. FAISS's decoding of smaller codes costs more than the
+memory they save. The graph's degree does not matter at equal recall: M 16 / 20 / 24 reach 0.953
+/ 0.954 / 0.951 in 1.04 / 1.02 / 0.98 ms, M 24 for 38% more build time. (The first choice, on
+an AMD Zen 3 without AVX-512, picked FAISS float16 over usearch for the same reasons; it halved
+the file, at a cost in speed this CPU shows: parts read from such files are still searched.)
 
 Removal is a tombstone (see ``ann_part.GraphPart``); chunk ids live in a side array per part.
 
@@ -25,10 +32,11 @@ Parts: from ``PART_SIZE`` vectors on, the index is several FAISS graphs (filled 
 compacted on its own), searched in parallel, one thread each, their candidates merged. A search
 waits mostly on memory, one vector at a time, so two half-size graphs on two cores answer sooner
 than one graph on one core, at about a quarter more CPU per query. 1M clustered 768-d vectors,
-graph only, on huge pages: two 500k parts at ef 160 each, 1.47-1.50 ms for recall@10 0.958; the
-same two searched one after the other, 2.3-2.4 ms; one 1M graph, 2.0-2.2 ms at ef 288 (0.969)
-and 2.1-2.7 ms at ef 256 (0.958, mapped from the file). Building two parts took 678 s, one 1M
-graph 989 s.
+graph only, on huge pages (Zen 3, float16): two 500k parts at ef 160 each, 1.47-1.50 ms for
+recall@10 0.958; the same two searched one after the other, 2.3-2.4 ms; one 1M graph, 2.0-2.2 ms
+at ef 288 (0.969) and 2.1-2.7 ms at ef 256 (0.958, mapped from the file). Building two parts took
+678 s, one 1M graph 989 s. On the Xeon, float32, ef 160: one part alone 1.30-1.34 ms, both in
+parallel 1.52-1.56 ms (each slows the other a little), both in turn 2.77 ms.
 
 File format (never pickle): FAISS's own serialisation of each part's graph (its stored vectors
 last), one after the other; the slot -> key arrays of all parts (int64, little endian); one
@@ -81,18 +89,20 @@ log = logging.getLogger(__name__)
 METRICS = ("cosine", "dot", "euclidean")  # manhattan: exact search only
 # Search beam (ef) by graph size: a bigger graph needs a wider beam for the same recall. Recall@10
 # against exact search on clustered 768-d vectors (bench_index.clustered; M 16, ef_add 128,
-# float16): 50k (300 queries): 0.925 / 0.953 / 0.968 / 0.979 at ef 64 / 80 / 96 / 112; 100k
-# (300): 0.888 / 0.922 / 0.946 / 0.961 / 0.971 / 0.980 at ef 64 / 80 / 96 / 112 / 128 / 160; 1M
-# (500, make bench): 0.870 / 0.906 / 0.933 / 0.960 / 0.970 / 0.974 / 0.980 at ef 128 / 160 / 192
-# / 256 / 288 / 320 / 384. The smallest beam that held 0.95 with about 0.015 to spare anchors
-# each size; between anchors ef grows linearly in log(size), constant beyond the last. Query
-# cost grows about linearly with ef.
+# float16 copies, whose recall float32 ones match to 0.001 at 200k and 500k): 50k (300
+# queries): 0.925 / 0.953 / 0.968 / 0.979 at ef 64 / 80 / 96 / 112; 100k (300): 0.888 / 0.922 /
+# 0.946 / 0.961 / 0.971 / 0.980 at ef 64 / 80 / 96 / 112 / 128 / 160; 1M (500, make bench):
+# 0.870 / 0.906 / 0.933 / 0.960 / 0.970 / 0.974 / 0.980 at ef 128 / 160 / 192 / 256 / 288 / 320
+# / 384. The smallest beam that held 0.95 with about 0.015 to spare anchors each size; between
+# anchors ef grows linearly in log(size), constant beyond the last. Query cost grows about
+# linearly with ef.
 EF_BY_SIZE = ((50_000, 96), (100_000, 128), (1_000_000, 288))
 # With several parts of equal size each is searched with the beam of its size times this: each
 # holds only its share of the global top 10, which it finds with a narrower beam. 1M as two 500k
-# parts (400 queries, graph only): recall@10 0.944 / 0.958 / 0.964 / 0.971 at ef 144 / 160 / 176
-# / 192 per part, where one lone 500k graph needed ef 192 for 0.953 (expansion_for(500k) = 240).
-MERGED_EF_SCALE = 0.73
+# float32 parts, whole search (500 queries, recall against exact search): 0.955 / 0.961 / 0.965
+# / 0.967 at ef 150 / 160 / 170 / 175 per part, where one lone 500k graph needs ef 192 for 0.953
+# (expansion_for(500k) = 240). 0.65 gives ef 156.
+MERGED_EF_SCALE = 0.65
 EXPANSION_SEARCH: int | None = None  # a fixed ef instead, per part (benchmarks set it)
 PART_SIZE = 500_000  # slots per graph part; new vectors open a new part once every part is full
 VERIFY_NOW_BYTES = 64 << 20  # stored vectors up to this size are checked before use, not after
@@ -230,7 +240,10 @@ class AnnIndex:
                 slots, dead = part.slots, part.dead.copy()
                 live = np.flatnonzero(~dead)
                 keys = part.keys[live]
-            vectors = np.empty((len(live), self.dimension), np.float16)  # exact: f16 stored
+            # the part's own precision: exact (a float16 part's copy takes half the memory)
+            vectors = np.empty(
+                (len(live), self.dimension), np.float16 if part.float16 else np.float32
+            )
             for lo in range(0, len(live), SNAPSHOT_BATCH):
                 with self._lock:  # an add may move the graph's arrays, a swap drop its memory
                     if not any(p is part for p in self._parts):

@@ -9,8 +9,9 @@ in hand). Rounding both vectors to f16 moves an inner product by at most 2 * 2**
 (about 1e-3 for unit vectors; 3e-5 measured on 100k clustered 768-d vectors), half the margin, so
 the answer equals rescoring every candidate. Measured there: 10 candidates needed at p50, 13 at
 p99, for k = 10. HNSW parts holding float32 copies differ from the store's vectors only in the
-order FAISS sums a dot product in, so their margin is ten times narrower (``GraphPart``). Each read is a random row of a big file: at 1M vectors one costs 25-60 us, and
-more when the page cache has let it go.
+order FAISS sums a dot product in, so their margin is ten times narrower (``GraphPart``): 9.3
+rows read a query on average at 1M. Each read is a random row of a big file: at 1M vectors one
+costs 25-60 us, and more when the page cache has let it go.
 Euclidean candidates are all read (a square root makes small distances' errors unbounded).
 """
 
