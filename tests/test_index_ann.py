@@ -517,6 +517,9 @@ def test_new_parts_hold_float32_copies_and_older_float16_parts_keep_their_kind(
     fresh = AnnIndex(32, "cosine", store_id="s")
     fresh.add(keys, points)
     assert fresh.score_margin == 2e-4
+    wide = AnnIndex(4_096, "cosine", store_id="w")  # the summation bound grows with dimension
+    wide.add(np.array([1], np.int64), np.ones((1, 4_096), np.float32) / 64)
+    assert wide.score_margin == pytest.approx(4 * 4_096 * 2.0**-24)
     assert approx_error(fresh, np.ones(1_500, bool)) < 1e-6  # float32: summation order only
 
     # A file written when parts held float16 copies: read back as it is, and compacted into a

@@ -22,7 +22,7 @@ summation order of the store's, which keeps ``rescore``'s reads to about k. Over
 (a 500k part, ef 175), only the stored copies swapped: float32 1.44 ms, float16 1.69, 8-bit SQ
 2.37, 8-bit uniform SQ 1.88, 4-bit SQ 2.57. FAISS's decoding of smaller codes costs more than the
 memory they save. The graph's degree does not matter at equal recall: M 16 / 20 / 24 reach 0.953
-/ 0.954 / 0.951 in 1.04 / 1.02 / 0.98 ms, M 24 for 38% more build time. (The first choice, on
+/ 0.954 / 0.951 in 1.04 / 1.02 / 0.98 ms, M 24 for 37% more build time. (The first choice, on
 an AMD Zen 3 without AVX-512, picked FAISS float16 over usearch for the same reasons; it halved
 the file, at a cost in speed this CPU shows: parts read from such files are still searched.)
 

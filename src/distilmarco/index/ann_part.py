@@ -126,10 +126,12 @@ class GraphPart:
 
     @property
     def score_margin(self) -> float:
-        """Relative bound on how far a similarity this part reports is from the float32 one:
-        float16 rounding (see ``rescore``), or, for float32 copies, only the summation order of
-        two 768-term float32 sums (at most 2 * 768 * 2**-24 = 9e-5 of |q| |x|)."""
-        return 2e-3 if self.float16 else 2e-4
+        """Twice the most a similarity this part reports can be off the float32 one, relative to
+        |q| |x|: float16 rounding (see ``rescore``), or, for float32 copies, only the summation
+        order of two D-term float32 sums (at most 2 * D * 2**-24: 9e-5 for D = 768)."""
+        if self.float16:
+            return 2e-3
+        return max(2e-4, 4 * self.dimension * 2.0**-24)
 
     def vectors_of(self, slots: np.ndarray) -> np.ndarray:
         """The stored vectors of these slots, as float32: exact, so a rebuilt graph (of the same
