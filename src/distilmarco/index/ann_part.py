@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from distilmarco.index.ann_file import advise_huge_pages, faiss_module
+from distilmarco.index.rescore import MARGIN
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ class GraphPart:
         self.similarity = similarity
         self.graph = _new_graph(dimension, similarity, float16) if graph is None else graph
         # float16 copies: only in a graph read from an older file, or a compacted copy of one
-        self.float16 = "SQ" in type(faiss_module().downcast_index(self.graph)).__name__
+        faiss = faiss_module()
+        self.float16 = isinstance(faiss.downcast_index(self.graph), faiss.IndexHNSWSQ)
         self.keys = np.zeros(0, np.int64)  # slot -> chunk id
         self.dead = np.zeros(0, bool)  # slot -> tombstoned
         self.n_dead = 0
@@ -130,7 +132,7 @@ class GraphPart:
         |q| |x|: float16 rounding (see ``rescore``), or, for float32 copies, only the summation
         order of two D-term float32 sums (at most 2 * D * 2**-24: 9e-5 for D = 768)."""
         if self.float16:
-            return 2e-3
+            return MARGIN
         return max(2e-4, 4 * self.dimension * 2.0**-24)
 
     def vectors_of(self, slots: np.ndarray) -> np.ndarray:

@@ -55,6 +55,7 @@ class Counts:
 # A hit's passage: (document id, start, end, passage text, metadata JSON). Only the passage is
 # read from the document (``substr`` counts characters, as Python slicing does).
 Passage = tuple[str, int, int, str, str]
+_IN_BATCH = 500  # ids bound per "IN (...)" statement (SQLite allows 32,766 variables)
 _PASSAGE = "d.id, c.start, c.end, substr(d.text, c.start + 1, c.end - c.start), d.metadata"
 
 
@@ -84,8 +85,8 @@ class StoreQueries:
     @staticmethod
     def _existing(db: sqlite3.Connection, ids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
-        for lo in range(0, len(ids), 500):
-            part = list(ids[lo : lo + 500])
+        for lo in range(0, len(ids), _IN_BATCH):
+            part = list(ids[lo : lo + _IN_BATCH])
             marks = ",".join("?" * len(part))
             found.update(
                 db.execute(f"SELECT id, doc FROM documents WHERE id IN ({marks})", part).fetchall()
@@ -105,8 +106,8 @@ class StoreQueries:
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         with self._rlock:
             found: dict[str, str] = {}
-            for lo in range(0, len(ids), 500):
-                part = list(ids[lo : lo + 500])
+            for lo in range(0, len(ids), _IN_BATCH):
+                part = list(ids[lo : lo + _IN_BATCH])
                 marks = ",".join("?" * len(part))
                 found.update(
                     self._reader.execute(
@@ -167,13 +168,13 @@ class StoreQueries:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, Passage]]:
         """The live ones of ``chunks`` (in the given order), their document row ids, vectors and
         passages, read in one snapshot: search needs no second query for the winners' text.
-        Up to 500 chunks are one statement, a snapshot of its own: no BEGIN and COMMIT around it
+        Up to ``_IN_BATCH`` chunks are one statement, a snapshot of its own: no BEGIN and COMMIT around it
         (two round trips, 0.02-0.03 ms of a 2 ms search at 1M vectors)."""
-        with self.read() if len(chunks) > 500 else self._read_one() as db:
+        with self.read() if len(chunks) > _IN_BATCH else self._read_one() as db:
             found: dict[int, tuple[int, bytes]] = {}
             passages: dict[int, Passage] = {}
-            for lo in range(0, len(chunks), 500):
-                part = [int(c) for c in chunks[lo : lo + 500]]
+            for lo in range(0, len(chunks), _IN_BATCH):
+                part = [int(c) for c in chunks[lo : lo + _IN_BATCH]]
                 marks = ",".join("?" * len(part))
                 for chunk, doc, blob, *passage in db.execute(
                     f"SELECT c.chunk, c.doc, v.vector, {_PASSAGE} FROM chunks c "
@@ -192,8 +193,8 @@ class StoreQueries:
         """chunk id -> (document id, start, end, passage text, metadata JSON) for live chunks."""
         with self._rlock:
             out: dict[int, Passage] = {}
-            for lo in range(0, len(chunks), 500):
-                part = [int(c) for c in chunks[lo : lo + 500]]
+            for lo in range(0, len(chunks), _IN_BATCH):
+                part = [int(c) for c in chunks[lo : lo + _IN_BATCH]]
                 marks = ",".join("?" * len(part))
                 for chunk, *passage in self._reader.execute(
                     f"SELECT c.chunk, {_PASSAGE} FROM chunks c "
@@ -224,8 +225,8 @@ class StoreQueries:
         """Document row id -> external id, for the rows that still exist."""
         with self._rlock:
             out: dict[int, str] = {}
-            for lo in range(0, len(rows), 500):
-                part = [int(r) for r in rows[lo : lo + 500]]
+            for lo in range(0, len(rows), _IN_BATCH):
+                part = [int(r) for r in rows[lo : lo + _IN_BATCH]]
                 marks = ",".join("?" * len(part))
                 out.update(
                     self._reader.execute(
