@@ -167,11 +167,19 @@ def clustered(n: int, dim: int, clusters: int, seed: int) -> tuple[np.ndarray, n
 
 
 @pytest.mark.slow
-def test_recall_on_50k_synthetic_clustered_vectors(tmp_path: Path) -> None:
+@pytest.mark.parametrize("panorama", [False, True])
+def test_recall_on_50k_synthetic_clustered_vectors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, panorama: bool
+) -> None:
+    import distilmarco.index.ann as ann_module
+
+    # 6 MB of vectors: plain parts unless the rotation threshold is lowered
+    monkeypatch.setattr(ann_module, "ROTATION_MIN_BYTES", 1 if panorama else 64 << 20)
     points, queries = clustered(50_000, 32, 500, seed=7)  # low dimension keeps the build fast
     keys = np.arange(10, 50_010, dtype=np.int64)  # not 0-based: keys are chunk ids
     ann = AnnIndex(32, "cosine", store_id="synthetic")
     ann.add(keys, points)
+    assert (ann.rotation is not None) == panorama
     dead = keys[::10]  # deletions, as the store's tombstones would replay them
     ann.remove(dead)
     alive = np.ones(len(keys), bool)
@@ -529,7 +537,7 @@ def test_new_parts_hold_float32_copies_and_older_float16_parts_keep_their_kind(
     # float16 part again (its vectors are already rounded; a float32 part would claim a margin
     # that rounded values break).
     make = ann_part._new_graph
-    monkeypatch.setattr(ann_part, "_new_graph", lambda d, s, float16=False: make(d, s, True))
+    monkeypatch.setattr(ann_part, "_new_graph", lambda d, s, **_: make(d, s, float16=True))
     older = AnnIndex(32, "cosine", store_id="s")
     older.add(keys, points)
     older.save(tmp_path / "older.ann")
@@ -545,3 +553,90 @@ def test_new_parts_hold_float32_copies_and_older_float16_parts_keep_their_kind(
     assert 1e-6 < approx_error(loaded, live) < 1e-3
     loaded.add(np.array([2_000], np.int64), points[:1])  # new vectors join the float16 part
     assert loaded.parts == 1 and loaded.score_margin == MARGIN
+
+
+@pytest.mark.parametrize("similarity", ["cosine", "euclidean"])
+def test_big_first_add_makes_rotated_panorama_parts_with_float32_exact_scores(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, similarity: str
+) -> None:
+    import distilmarco.index.ann as ann_module
+
+    monkeypatch.setattr(ann_module, "ROTATION_MIN_BYTES", 1_000 * 64 * 4)
+    points, queries = clustered(3_000, 64, 40, seed=12)
+    if similarity == "euclidean":  # lengths that vary, as euclidean data may have
+        points = points * np.linspace(0.5, 2.0, len(points), dtype=np.float32)[:, None]
+    keys = np.arange(1, 3_001, dtype=np.int64)
+
+    def checked(index: AnnIndex, live: np.ndarray) -> tuple[float, float]:
+        """(recall@10 against exact float32 search, worst similarity error)."""
+        worst, hits = 0.0, []
+        for q in queries[:100]:
+            got, approx = index.search_scored(q, 10)
+            if similarity == "cosine":
+                exact, all_scores = points[got - 1] @ q, points @ q
+            else:
+                exact = -np.linalg.norm(points[got - 1] - q, axis=1)
+                all_scores = -np.linalg.norm(points - q, axis=1)
+            worst = max(worst, float(np.abs(approx - exact).max()))
+            truth = keys[live][np.argsort(-all_scores[live])[:10]]
+            hits.append(len(set(got.tolist()) & set(truth.tolist())) / 10)
+        return float(np.mean(hits)), worst
+
+    ann = AnnIndex(64, similarity, store_id="p")
+    ann.add(keys, points)
+    assert ann.rotation is not None and all(p.panorama for p in ann._parts)
+    # the rotation is orthonormal and undoes exactly: distances are what they were
+    basis = ann.rotation.basis.astype(np.float64)
+    np.testing.assert_allclose(basis @ basis.T, np.eye(64), atol=1e-5)
+    back = ann.rotation.undo(ann._parts[0].vectors_of(np.arange(5)))
+    np.testing.assert_allclose(back, points[:5], atol=1e-5)
+    everything = np.ones(3_000, bool)
+    recall, error = checked(ann, everything)
+    assert recall >= 0.95, recall
+    # rotated float32 copies: far inside the margin rescoring relies on, far below float16's
+    assert error * 2 <= ann.score_margin <= MARGIN / 5, (error, ann.score_margin)
+
+    ann.seq = 3
+    ann.save(tmp_path / "p.ann")
+    loaded = AnnIndex.load(tmp_path / "p.ann")
+    assert loaded.rotation is not None
+    np.testing.assert_array_equal(loaded.rotation.basis, ann.rotation.basis)
+    for q in queries[:20]:
+        np.testing.assert_array_equal(loaded.search(q, 10), ann.search(q, 10))
+
+    live = everything.copy()
+    live[:1_000] = False
+    loaded.remove(keys[:1_000])  # a third dead: compacted at once, still Panorama, same rotation
+    assert loaded.slots == 2_000 and all(p.panorama for p in loaded._parts)
+    recall, error = checked(loaded, live)
+    assert recall >= 0.95 and error * 2 <= loaded.score_margin, (recall, error)
+    loaded.add(keys[:10], points[:10])  # later vectors are rotated the same way
+    got, _ = loaded.search_scored(queries[0], 3_000)
+    assert set(keys[:10].tolist()) <= set(got.tolist())
+
+    # the rotation is covered by the checksum like the graph it belongs to
+    raw = bytearray((tmp_path / "p.ann").read_bytes())
+    header_at = len(raw) - 16 - int.from_bytes(raw[-16:-8], "little")
+    raw[header_at - 8] ^= 0xFF  # the last basis value
+    (tmp_path / "p.ann").write_bytes(bytes(raw))
+    with pytest.raises(IndexStoreError, match="corrupt"):
+        AnnIndex.load(tmp_path / "p.ann")
+
+
+def test_small_first_adds_and_dot_products_keep_plain_parts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import distilmarco.index.ann as ann_module
+
+    monkeypatch.setattr(ann_module, "ROTATION_MIN_BYTES", 1_000 * 16 * 4)
+    points, _ = clustered(2_000, 16, 10, seed=13)
+    small = AnnIndex(16, "cosine", store_id="s")
+    small.add(np.arange(1, 11, dtype=np.int64), points[:10])
+    small.add(np.arange(11, 2_001, dtype=np.int64), points[10:])  # too late: a part exists
+    assert small.rotation is None and not any(p.panorama for p in small._parts)
+    dot = AnnIndex(16, "dot", store_id="d")  # L2 order is not inner-product order
+    dot.add(np.arange(1, 2_001, dtype=np.int64), points * 3)
+    assert dot.rotation is None and not any(p.panorama for p in dot._parts)
+    big = AnnIndex(16, "cosine", store_id="b")  # the same vectors in one first add: rotated
+    big.add(np.arange(1, 2_001, dtype=np.int64), points)
+    assert big.rotation is not None and all(p.panorama for p in big._parts)

@@ -82,7 +82,7 @@ from distilmarco.index.ann_file import (
     vectors_digest,
     view_graph,
 )
-from distilmarco.index.ann_part import GraphPart
+from distilmarco.index.ann_part import PANORAMA_SIMILARITIES, GraphPart, Rotation
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,11 @@ VERIFY_NOW_BYTES = 64 << 20  # stored vectors up to this size are checked before
 # 6 minutes on 2 cores); smaller ones at once, inside the removal that made them due.
 BACKGROUND_COMPACT_MIN = 50_000
 SNAPSHOT_BATCH = 65_536  # slots a background compaction copies out per hold of the lock
+# An index whose first add brings at least this many bytes of vectors fits a ``Rotation`` on
+# them, and its parts are Panorama graphs (cosine and euclidean); smaller ones stay plain. In
+# the CPU's caches Panorama saves no memory traffic and its bookkeeping costs: 30k real 384-d
+# all-MiniLM-L6-v2 embeddings (46 MB), ef 16: 0.15 ms against plain HNSW's 0.09.
+ROTATION_MIN_BYTES = 64 << 20  # 21,846 768-d float32 vectors
 
 
 class AnnIndex:
@@ -130,6 +135,8 @@ class AnnIndex:
         self.seq = seq
         self._lock = threading.RLock()
         self._parts: list[GraphPart] = []
+        # set once, at the first add (``ROTATION_MIN_BYTES``): then every part is Panorama
+        self.rotation: Rotation | None = None
         # the memory viewed graphs live in (the mapped file, or its copy on huge pages): dropped
         # once no part is a view any more, and only after the views themselves
         self._backing: tuple[mmap.mmap, np.ndarray] | None = None
@@ -185,6 +192,15 @@ class AnnIndex:
         with self._lock:
             if len(np.unique(keys)) != len(keys) or self.contains_many(keys).any():
                 raise IndexStoreError("ANN add: a chunk id is already in the index or repeated")
+            if (
+                not self._parts
+                and self.rotation is None
+                and self.similarity in PANORAMA_SIMILARITIES
+                and vectors.nbytes >= ROTATION_MIN_BYTES
+            ):
+                self.rotation = Rotation.fit(vectors)
+            if self.rotation is not None:
+                vectors = self.rotation.apply(vectors)
             at = 0
             while at < len(keys):
                 part = self._part_to_fill()
@@ -307,21 +323,24 @@ class AnnIndex:
         approximate similarity (higher is better, as ``search.similarity_scores``): computed by
         FAISS on its copies, so off by up to ``score_margin``; rescore before reporting."""
         q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        norm_sq = float(q[0] @ q[0])
         with self._lock:
             parts = [p for p in self._parts if p.live]
             if not parts or count <= 0:
                 return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+            if self.rotation is not None:
+                q = self.rotation.apply(q)
             efs = part_expansions([p.live for p in parts])
             pool = _search_pool() if len(parts) > 1 else None
             if pool is None:
-                found = [p.search(q, count, ef) for p, ef in zip(parts, efs, strict=True)]
+                found = [p.search(q, count, ef, norm_sq) for p, ef in zip(parts, efs, strict=True)]
             else:  # this thread takes the first part, the pool the others
                 futures = [
-                    pool.submit(p.search, q, count, ef)
+                    pool.submit(p.search, q, count, ef, norm_sq)
                     for p, ef in zip(parts[1:], efs[1:], strict=True)
                 ]
                 try:
-                    found = [parts[0].search(q, count, efs[0])]
+                    found = [parts[0].search(q, count, efs[0], norm_sq)]
                 except BaseException:
                     wait(futures)  # no part is still being searched once the lock is released
                     raise
@@ -329,8 +348,6 @@ class AnnIndex:
                 found += [f.result() for f in futures]
         keys = np.concatenate([k for k, _ in found])
         scores = np.concatenate([s for _, s in found]).astype(np.float32)
-        if self.similarity == "euclidean":  # FAISS reports squared distances
-            scores = -np.sqrt(np.maximum(scores, 0.0))
         if len(found) > 1:
             best = np.argsort(-scores, kind="stable")[:count]
             keys, scores = keys[best], scores[best]
@@ -342,7 +359,7 @@ class AnnIndex:
         """The part with the fewest slots, or a new one when every part is full."""
         part = min(self._parts, key=lambda p: p.slots, default=None)
         if part is None or part.slots >= PART_SIZE:
-            part = GraphPart(self.dimension, self.similarity)
+            part = GraphPart(self.dimension, self.similarity, panorama=self.rotation is not None)
             self._parts.append(part)
         return part
 
@@ -386,6 +403,8 @@ class AnnIndex:
                     f.write(part.keys.astype("<i8").tobytes())
                 dead = np.concatenate([p.dead for p in self._parts] or [np.zeros(0, bool)])
                 f.write(np.packbits(dead, bitorder="little").tobytes())
+                if self.rotation is not None:
+                    f.write(self.rotation.to_bytes())
                 payload_bytes = f.tell()
                 f.flush()
                 ranges = [(lo, hi) for _, lo, hi, _ in parts]
@@ -394,6 +413,7 @@ class AnnIndex:
                     {
                         **self.stamp.__dict__,
                         "parts": parts,
+                        "rotation": self.rotation is not None,
                         "payload_bytes": payload_bytes,
                         "xxh3_structure": structure,
                         "xxh3_vectors": vectors,
@@ -513,7 +533,14 @@ class AnnIndex:
         at = layout[-1][2] if layout else 0
         # copies, no views: keys and tombstones are small and change often
         keys = raw[at : at + 8 * total].view("<i8").astype(np.int64)
-        dead = np.unpackbits(raw[at + 8 * total :], bitorder="little")[:total].astype(bool)
+        at += 8 * total
+        dead = np.unpackbits(raw[at : at + -(-total // 8)], bitorder="little")[:total]
+        dead = dead.astype(bool)
+        if header.get("rotation"):  # absent in files from before Panorama parts
+            at += -(-total // 8)
+            ann.rotation = Rotation.from_bytes(
+                raw[at : at + Rotation.size(ann.dimension)], ann.dimension
+            )
         first = 0
         for start, vectors_at, end, slots in layout:
             try:
@@ -521,6 +548,8 @@ class AnnIndex:
             except RuntimeError as exc:
                 raise IndexStoreError(f"ANN file {path} could not be read: {exc}") from exc
             part = GraphPart(ann.dimension, ann.similarity, graph)
+            if part.panorama != (ann.rotation is not None):
+                raise IndexStoreError(f"ANN file {path} mixes rotated and unrotated parts")
             if graph.ntotal != slots or graph.d != ann.dimension:
                 raise IndexStoreError(
                     f"ANN file {path} holds {graph.ntotal} x {graph.d} vectors in a part, its "
@@ -550,13 +579,15 @@ def _digests(fd: int, size: int, ranges: list[tuple[int, int]]) -> tuple[int, in
 
 def _check_layout(path: Path, header: dict[str, Any]) -> list[tuple[int, int]]:
     """The stored vectors' byte ranges, once the parts are known to tile the payload: graphs back
-    to back from byte 0, each ending with its vectors, then the keys and the tombstone bitmap."""
+    to back from byte 0, each ending with its vectors, then the keys, the tombstone bitmap and
+    the rotation, if any."""
     at, total = 0, 0
     for start, vectors_at, end, slots in header["parts"]:
         if not start == at <= vectors_at <= end:
             raise IndexStoreError(f"ANN file {path} has inconsistent section sizes")
         at, total = end, total + slots
-    if at + 8 * total + -(-total // 8) != header["payload_bytes"]:
+    rotation = Rotation.size(header["dimension"]) if header.get("rotation") else 0
+    if at + 8 * total + -(-total // 8) + rotation != header["payload_bytes"]:
         raise IndexStoreError(f"ANN file {path} has inconsistent section sizes")
     return [(lo, hi) for _, lo, hi, _ in header["parts"]]
 

@@ -47,6 +47,7 @@ class Caches:
         self._ann_saved_generation = 0  # compactions the saved file includes
         self.last_ann_event = "not loaded"
         self._chunk_count = (-1, 0)
+        self._documents = (-1, 0)  # (sequence, live documents)
 
     @property
     def store_id(self) -> str:
@@ -108,6 +109,13 @@ class Caches:
         if self._chunk_count[0] != seq:
             self._chunk_count = self.store.chunk_count()
         return self._chunk_count
+
+    def chunks_per_document(self) -> float:
+        """Live chunks over live documents (1.0 when empty), counted once per sequence number."""
+        seq, chunks = self.chunk_count()
+        if self._documents[0] != seq:
+            self._documents = (seq, self.store.document_count())
+        return chunks / self._documents[1] if self._documents[1] else 1.0
 
     def save_ann(self) -> bool:
         """Write the in-memory ANN cache to its file (atomically); False if it could not be.
