@@ -259,8 +259,9 @@ def _recall(found: list[list[str]], exact: list[list[str]]) -> float:
 
 
 def ann_choice(quick: bool) -> list[dict[str, Any]]:
-    """usearch f16 (removal by key) vs FAISS HNSW float32 with tombstones (``ann.AnnIndex``), a
-    fifth of the vectors removed, one thread, the same beam: why the index uses FAISS."""
+    """usearch f16 (removal by key) vs FAISS HNSW with tombstones (``ann.AnnIndex``, plain and
+    Panorama parts), a fifth of the vectors removed, one thread, the same beam: why the index
+    uses FAISS."""
     from usearch.index import Index as USearch
 
     n, nq = (5_000, 100) if quick else (16_000, 200)  # below PARALLEL_ADD_MIN: one build thread
@@ -310,19 +311,31 @@ def ann_choice(quick: bool) -> list[dict[str, Any]]:
             len(bytes(u.save() or b"")),
         )
     ]
-    f = ann.AnnIndex(DIM, "cosine", store_id="bench")
-    build = _timed(lambda: f.add(keys, x))
-    remove = _timed(lambda: f.remove(dead))
-    default, ann.EXPANSION_SEARCH = ann.EXPANSION_SEARCH, 64
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            f.save(Path(tmp) / "x.ann")
-            size = (Path(tmp) / "x.ann").stat().st_size
-        rows.append(
-            row("FAISS HNSW float32, tombstones", build, remove, lambda v: f.search(v, 10), size)
-        )
-    finally:
-        ann.EXPANSION_SEARCH = default
+    # 49 MB of vectors, below ROTATION_MIN_BYTES: plain parts, unless the threshold is lowered
+    for label, min_bytes in (("float32", ann.ROTATION_MIN_BYTES), ("Panorama, rotated", 0)):
+        default_bytes, ann.ROTATION_MIN_BYTES = ann.ROTATION_MIN_BYTES, min_bytes
+        try:
+            f = ann.AnnIndex(DIM, "cosine", store_id="bench")
+            build = _timed(lambda f=f: f.add(keys, x))
+        finally:
+            ann.ROTATION_MIN_BYTES = default_bytes
+        remove = _timed(lambda f=f: f.remove(dead))
+        default, ann.EXPANSION_SEARCH = ann.EXPANSION_SEARCH, 64
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                f.save(Path(tmp) / "x.ann")
+                size = (Path(tmp) / "x.ann").stat().st_size
+            rows.append(
+                row(
+                    f"FAISS HNSW {label}, tombstones",
+                    build,
+                    remove,
+                    lambda v, f=f: f.search(v, 10),
+                    size,
+                )
+            )
+        finally:
+            ann.EXPANSION_SEARCH = default
     return rows
 
 

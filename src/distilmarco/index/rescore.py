@@ -9,8 +9,9 @@ in hand). Rounding both vectors to f16 moves an inner product by at most 2 * 2**
 (about 1e-3 for unit vectors; 3e-5 measured on 100k clustered 768-d vectors), half the margin, so
 the answer equals rescoring every candidate. Measured there: 10 candidates needed at p50, 13 at
 p99, for k = 10. HNSW parts holding float32 copies differ from the store's vectors only in the
-order FAISS sums a dot product in, so their margin is ten times narrower (``GraphPart``): 9.3
-rows read a query on average at 1M. Each read is a random row of a big file: at 1M vectors one
+order FAISS sums a dot product in, so their margin is ten times narrower (``GraphPart``; twice
+that for Panorama parts, whose copies were also rotated in float32): 9.3 rows read a query on
+average at 1M (plain float32 parts). Each read is a random row of a big file: at 1M vectors one
 costs 25-60 us, and more when the page cache has let it go.
 Euclidean candidates are all read (a square root makes small distances' errors unbounded).
 """
@@ -23,6 +24,7 @@ import numpy as np
 
 from distilmarco.index.search import best_per_document, similarity_scores
 
+FEW_ROWS = 256  # candidates scored without BLAS (see ``_scores``)
 MARGIN = 2e-3  # times max(1, |k-th score|, |q| * the largest |x| read): float16 copies
 
 # chunk ids -> (live chunk ids, their document row ids, their float32 vectors)
@@ -49,7 +51,7 @@ def rescore(
         end = min(len(chunks), k)
     keys, docs, vectors = fetch(chunks[:end])
     while True:
-        scores = similarity_scores(vectors, query, similarity)
+        scores = _scores(vectors, query, similarity)
         pos, best = best_per_document(scores, docs, k)
         if end == len(chunks) or approx is None:
             return keys[pos], best
@@ -68,6 +70,15 @@ def rescore(
         keys = np.concatenate([keys, more[0]])
         docs = np.concatenate([docs, more[1]])
         vectors = np.concatenate([vectors, more[2]])
+
+
+def _scores(vectors: np.ndarray, query: np.ndarray, similarity: str) -> np.ndarray:
+    """``similarity_scores`` without BLAS for the few rows a rescoring reads (8 us for 20 x 768):
+    numpy's BLAS puts a second thread on a product from 12 rows of 768 on, then leaves it
+    spinning for more work on the core where another graph part is being searched."""
+    if similarity in ("cosine", "dot") and len(vectors) <= FEW_ROWS:
+        return np.einsum("ij,j->i", vectors, query)
+    return similarity_scores(vectors, query, similarity)
 
 
 def _norm(x: np.ndarray) -> float:
