@@ -590,9 +590,9 @@ def test_big_first_add_makes_rotated_panorama_parts_with_float32_exact_scores(
     np.testing.assert_allclose(basis @ basis.T, np.eye(64), atol=1e-5)
     back = ann.rotation.undo(ann._parts[0].vectors_of(np.arange(5)))
     np.testing.assert_allclose(back, points[:5], atol=1e-5)
-    # a query is rotated on its own thread by another routine: the same rotation
+    # a query, or a few rows, are rotated on one thread by another routine: the same rotation
     np.testing.assert_allclose(
-        ann.rotation.apply_one(queries[:1]), ann.rotation.apply(queries[:1]), atol=1e-5
+        ann.rotation.apply(queries[:5]), ann.rotation.apply(queries[:50])[:5], atol=1e-5
     )
     everything = np.ones(3_000, bool)
     recall, error = checked(ann, everything)

@@ -28,6 +28,7 @@ PANORAMA_LEVELS = 8  # slices of each rotated vector that Panorama bounds the di
 # L2 order is similarity order for these (cosine vectors are unit length); not for "dot"
 PANORAMA_SIMILARITIES = ("cosine", "euclidean")
 ROTATION_SAMPLE = 50_000  # vectors the principal axes are estimated from, at most
+ROTATE_ONE_BY_ONE = 8  # rows up to which ``Rotation.apply`` keeps off numpy's BLAS threads
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,10 @@ class Rotation:
         return cls(mean.astype(np.float32), basis)
 
     def apply(self, vectors: np.ndarray) -> np.ndarray:
-        """Rotate a batch (numpy's BLAS, on every core)."""
+        """Rotate a batch: numpy's BLAS, on every core, for many rows; a few (an add of one
+        short document, say) one at a time like a query (see ``apply_one``)."""
+        if len(vectors) <= ROTATE_ONE_BY_ONE:
+            return np.concatenate([self.apply_one(v) for v in vectors], axis=0)
         return np.ascontiguousarray((vectors - self.mean) @ self.basis.T, dtype=np.float32)
 
     def apply_one(self, query: np.ndarray) -> np.ndarray:
