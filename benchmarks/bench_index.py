@@ -312,30 +312,21 @@ def ann_choice(quick: bool) -> list[dict[str, Any]]:
         )
     ]
     # 49 MB of vectors, below ROTATION_MIN_BYTES: plain parts, unless the threshold is lowered
-    for label, min_bytes in (("float32", ann.ROTATION_MIN_BYTES), ("Panorama, rotated", 0)):
-        default_bytes, ann.ROTATION_MIN_BYTES = ann.ROTATION_MIN_BYTES, min_bytes
-        try:
+    default_bytes, default_ef = ann.ROTATION_MIN_BYTES, ann.EXPANSION_SEARCH
+    ann.EXPANSION_SEARCH = 64
+    try:
+        for label, min_bytes in (("float32", default_bytes), ("Panorama, rotated", 0)):
+            ann.ROTATION_MIN_BYTES = min_bytes
             f = ann.AnnIndex(DIM, "cosine", store_id="bench")
             build = _timed(lambda f=f: f.add(keys, x))
-        finally:
-            ann.ROTATION_MIN_BYTES = default_bytes
-        remove = _timed(lambda f=f: f.remove(dead))
-        default, ann.EXPANSION_SEARCH = ann.EXPANSION_SEARCH, 64
-        try:
+            remove = _timed(lambda f=f: f.remove(dead))
             with tempfile.TemporaryDirectory() as tmp:
                 f.save(Path(tmp) / "x.ann")
                 size = (Path(tmp) / "x.ann").stat().st_size
-            rows.append(
-                row(
-                    f"FAISS HNSW {label}, tombstones",
-                    build,
-                    remove,
-                    lambda v, f=f: f.search(v, 10),
-                    size,
-                )
-            )
-        finally:
-            ann.EXPANSION_SEARCH = default
+            search = lambda v, f=f: f.search(v, 10)  # noqa: E731
+            rows.append(row(f"FAISS HNSW {label}, tombstones", build, remove, search, size))
+    finally:
+        ann.ROTATION_MIN_BYTES, ann.EXPANSION_SEARCH = default_bytes, default_ef
     return rows
 
 

@@ -585,15 +585,17 @@ def test_big_first_add_makes_rotated_panorama_parts_with_float32_exact_scores(
     ann = AnnIndex(64, similarity, store_id="p")
     ann.add(keys, points)
     assert ann.rotation is not None and all(p.panorama for p in ann._parts)
-    # the rotation is orthonormal and undoes exactly: distances are what they were
-    basis = ann.rotation.basis.astype(np.float64)
+    # the rotation is orthonormal: the stored copies keep every distance between the points
+    basis, mean = ann.rotation.basis.astype(np.float64), ann.rotation.mean.astype(np.float64)
     np.testing.assert_allclose(basis @ basis.T, np.eye(64), atol=1e-5)
-    back = ann.rotation.undo(ann._parts[0].vectors_of(np.arange(5)))
-    np.testing.assert_allclose(back, points[:5], atol=1e-5)
-    # a query, or a few rows, are rotated on one thread by another routine: the same rotation
-    np.testing.assert_allclose(
-        ann.rotation.apply(queries[:5]), ann.rotation.apply(queries[:50])[:5], atol=1e-5
-    )
+    stored = ann._parts[0].vectors_of(np.arange(50)).astype(np.float64)
+    np.testing.assert_allclose(stored, (points[:50] - mean) @ basis.T, atol=1e-5)
+    gaps = lambda x: np.linalg.norm(x[:, None] - x[None], axis=2)  # noqa: E731
+    np.testing.assert_allclose(gaps(stored), gaps(points[:50].astype(np.float64)), atol=1e-5)
+    # a query, or a few rows, go one by one through other code than a batch: the same rotation
+    expected = (queries[:50] - mean) @ basis.T
+    np.testing.assert_allclose(ann.rotation.apply(queries[:5]), expected[:5], atol=1e-5)
+    np.testing.assert_allclose(ann.rotation.apply(queries[:50]), expected, atol=1e-5)
     everything = np.ones(3_000, bool)
     recall, error = checked(ann, everything)
     assert recall >= 0.95, recall
@@ -621,7 +623,7 @@ def test_big_first_add_makes_rotated_panorama_parts_with_float32_exact_scores(
     # the rotation is covered by the checksum like the graph it belongs to
     raw = bytearray((tmp_path / "p.ann").read_bytes())
     header_at = len(raw) - 16 - int.from_bytes(raw[-16:-8], "little")
-    raw[header_at - 8] ^= 0xFF  # the last basis value
+    raw[header_at - 8] ^= 0xFF  # a byte of the last but one basis value
     (tmp_path / "p.ann").write_bytes(bytes(raw))
     with pytest.raises(IndexStoreError, match="corrupt"):
         AnnIndex.load(tmp_path / "p.ann")

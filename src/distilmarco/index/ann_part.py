@@ -76,18 +76,13 @@ class Rotation:
         )
         return out
 
-    def undo(self, rotated: np.ndarray) -> np.ndarray:
-        """The vectors back in the original basis (to float32 rounding)."""
-        return np.ascontiguousarray(rotated @ self.basis + self.mean, dtype=np.float32)
-
     def to_bytes(self) -> bytes:
         return self.mean.astype("<f4").tobytes() + self.basis.astype("<f4").tobytes()
 
     @classmethod
     def from_bytes(cls, raw: np.ndarray, dimension: int) -> Rotation:
+        """From ``size(dimension)`` bytes of ``to_bytes`` (the file's layout check sized them)."""
         values = raw.view("<f4").astype(np.float32)
-        if len(values) != dimension * (dimension + 1):
-            raise ValueError(f"a rotation of dimension {dimension} needs {dimension + 1} rows")
         return cls(values[:dimension].copy(), values[dimension:].reshape(dimension, dimension))
 
     @staticmethod

@@ -110,12 +110,12 @@ class Caches:
             self._chunk_count = self.store.chunk_count()
         return self._chunk_count
 
-    def chunks_per_document(self) -> float:
-        """Live chunks over live documents (1.0 when empty), counted once per sequence number."""
-        seq, chunks = self.chunk_count()
-        if self._documents[0] != seq:
-            self._documents = (seq, self.store.document_count())
-        return chunks / self._documents[1] if self._documents[1] else 1.0
+    def chunks_per_document(self, ann: AnnIndex) -> float:
+        """Live chunks over live documents (1.0 when empty) as of ``ann``, caught up by ``ann()``:
+        its length is the chunk count, and the documents are counted once per sequence number."""
+        if self._documents[0] != ann.seq:
+            self._documents = (ann.seq, self.store.document_count())
+        return len(ann) / self._documents[1] if self._documents[1] else 1.0
 
     def save_ann(self) -> bool:
         """Write the in-memory ANN cache to its file (atomically); False if it could not be.

@@ -419,7 +419,7 @@ class Index:
         # twice k documents' worth of chunks: HNSW scores are float32-exact (see ``rescore``), and
         # a Panorama part prunes the harder the fewer results it keeps (200k clustered vectors,
         # ef 160, median of four passes: 1.37 / 1.46 / 1.59 ms for 10 / 20 / 40 results)
-        want = math.ceil(2 * k * max(1.0, self.caches.chunks_per_document()))
+        want = math.ceil(2 * k * max(1.0, self.caches.chunks_per_document(ann)))
         while True:  # widen until the candidates span k documents (or hold everything)
             chunks, approx = ann.search_scored(query, want)
             hits = self._rescored_hits(chunks, query, k, approx, ann.score_margin)
