@@ -12,7 +12,7 @@ import pytest
 from distilmarco.errors import InputError
 from distilmarco.index import Index
 from distilmarco.index.rescore import rescore
-from distilmarco.index.search import VectorMatrix, quantize_int8
+from distilmarco.index.search import VectorMatrix, best_per_document, quantize_int8
 from distilmarco.index.store import Changes, ChunkRow, DocumentRow, Store
 
 DIM = 768
@@ -156,3 +156,20 @@ def test_rescore_reads_only_what_can_matter_and_equals_rescoring_all() -> None:
     read.clear()  # euclidean: approximate distances give no bound, all candidates are read
     rescore(fetch, chunks, approx, query, "euclidean", 10)
     assert len(read) == 80
+
+
+@pytest.mark.parametrize("n", [1, 9, 40, 300])
+def test_best_per_document_picks_each_documents_best_chunk(n: int) -> None:
+    """Against a plain loop: best chunk per document, documents by score, ties to the earlier
+    chunk; both with one chunk per document (the shortcut) and with shared documents."""
+    rng = np.random.default_rng(n)
+    scores = rng.integers(0, 6, n).astype(np.float32)  # many ties
+    for docs in (rng.permutation(n) * 3, rng.integers(0, max(1, n // 3), n)):
+        best: dict[int, int] = {}
+        for i, d in enumerate(docs.tolist()):
+            if d not in best or scores[i] > scores[best[d]]:
+                best[d] = i
+        expected = sorted(best.values(), key=lambda i: (-scores[i], i))[:5]
+        pos, top = best_per_document(scores, docs, 5)
+        assert pos.tolist() == expected
+        assert top.tolist() == scores[expected].tolist()

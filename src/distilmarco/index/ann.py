@@ -553,10 +553,10 @@ class AnnIndex:
         # copies, no views: keys and tombstones are small and change often
         keys = raw[at : at + 8 * total].view("<i8").astype(np.int64)
         at += 8 * total
-        dead = np.unpackbits(raw[at : at + -(-total // 8)], bitorder="little")[:total]
+        dead = np.unpackbits(raw[at : at + _bitmap_bytes(total)], bitorder="little")[:total]
         dead = dead.astype(bool)
         if header.get("rotation"):  # absent in files from before Panorama parts
-            at += -(-total // 8)
+            at += _bitmap_bytes(total)
             ann.rotation = Rotation.from_bytes(
                 raw[at : at + Rotation.size(ann.dimension)], ann.dimension
             )
@@ -606,9 +606,14 @@ def _check_layout(path: Path, header: dict[str, Any]) -> list[tuple[int, int]]:
             raise IndexStoreError(f"ANN file {path} has inconsistent section sizes")
         at, total = end, total + slots
     rotation = Rotation.size(header["dimension"]) if header.get("rotation") else 0
-    if at + 8 * total + -(-total // 8) + rotation != header["payload_bytes"]:
+    if at + 8 * total + _bitmap_bytes(total) + rotation != header["payload_bytes"]:
         raise IndexStoreError(f"ANN file {path} has inconsistent section sizes")
     return [(lo, hi) for _, lo, hi, _ in header["parts"]]
+
+
+def _bitmap_bytes(slots: int) -> int:
+    """Bytes of the tombstone bitmap of ``slots`` slots (one bit each, rounded up)."""
+    return -(-slots // 8)
 
 
 def part_expansions(sizes: list[int]) -> list[int]:
