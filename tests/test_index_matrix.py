@@ -173,3 +173,23 @@ def test_best_per_document_picks_each_documents_best_chunk(n: int) -> None:
         pos, top = best_per_document(scores, docs, 5)
         assert pos.tolist() == expected
         assert top.tolist() == scores[expected].tolist()
+
+
+@pytest.mark.parametrize("n", [9, 40, 300])
+def test_best_per_document_never_reports_filtered_rows_before_allowed_ones(n: int) -> None:
+    """Rows a filter ruled out score -inf (``VectorMatrix.scores``): every allowed document comes
+    first, as a plain loop over the allowed rows orders them, and -inf rows only after."""
+    rng = np.random.default_rng(n + 1)
+    scores = rng.integers(0, 4, n).astype(np.float32)
+    scores[rng.random(n) < 0.7] = -np.inf
+    docs = rng.integers(0, max(1, n // 2), n)
+    best: dict[int, int] = {}
+    for i, d in enumerate(docs.tolist()):
+        if np.isfinite(scores[i]) and (d not in best or scores[i] > scores[best[d]]):
+            best[d] = i
+    allowed = sorted(best.values(), key=lambda i: (-scores[i], i))
+    for k in (1, 3, len(allowed), len(allowed) + 5):
+        pos, top = best_per_document(scores, docs, k)
+        finite = np.isfinite(top)
+        assert pos[finite].tolist() == allowed[:k]
+        assert (finite[:-1] >= finite[1:]).all()  # no allowed row after a filtered one
