@@ -28,7 +28,7 @@ from benchmarks.common import (
 )
 from distilmarco.index import ann
 
-EF_SWEEP = (64, 96, 128, 160, 192, 256, 320, 384)
+EF_SWEEP = (48, 64, 80, 96, 128, 160, 192, 256)
 
 log = logging.getLogger("bench.index")
 DIM = 768
@@ -227,7 +227,8 @@ def _measure(folder: Path, n: int, n_queries: int) -> dict[str, Any]:
         "exact_p99_ms": ex_p99,
         "db_bytes_per_vector": sizes["db_bytes"] / n,
         "ann_bytes_per_vector": sizes["ann_bytes"] / n,
-        "ef_search": ann.part_expansions(graphs.part_sizes),  # per part
+        "ef_search": ann.part_expansions(graphs.part_sizes, graphs.part_connectivity),  # per part
+        "connectivity": graphs.part_connectivity,
         "ef_sweep": sweep,
     }
 

@@ -387,16 +387,20 @@ def test_search_beam_grows_with_the_index() -> None:
     from distilmarco.index.ann import EF_BY_SIZE, expansion_for
 
     sizes = [0, 10, 10_000, 60_000, 100_000, 400_000, 1_000_000, 10_000_000]
-    beams = [expansion_for(n) for n in sizes]
-    assert (
-        beams == sorted(beams) and beams[0] == EF_BY_SIZE[0][1] and beams[-1] == EF_BY_SIZE[-1][1]
-    )
-    assert [expansion_for(n) for n, _ in EF_BY_SIZE] == [ef for _, ef in EF_BY_SIZE]
+    for m, anchors in EF_BY_SIZE.items():
+        beams = [expansion_for(n, m) for n in sizes]
+        assert beams == sorted(beams) and beams[0] == anchors[0][1] and beams[-1] == anchors[-1][1]
+        assert [expansion_for(n, m) for n, _ in anchors] == [ef for _, ef in anchors]
+    # a better connected graph needs a narrower beam; an untabulated M takes the table below it
+    assert all(expansion_for(n, 32) < expansion_for(n, 16) for n in sizes)
+    assert expansion_for(100_000, 24) == expansion_for(100_000, 16)
+    assert expansion_for(100_000, 8) == expansion_for(100_000, 16)
     rng = np.random.default_rng(8)
     x = rng.standard_normal((300, 16)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     ann = AnnIndex(16, "cosine", store_id="s")
     ann.add(np.arange(1, 301), x)
+    assert ann.part_connectivity == [32]
     keys, approx = ann.search_scored(x[3], 500)  # more than the beam: the beam widens to it
     assert len(keys) == 300 and keys[0] == 4
     np.testing.assert_allclose(approx, x[keys - 1] @ x[3], atol=2e-3)
@@ -404,10 +408,15 @@ def test_search_beam_grows_with_the_index() -> None:
     from distilmarco.index.ann import MERGED_EF_SCALE, part_expansions
 
     assert part_expansions([60_000]) == [expansion_for(60_000)]
+    assert part_expansions([60_000], [16]) == [expansion_for(60_000, 16)]
     equal = round(expansion_for(500_000) * MERGED_EF_SCALE)
     assert part_expansions([500_000, 500_000]) == [equal, equal] and equal < expansion_for(500_000)
     big, small = part_expansions([500_000, 10_000])  # the big part holds nearly all the top 10
-    assert big >= 0.98 * expansion_for(500_000) and small == round(96 * MERGED_EF_SCALE)
+    first = EF_BY_SIZE[32][0][1]
+    assert big >= 0.98 * expansion_for(500_000) and small == round(first * MERGED_EF_SCALE)
+    # each part's beam follows its own M: an M 16 part from an older file beside a new M 32 one
+    old, new = part_expansions([500_000, 500_000], [16, 32])
+    assert old == round(expansion_for(500_000, 16) * MERGED_EF_SCALE) and new == equal
 
 
 def test_empty_index_saves_and_loads(tmp_path: Path) -> None:
@@ -553,6 +562,37 @@ def test_new_parts_hold_float32_copies_and_older_float16_parts_keep_their_kind(
     assert 1e-6 < approx_error(loaded, live) < 1e-3
     loaded.add(np.array([2_000], np.int64), points[:1])  # new vectors join the float16 part
     assert loaded.parts == 1 and loaded.score_margin == MARGIN
+
+
+def test_graphs_from_older_files_keep_their_connectivity_and_its_beam(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distilmarco.index.ann_part as ann_part
+    from distilmarco.index.ann import expansion_for
+
+    points, _ = clustered(1_500, 32, 30, seed=13)
+    keys = np.arange(1, 1_501, dtype=np.int64)
+    with monkeypatch.context() as patch:  # a file written when new graphs had M 16
+        patch.setattr(ann_part, "CONNECTIVITY", 16)
+        older = AnnIndex(32, "cosine", store_id="s")
+        older.add(keys, points)
+        older.save(tmp_path / "m16.ann")
+    loaded = AnnIndex.load(tmp_path / "m16.ann")
+    assert loaded.part_connectivity == [16]
+    beams: list[int] = []
+    search = ann_part.GraphPart.search
+
+    def recording(self: ann_part.GraphPart, q: np.ndarray, c: int, ef: int, n: float = 1.0) -> Any:
+        beams.append(ef)
+        return search(self, q, c, ef, n)
+
+    monkeypatch.setattr(ann_part.GraphPart, "search", recording)
+    assert loaded.search(points[7], 1).tolist() == [8]
+    assert beams == [expansion_for(1_500, 16)] and expansion_for(1_500, 16) > expansion_for(1_500)
+    loaded.remove(keys[:500])  # a third dead: compacted at once, into a graph of today's M
+    assert loaded.part_connectivity == [ann_part.CONNECTIVITY] == [32]
+    assert loaded.search(points[700], 1).tolist() == [701]
+    assert beams[-1] == expansion_for(1_000)
 
 
 @pytest.mark.parametrize("similarity", ["cosine", "euclidean"])

@@ -101,21 +101,31 @@ from distilmarco.index.ann_file import (
     vectors_digest,
     view_graph,
 )
-from distilmarco.index.ann_part import PANORAMA_SIMILARITIES, GraphPart, Rotation
+from distilmarco.index.ann_part import CONNECTIVITY, PANORAMA_SIMILARITIES, GraphPart, Rotation
 
 log = logging.getLogger(__name__)
 
 METRICS = ("cosine", "dot", "euclidean")  # manhattan: exact search only
-# Search beam (ef) by graph size: a bigger graph needs a wider beam for the same recall. Recall@10
-# against exact search on clustered 768-d vectors (bench_index.clustered; M 16, ef_add 128,
-# float16 copies, whose recall float32 ones match to 0.001 at 200k and 500k): 50k (300
+# Search beam (ef) by graph size and connectivity (M, the graph's neighbours per node): a bigger
+# graph needs a wider beam for the same recall, a better connected one a narrower beam. Recall@10
+# against exact search on clustered 768-d vectors (bench_index.clustered; ef_add 128).
+# M 16 (float16 copies, whose recall float32 ones match to 0.001 at 200k and 500k): 50k (300
 # queries): 0.925 / 0.953 / 0.968 / 0.979 at ef 64 / 80 / 96 / 112; 100k (300): 0.888 / 0.922 /
 # 0.946 / 0.961 / 0.971 / 0.980 at ef 64 / 80 / 96 / 112 / 128 / 160; 1M (500, make bench):
 # 0.870 / 0.906 / 0.933 / 0.960 / 0.970 / 0.974 / 0.980 at ef 128 / 160 / 192 / 256 / 288 / 320
-# / 384. The smallest beam that held 0.95 with about 0.015 to spare anchors each size; between
-# anchors ef grows linearly in log(size), constant beyond the last. Query cost grows about
-# linearly with ef.
-EF_BY_SIZE = ((50_000, 96), (100_000, 128), (1_000_000, 288))
+# / 384.
+# M 32 (Panorama over rotated float32 copies, 300 queries): 50k: 0.934 / 0.958 / 0.969 / 0.979
+# at ef 40 / 48 / 56 / 64; 100k: 0.907 / 0.936 / 0.948 / 0.970 / 0.978 at ef 40 / 48 / 56 / 64
+# / 72; 1M as two 500k parts (ef per part): 0.904 / 0.927 / 0.944 / 0.957 / 0.967 / 0.981 at
+# ef 48 / 56 / 64 / 72 / 80 / 96. The 1M anchor is the one whose merged beam (see
+# ``MERGED_EF_SCALE``) is that 80; a lone 500k M 32 graph needed about ef 104 for 0.965.
+# The smallest beam that held 0.95 with about 0.015 to spare anchors each size; between anchors
+# ef grows linearly in log(size), constant beyond the last. Query cost grows about linearly with
+# ef. Graphs keep the M they were built with (older files: 16); new ones get ``CONNECTIVITY``.
+EF_BY_SIZE = {
+    16: ((50_000, 96), (100_000, 128), (1_000_000, 288)),
+    32: ((50_000, 56), (100_000, 64), (1_000_000, 148)),
+}
 # With several parts of equal size each is searched with the beam of its size times this: each
 # holds only its share of the global top 10, which it finds with a narrower beam. 1M as two 500k
 # float32 parts, whole search (500 queries, recall against exact search): 0.955 / 0.961 / 0.965
@@ -192,6 +202,11 @@ class AnnIndex:
     def part_sizes(self) -> list[int]:
         """Live vectors per part."""
         return [p.live for p in self._parts]
+
+    @property
+    def part_connectivity(self) -> list[int]:
+        """Neighbours per node (HNSW's M) of each part."""
+        return [p.connectivity for p in self._parts]
 
     @property
     def part_views(self) -> list[bool]:
@@ -349,7 +364,7 @@ class AnnIndex:
                 return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
             if self.rotation is not None:
                 q = self.rotation.apply_one(q)
-            efs = part_expansions([p.live for p in parts])
+            efs = part_expansions([p.live for p in parts], [p.connectivity for p in parts])
             pool = _search_pool() if len(parts) > 1 else None
             if pool is None:
                 found = [p.search(q, count, ef, norm_sq) for p, ef in zip(parts, efs, strict=True)]
@@ -616,7 +631,7 @@ def _bitmap_bytes(slots: int) -> int:
     return -(-slots // 8)
 
 
-def part_expansions(sizes: list[int]) -> list[int]:
+def part_expansions(sizes: list[int], connectivity: list[int] | None = None) -> list[int]:
     """The beam of each part searched together with the others (``sizes``: their live vectors).
 
     Equal parts get ``MERGED_EF_SCALE`` of their own size's beam; a part holding nearly all the
@@ -624,19 +639,23 @@ def part_expansions(sizes: list[int]) -> list[int]:
     scale moves linearly from the first to the second as the part's share grows from 1/P to 1."""
     if EXPANSION_SEARCH:
         return [EXPANSION_SEARCH] * len(sizes)
+    ms = connectivity or [CONNECTIVITY] * len(sizes)
     total, n = sum(sizes), len(sizes)
     if n == 1:
-        return [expansion_for(sizes[0])]
+        return [expansion_for(sizes[0], ms[0])]
     out = []
-    for size in sizes:
+    for size, m in zip(sizes, ms, strict=True):
         excess = min(max((size / total * n - 1) / (n - 1), 0.0), 1.0)
-        out.append(round(expansion_for(size) * (MERGED_EF_SCALE + (1 - MERGED_EF_SCALE) * excess)))
+        scale = MERGED_EF_SCALE + (1 - MERGED_EF_SCALE) * excess
+        out.append(round(expansion_for(size, m) * scale))
     return out
 
 
-def expansion_for(size: int) -> int:
-    """The search beam (ef) for a graph of ``size`` vectors (``EF_BY_SIZE``, log-interpolated)."""
-    return _expansion_for(size, EF_BY_SIZE)
+def expansion_for(size: int, connectivity: int = CONNECTIVITY) -> int:
+    """The search beam (ef) for a graph of ``size`` vectors and ``connectivity`` neighbours per
+    node (``EF_BY_SIZE``, log-interpolated; the nearest tabulated M below, or the smallest)."""
+    known = [m for m in EF_BY_SIZE if m <= connectivity] or [min(EF_BY_SIZE)]
+    return _expansion_for(size, EF_BY_SIZE[max(known)])
 
 
 @functools.lru_cache(maxsize=64)

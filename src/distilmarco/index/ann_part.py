@@ -19,7 +19,7 @@ from distilmarco.index.rescore import MARGIN
 
 log = logging.getLogger(__name__)
 
-CONNECTIVITY = 16
+CONNECTIVITY = 32  # M of new graphs; a graph read from a file keeps its own (older ones: 16)
 EXPANSION_ADD = 128
 PARALLEL_ADD_MIN = 20_000  # vectors per add() call from which insertion uses every thread
 COMPACT_DEAD_FRACTION = 0.25  # rebuild a part once this share of its slots are tombstones
@@ -142,6 +142,11 @@ class GraphPart:
     @property
     def slots(self) -> int:
         return len(self.keys)
+
+    @property
+    def connectivity(self) -> int:
+        """HNSW's M: neighbours per node above the bottom layer (which has twice as many)."""
+        return int(self.graph.hnsw.nb_neighbors(1))
 
     def set_slots(self, keys: np.ndarray, dead: np.ndarray) -> None:
         self.keys, self.dead, self.n_dead = keys, dead, int(dead.sum())
