@@ -27,6 +27,7 @@ from benchmarks.common import (
     read_sts_sentences,
 )
 from distilmarco.index import ann
+from distilmarco.index.ann_part import CONNECTIVITY
 
 EF_SWEEP = (48, 64, 80, 96, 128, 160, 192, 256)
 
@@ -299,7 +300,12 @@ def ann_choice(quick: bool) -> list[dict[str, Any]]:
         }
 
     u = USearch(
-        ndim=DIM, metric="ip", dtype="f16", connectivity=16, expansion_add=128, expansion_search=64
+        ndim=DIM,
+        metric="ip",
+        dtype="f16",
+        connectivity=CONNECTIVITY,
+        expansion_add=128,
+        expansion_search=64,
     )
     build = _timed(lambda: u.add(keys, x, threads=1))
     remove = _timed(lambda: u.remove(dead))
@@ -387,7 +393,8 @@ def markdown(result: dict[str, Any]) -> str:
         "the first after the exact pass: the first pays for whatever the page cache dropped "
         "since the files were last read (this VM's proactive reclaim evicts idle pages).",
         "",
-        "ANN library choice (clustered 768-d, 20% deleted, one thread, M=16, ef_add=128, ef_search=64):",
+        "ANN library choice (clustered 768-d, 20% deleted, one thread, "
+        f"M={CONNECTIVITY}, ef_add=128, ef_search=64):",
         "",
         "| library | build | remove 20% | query | recall@10 | bytes/vector |",
         "|---|---|---|---|---|---|",
