@@ -651,16 +651,13 @@ def part_expansions(sizes: list[int], connectivity: list[int] | None = None) -> 
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def expansion_for(size: int, connectivity: int = CONNECTIVITY) -> int:
     """The search beam (ef) for a graph of ``size`` vectors and ``connectivity`` neighbours per
-    node (``EF_BY_SIZE``, log-interpolated; the nearest tabulated M below, or the smallest)."""
+    node (``EF_BY_SIZE``, log-interpolated; the nearest tabulated M below, or the smallest).
+    Cached: numpy's interpolation costs about 0.1 ms, a tenth of a query at 100k."""
     known = [m for m in EF_BY_SIZE if m <= connectivity] or [min(EF_BY_SIZE)]
-    return _expansion_for(size, EF_BY_SIZE[max(known)])
-
-
-@functools.lru_cache(maxsize=64)
-def _expansion_for(size: int, anchors: tuple[tuple[int, int], ...]) -> int:
-    """(Cached: numpy's interpolation costs about 0.1 ms, a tenth of a query at 100k.)"""
+    anchors = EF_BY_SIZE[max(known)]
     sizes = np.log([n for n, _ in anchors])
     return int(np.rint(np.interp(np.log(max(size, 1)), sizes, [ef for _, ef in anchors])))
 

@@ -122,6 +122,9 @@ class GraphPart:
         if graph is None:
             graph = _new_graph(dimension, similarity, float16=float16, panorama=panorama)
         self.graph = graph
+        # HNSW's M, neighbours per node above the bottom layer (which has twice as many); the
+        # graph is later only swapped for copies of itself (``writable``, huge pages)
+        self.connectivity = int(graph.hnsw.nb_neighbors(1))
         faiss = faiss_module()
         kind = faiss.downcast_index(graph)
         # float16 copies: only in a graph read from an older file, or a compacted copy of one
@@ -142,11 +145,6 @@ class GraphPart:
     @property
     def slots(self) -> int:
         return len(self.keys)
-
-    @property
-    def connectivity(self) -> int:
-        """HNSW's M: neighbours per node above the bottom layer (which has twice as many)."""
-        return int(self.graph.hnsw.nb_neighbors(1))
 
     def set_slots(self, keys: np.ndarray, dead: np.ndarray) -> None:
         self.keys, self.dead, self.n_dead = keys, dead, int(dead.sum())
