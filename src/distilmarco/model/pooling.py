@@ -14,10 +14,12 @@ def pool(states: torch.Tensor, mask: torch.Tensor, modes: tuple[PoolingMode, ...
     """Pool (B, T, D) token states over the real tokens of (B, T) ``mask``.
 
     Several modes are concatenated in the order given, as sentence-transformers does. Sums run in
-    float32 whatever the dtype of ``states``, and the result is float32: (B, D * len(modes)).
+    float32 for half-precision ``states`` (float64 stays float64, for exact gradient checks); the
+    result is (B, D * len(modes)).
     """
-    states = states.float()
-    m = mask.unsqueeze(-1).float()  # (B, T, 1)
+    if states.dtype != torch.float64:
+        states = states.float()
+    m = mask.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
     return torch.cat([_pool_one(states, m, mode) for mode in modes], dim=-1)
 
 
