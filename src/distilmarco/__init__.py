@@ -1,9 +1,14 @@
 """distilmarco: msmarco-distilbert-base-v4 as complete software."""
 
+from typing import TYPE_CHECKING, Any
+
 from distilmarco.encoder import Encoder, EncoderInfo, EncodeStats
 from distilmarco.errors import DistilmarcoError
 from distilmarco.index import Hit, Index
 from distilmarco.model.hub import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from distilmarco.training import train
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -13,5 +18,15 @@ __all__ = [
     "EncoderInfo",
     "Hit",
     "Index",
+    "train",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # Training pulls in the trainer and its losses; imported only when asked for.
+    if name == "train":
+        from distilmarco.training import train
+
+        return train
+    raise AttributeError(f"module 'distilmarco' has no attribute {name!r}")

@@ -1,0 +1,6 @@
+"""Fine-tuning: losses, a no-duplicates sampler, data readers, hard-negative mining, the trainer."""
+
+from distilmarco.training.api import train
+from distilmarco.training.config import EvalRecord, TrainConfig, TrainResult
+
+__all__ = ["EvalRecord", "TrainConfig", "TrainResult", "train"]
