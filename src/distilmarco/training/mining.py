@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TextIO
 
 import numpy as np
 
@@ -172,11 +172,11 @@ def mine(
     return stats
 
 
-def _write(f, query: str, positive: str, chosen: list[Candidate], fmt: OutputFormat) -> int:  # type: ignore[no-untyped-def]
+def _write(f: TextIO, query: str, positive: str, chosen: list[Candidate], fmt: OutputFormat) -> int:
     if fmt == "triplet":
         for c in chosen:
-            row = {"query": query, "positive": positive, "negative": c.text, "negative_id": c.id}
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            line = {"query": query, "positive": positive, "negative": c.text, "negative_id": c.id}
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
         return len(chosen)
     row: dict[str, object] = {
         "query": query,
