@@ -199,7 +199,16 @@ def run_part(name: str, out_dir: Path, quick: bool) -> dict[str, Any]:
     return result
 
 
+def _one_thread() -> None:
+    """Torch on one thread: the machine is shared, and idle OpenMP workers spinning on a busy core
+    slowed small training steps down many times over."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def main(out_dir: Path, quick: bool) -> None:
+    _one_thread()
     for name in PARTS:
         run_part(name, out_dir, quick)
     write_markdown(out_dir, quick)
@@ -214,7 +223,7 @@ def write_markdown(out_dir: Path, quick: bool) -> None:
     lines = [
         "## Fine-tuning (`bench_train.py`)",
         "",
-        f"CPU: {cpu_description()}, {os.cpu_count()} cores, shared with other jobs while it ran "
+        f"CPU: {cpu_description()}, {os.cpu_count()} cores (torch on 1 thread), shared with other jobs while it ran "
         "(figures are wall-clock). Model: all-MiniLM-L6-v2 (packaged), fp32."
         + (" `--quick` sizes." if quick else ""),
         "",
@@ -278,6 +287,7 @@ if __name__ == "__main__":
     from benchmarks.run import RESULTS
 
     chosen = sys.argv[1:] or list(PARTS)
+    _one_thread()
     for part in chosen:
         run_part(part, RESULTS, quick=False)
     write_markdown(RESULTS, quick=False)

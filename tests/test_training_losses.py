@@ -3,7 +3,7 @@ the loss value and every parameter's gradient agree within 1e-6."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,16 @@ NEGATIVES2 = [
     "Dickens wrote novels.",
 ]
 SCORES = [4.5, 0.5, 3.0, 2.0, 5.0]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Small training steps on one thread: OpenMP workers spinning on a shared 2-core machine
+    made them many times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
 
 
 class _AsSentenceTransformer(torch.nn.Module):

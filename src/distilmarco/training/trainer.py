@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 EVAL_LOG = "eval_log.jsonl"
 CHECKPOINTS = "checkpoints"
+LOG_EVERY = 50  # steps between progress lines in the log
 ProgressHook = Callable[[int, int, float | None], None]  # (step, total, loss)
 
 
@@ -196,6 +197,10 @@ def run(job: Job, *, resume: bool = False, progress: ProgressHook | None = None)
                 raise InputError(f"the loss became {value} at step {step}; lower --lr")
             if progress is not None:
                 progress(step, total, smoothed)
+            if step % LOG_EVERY == 0:
+                log.info(
+                    "step %d/%d: loss %.4f, %.1f examples/s", step, total, smoothed, seen / spent
+                )
             position = Progress(step, epoch, index + 1, best, best_step)
             if cfg.eval_steps and step % cfg.eval_steps == 0:
                 evaluate(epoch + (index + 1) / max(job.steps_per_epoch, 1))
