@@ -87,6 +87,7 @@ def test_same_seed_same_data_gives_bit_identical_weights(
     assert any(not torch.equal(a[k], base[k]) for k in base)  # training changed the weights
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss", ["mnrl", "cached-mnrl"])
 def test_resume_mid_epoch_gives_the_uninterrupted_weights(
     tiny_model_dir: Path, tmp_path: Path, loss: str
