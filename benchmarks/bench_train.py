@@ -187,7 +187,7 @@ def _st_trainer_seconds(base: Path, examples: list[Any]) -> float:
 
 
 def part_cranfield(quick: bool) -> dict[str, Any]:
-    from benchmarks.bench_train_ir import cranfield_part
+    from benchmarks.train_cranfield import cranfield_part
 
     return cranfield_part(quick)
 
