@@ -234,3 +234,38 @@ def test_dev_set_without_positives_is_refused(tiny_model_dir: Path, tmp_path: Pa
     with pytest.raises(InputError, match="no query with a relevant document"):
         distilmarco.train(data, tiny_model_dir, tmp_path / "o", dev=beir)
     assert not (tmp_path / "o").exists()
+
+
+def test_bf16_autocast_trains(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from distilmarco.training.trainer import choose_precision
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    native = "avx512_bf16" in flags or "amx_bf16" in flags
+    assert choose_precision("auto", "cpu") == ("bf16" if native else "fp32")
+    with pytest.raises(InputError, match="fp16 training needs a CUDA GPU"):
+        choose_precision("fp16", "cpu")
+    data = _pairs(tmp_path / "pairs.jsonl", n=16)
+    result = distilmarco.train(data, tiny_model_dir, tmp_path / "o", precision="bf16", **FAST)
+    assert result.precision == "bf16" and result.final_loss is not None
+    trained, base = _weights(tmp_path / "o"), _weights(tiny_model_dir)
+    assert all(v.dtype == torch.float32 for v in trained.values())  # master weights stay fp32
+    assert any(not torch.equal(trained[k], base[k]) for k in base)
+
+
+@pytest.mark.parametrize("loss", ["margin-mse", "mse"])
+def test_teacher_losses_train_from_jsonl_labels(
+    tiny_model_dir: Path, tmp_path: Path, loss: str
+) -> None:
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(12):
+        row: dict[str, object] = {"query": f"query {WORDS[i]} {i}", "positive": f"doc {i}"}
+        if loss == "margin-mse":
+            row |= {"negative": f"other {WORDS[i + 1]}", "score": [8.0, float(rng.uniform(0, 8))]}
+        else:
+            row["vector"] = rng.normal(size=32).round(4).tolist()
+        rows.append(row)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = distilmarco.train(data, tiny_model_dir, tmp_path / "o", loss=loss, **FAST)
+    assert result.steps == 2 and result.final_loss is not None and result.final_loss > 0
