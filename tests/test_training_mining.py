@@ -93,3 +93,14 @@ def test_mine_from_an_index(tiny_model_dir: Path, tmp_path: Path, fmt: str) -> N
                 assert text not in positives[line["query"]]  # never a positive of the query
                 assert 1 <= ranked[doc_id].rank < 8
                 assert ranked[doc_id].score <= pos
+
+
+def test_mining_an_empty_index_is_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from distilmarco.errors import NotFoundError
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"query": "q", "positive": "p"}\n')
+    with Index(tmp_path / "i.db", Encoder(tiny_model_dir)) as index:
+        with pytest.raises(NotFoundError, match="holds no documents"):
+            mine(index, str(pairs), tmp_path / "out.jsonl")
+    assert not (tmp_path / "out.jsonl").exists()

@@ -65,11 +65,14 @@ class IRDev:
 
 
 def load_dev(path: Path) -> DevEvaluator:
-    """An IR dev set for a BEIR (``qrels/dev.tsv``, else test) or Cranfield folder; else STS pairs."""
+    """An IR dev set for a BEIR (``qrels/dev.tsv``, else test) or Cranfield folder; STS pairs
+    for a file or the STS Benchmark folder (``sts-dev.csv``)."""
     from distilmarco.evaluation import formats
     from distilmarco.evaluation.sts import read_pairs
 
     path = Path(path)
+    if path.is_dir() and (path / "sts-dev.csv").is_file():
+        return STSDev(read_pairs(path / "sts-dev.csv"))  # the STS Benchmark folder: its dev split
     if path.is_dir() and not (path / "sts-test.csv").is_file():
         split = "dev" if (path / "qrels" / "dev.tsv").is_file() else "test"
         return IRDev(formats.load(path, split=split))

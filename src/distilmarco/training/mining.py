@@ -128,7 +128,7 @@ def choose(
 
 def mine(
     index: Index,
-    pairs: Path | Iterable[Example],
+    pairs: str | Path | Iterable[Example],
     output: Path,
     cfg: MiningConfig = MiningConfig(),
     positive_ids: dict[str, set[str]] | None = None,
@@ -139,7 +139,11 @@ def mine(
     is excluded from that query's negatives.
     """
     start = time.perf_counter()
-    examples = list(read_examples(pairs)) if isinstance(pairs, Path) else list(pairs)
+    if index.count() == 0:
+        raise NotFoundError(f"the index {index.path} holds no documents to mine from")
+    examples: list[Example] = (
+        list(read_examples(Path(pairs))) if isinstance(pairs, str | Path) else list(pairs)
+    )
     if not examples:
         raise InputError("no (query, positive) pairs to mine for")
     positives: dict[str, set[str]] = {}
@@ -186,8 +190,3 @@ def _write(f: TextIO, query: str, positive: str, chosen: list[Candidate], fmt: O
     }
     f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return 1
-
-
-def check_index(index: Index) -> None:
-    if index.count() == 0:
-        raise NotFoundError(f"the index {index.path} holds no documents to mine from")
