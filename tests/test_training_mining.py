@@ -100,7 +100,9 @@ def test_mining_an_empty_index_is_refused(tiny_model_dir: Path, tmp_path: Path) 
 
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"query": "q", "positive": "p"}\n')
-    with Index(tmp_path / "i.db", Encoder(tiny_model_dir)) as index:
-        with pytest.raises(NotFoundError, match="holds no documents"):
-            mine(index, str(pairs), tmp_path / "out.jsonl")
+    with (
+        Index(tmp_path / "i.db", Encoder(tiny_model_dir)) as index,
+        pytest.raises(NotFoundError, match="holds no documents"),
+    ):
+        mine(index, str(pairs), tmp_path / "out.jsonl")
     assert not (tmp_path / "out.jsonl").exists()
