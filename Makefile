@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean chromium
+.PHONY: demo test lint bench bench-train clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: lint chromium
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# Fine-tuning results alone (STS-B, Cranfield, speed against sentence-transformers' trainer).
+bench-train: $(STAMP)
+	$(BIN)/python -m benchmarks.run --only train
 
 clean:
 	rm -rf $(VENV) build *.egg-info
