@@ -174,19 +174,8 @@ def run(job: Job, *, resume: bool = False, progress: ProgressHook | None = None)
             batch = collate(job.tokenizer, _columns(examples), labels_for(job.loss, examples)).to(
                 device
             )
-            for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * linear_schedule(step, warmup, total)
-            optimizer.zero_grad(set_to_none=True)
-            value = _backward(job.loss, embed, batch, scaler)
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.max_grad_norm)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            lr = cfg.lr * linear_schedule(step, warmup, total)
+            value = _train_step(job, optimizer, embed, batch, lr, scaler)
             step += 1
             spent += time.perf_counter() - started
             seen += batch.rows
@@ -264,6 +253,31 @@ def _embedder(
             return run(tokens.ids, tokens.mask).float()
 
     return embed
+
+
+def _train_step(
+    job: Job,
+    optimizer: torch.optim.Optimizer,
+    embed: Callable[[Tokens], torch.Tensor],
+    batch: Batch,
+    lr: float,
+    scaler: torch.amp.GradScaler | None,
+) -> float:
+    """One optimizer step on one batch: gradients, clipping, update; returns the batch's loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    value = _backward(job.loss, embed, batch, scaler)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if job.config.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(job.module.parameters(), job.config.max_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return value
 
 
 def _backward(
