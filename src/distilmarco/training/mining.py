@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from distilmarco.index import Index
 
 Source = Literal["dense", "bm25"]
+_CHUNK = 1024  # pairs whose queries and positives are embedded together
 OutputFormat = Literal["n-tuple", "triplet"]
 
 
@@ -77,20 +78,33 @@ def _key(text: str) -> str:
     return hashlib.sha1(" ".join(text.split()).lower().encode("utf-8")).hexdigest()
 
 
-def candidates(index: Index, query: str, cfg: MiningConfig) -> list[Candidate]:
-    """The query's candidates from every source, scored by the model, best first."""
+def embed(index: Index, texts: list[str]) -> np.ndarray:
+    """Texts through the index's model, ready for its similarity (unit length for cosine)."""
+    vectors = index.encoder.encode(texts, truncation="count")
+    if index.encoder.similarity == "cosine":
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors
+
+
+def candidates(
+    index: Index, query: str, cfg: MiningConfig, vector: np.ndarray | None = None
+) -> list[Candidate]:
+    """The query's candidates from every source, scored by the model, best first.
+    ``vector``: the query's embedding, when already computed."""
+    q = embed(index, [query])[0] if vector is None else vector
     ids: dict[str, None] = {}
     for source in cfg.sources:
-        for hit in index.search(query, k=cfg.range_max, mode=source):
+        hits = (
+            index.search_vector(q, k=cfg.range_max)
+            if source == "dense"
+            else index.search(query, k=cfg.range_max, mode=source)
+        )
+        for hit in hits:
             ids.setdefault(hit.id, None)
     if not ids:
         return []
     order = list(ids)
-    q = index.encoder.encode([query], truncation="count")[0]
-    vectors = index.vectors(order)
-    if index.encoder.similarity == "cosine":
-        q = q / max(float(np.linalg.norm(q)), 1e-12)
-    scores = vectors @ q
+    scores = index.vectors(order) @ q
     ranked = sorted(zip(order, scores.tolist(), strict=True), key=lambda x: (-x[1], x[0]))
     return [
         Candidate(doc_id, index.get(doc_id).text, float(score), rank)
@@ -100,10 +114,8 @@ def candidates(index: Index, query: str, cfg: MiningConfig) -> list[Candidate]:
 
 
 def positive_score(index: Index, query: str, positive: str) -> float:
-    vecs = index.encoder.encode([query, positive], truncation="count")
-    if index.encoder.similarity == "cosine":
-        vecs = vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-    return float(vecs[0] @ vecs[1])
+    q, p = embed(index, [query, positive])
+    return float(q @ p)
 
 
 def choose(
@@ -153,23 +165,28 @@ def mine(
         positives.setdefault(ex.texts[0], set()).add(_key(ex.texts[1]))
     for query, doc_ids in (positive_ids or {}).items():
         positives.setdefault(query, set()).update(doc_ids)
-    cache: dict[str, list[Candidate]] = {}
     written = short = total = 0
     tmp = output.with_name(output.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for ex in examples:
-            query, positive = ex.texts[0], ex.texts[1]
-            if query not in cache:
-                cache = {query: candidates(index, query, cfg)}  # pairs of a query are adjacent
-            chosen = choose(
-                cache[query], positive_score(index, query, positive), positives[query], cfg
-            )
-            total += len(chosen)
-            if len(chosen) < cfg.negatives:
-                short += 1
-                if not cfg.keep_short or not chosen:
-                    continue
-            written += _write(f, query, positive, chosen, cfg.output_format)
+        for lo in range(0, len(examples), _CHUNK):
+            chunk = examples[lo : lo + _CHUNK]
+            # Queries and positives embedded in batches, a chunk at a time (bounded memory).
+            queries = list(dict.fromkeys(ex.texts[0] for ex in chunk))
+            q_vecs = dict(zip(queries, embed(index, queries), strict=True))
+            p_vecs = embed(index, [ex.texts[1] for ex in chunk])
+            found: dict[str, list[Candidate]] = {}
+            for ex, p_vec in zip(chunk, p_vecs, strict=True):
+                query, positive = ex.texts[0], ex.texts[1]
+                if query not in found:
+                    found[query] = candidates(index, query, cfg, q_vecs[query])
+                score = float(q_vecs[query] @ p_vec)
+                chosen = choose(found[query], score, positives[query], cfg)
+                total += len(chosen)
+                if len(chosen) < cfg.negatives:
+                    short += 1
+                    if not cfg.keep_short or not chosen:
+                        continue
+                written += _write(f, query, positive, chosen, cfg.output_format)
     tmp.replace(output)
     stats = MiningStats(len(examples), written, short, total, time.perf_counter() - start)
     logging.getLogger(__name__).info("mined %s", stats)
