@@ -38,6 +38,9 @@ def add(
         None, "--model", "-m", help="Model for a new index (default: the recorded one)"
     ),
     field: str = typer.Option("text", help="Field/column holding the text in tables"),
+    id_column: str | None = typer.Option(
+        None, help="Field/column holding each row's id (default: id or _id when present)"
+    ),
     sync: bool = typer.Option(False, "--sync", help="Remove documents whose files are gone"),
     as_json: bool = JsonOption,
 ) -> None:
@@ -53,6 +56,7 @@ def add(
             paths,
             sync=sync,
             field=field,
+            id_column=id_column,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
         index.optimize_if_large()

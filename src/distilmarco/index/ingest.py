@@ -1,10 +1,12 @@
 """Incremental indexing of files and folders.
 
-Files are keyed by path: a text file (``.txt``, ``.md``, ``.rst``, ``.html``) is one document whose
-id is its resolved path; a table (``.jsonl``, ``.csv``, ``.tsv``, ``.parquet``) gives one document
-per row, with id ``<path>#<row>`` (or ``<path>#<id field>`` when rows carry an ``id``). Only new or
-changed texts (SHA-256 of the text) are embedded; with ``sync`` the documents of files (or rows)
-that are gone are removed.
+A text file (``.txt``, ``.md``, ``.rst``, ``.html``) is one document whose id is its resolved path;
+a table (``.jsonl``, ``.csv``, ``.tsv``, ``.parquet``) gives one document per row. A row keeps its
+own id (the ``id_column``; by default ``id`` or ``_id`` when the file's rows have one, else
+``<path>#<row>``) and every other field as metadata, unchanged. Where a document came from is
+recorded under keys of ours, ``distilmarco:source`` (the file) and ``distilmarco:row`` (the row,
+from 1), a prefix that input fields may not use. Only new or changed texts (SHA-256 of the text)
+are embedded; with ``sync`` the documents of files (or rows) that are gone are removed.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ TEXT_SUFFIXES = (".txt", ".md", ".rst", ".html", ".htm")
 TABLE_SUFFIXES = (".jsonl", ".csv", ".tsv", ".parquet")
 SUFFIXES = TEXT_SUFFIXES + TABLE_SUFFIXES
 BATCH_DOCUMENTS = 64  # documents embedded and written per transaction
+RESERVED_PREFIX = "distilmarco:"
+SOURCE_KEY = RESERVED_PREFIX + "source"
+ROW_KEY = RESERVED_PREFIX + "row"
+DEFAULT_ID_COLUMNS = ("id", "_id")
 
 
 @dataclass(frozen=True)
@@ -69,10 +75,11 @@ def find_files(paths: Sequence[Path]) -> list[Path]:
     return sorted({p.resolve() for p in found})
 
 
-def read_documents(path: Path, field: str = "text") -> Iterator[SourceDoc]:
-    """The documents one file holds."""
+def read_documents(
+    path: Path, field: str = "text", id_column: str | None = None
+) -> Iterator[SourceDoc]:
+    """The documents one file holds; table rows keep their ids and fields."""
     suffix = path.suffix.lower()
-    base = {"source": str(path)}
     if suffix in TEXT_SUFFIXES:
         try:
             text = path.read_text(encoding="utf-8")
@@ -80,17 +87,40 @@ def read_documents(path: Path, field: str = "text") -> Iterator[SourceDoc]:
             raise InputError(f"{path} is not valid UTF-8 text: {exc}") from exc
         if suffix in (".html", ".htm"):
             text = html_text(text)
-        yield SourceDoc(str(path), text, {**base, "type": suffix.lstrip(".")})
+        meta = {SOURCE_KEY: str(path), RESERVED_PREFIX + "type": suffix.lstrip(".")}
+        yield SourceDoc(str(path), text, meta)
         return
+    key_column = id_column
     for n, row in enumerate(_rows(path), start=1):
+        if n == 1 and key_column is None:
+            key_column = next((c for c in DEFAULT_ID_COLUMNS if c in row), None)
+        ours = [k for k in row if isinstance(k, str) and k.startswith(RESERVED_PREFIX)]
+        if ours:
+            raise InputError(
+                f"{path}: row {n} has the field {ours[0]!r}; fields starting with "
+                f"{RESERVED_PREFIX!r} are reserved for where a document came from"
+            )
         text = row.pop(field, None)
         if not isinstance(text, str):
-            raise InputError(f"{path}: row {n} has no string field {field!r}")
-        key = row.pop("id", None)
-        extra = {
-            k: v for k, v in row.items() if isinstance(v, str | int | float | bool) or v is None
-        }
-        yield SourceDoc(f"{path}#{key if key is not None else n}", text, {**extra, **base})
+            raise InputError(f"{path}: row {n} has no string field {field!r} (see --column)")
+        doc_id = f"{path}#{n}"
+        if key_column is not None:
+            key = row.pop(key_column, None)
+            if key is None or isinstance(key, bool) or not isinstance(key, str | int) or key == "":
+                raise InputError(
+                    f"{path}: row {n} has no id in {key_column!r} (a string or integer; "
+                    "see --id-column)"
+                )
+            doc_id = str(key)
+        meta = {k: _json_value(v) for k, v in row.items()}
+        yield SourceDoc(doc_id, text, {**meta, SOURCE_KEY: str(path), ROW_KEY: n})
+
+
+def _json_value(value: object) -> Any:
+    """A table cell as JSON: scalars, lists and objects as they are, anything else as text."""
+    if value is None or isinstance(value, str | int | float | bool | list | dict):
+        return value
+    return str(value)
 
 
 def _rows(path: Path) -> Iterator[dict[str, Any]]:
@@ -138,17 +168,20 @@ def ingest(
     *,
     sync: bool = False,
     field: str = "text",
+    id_column: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
     """Index the files under ``paths``; re-embed only new or changed texts."""
     files = find_files(paths)
-    docs = [d for f in files for d in read_documents(f, field)]
+    docs = [d for f in files for d in read_documents(f, field, id_column)]
     empty = [d for d in docs if not d.text.strip()]
     docs = [d for d in docs if d.text.strip()]
     seen: dict[str, SourceDoc] = {}
     for d in docs:
         if d.id in seen:
-            raise InputError(f"document id {d.id!r} occurs twice (duplicate row id in its file)")
+            raise InputError(
+                f"document id {d.id!r} occurs twice: {_where(seen[d.id])} and {_where(d)}"
+            )
         seen[d.id] = d
     stored = index.content_hashes(list(seen))
     todo = [d for d in docs if stored.get(d.id) != content_hash(d.text)]
@@ -169,15 +202,33 @@ def ingest(
     )
 
 
+def _where(doc: SourceDoc) -> str:
+    row = doc.metadata.get(ROW_KEY)
+    return f"{doc.metadata.get(SOURCE_KEY)}" + (f" row {row}" if row is not None else "")
+
+
 def _sync(index: Index, paths: Sequence[Path], present: set[str]) -> int:
     """Delete documents whose source lies under ``paths`` but was not seen in this walk."""
     roots = [str(p.resolve()) for p in paths]
     gone = []
     for doc in index.documents():
-        source = doc.metadata.get("source")
-        if isinstance(source, str) and doc.id not in present and _under(source, roots):
+        source = _source_of(doc.id, doc.metadata)
+        if source is not None and doc.id not in present and _under(source, roots):
             gone.append(doc.id)
     return index.delete(gone) if gone else 0
+
+
+def _source_of(doc_id: str, metadata: dict[str, Any]) -> str | None:
+    """The file a document was read from; documents indexed before provenance had its own key
+    carry it in ``source`` and an id made from it, and only those count (a user's ``source``
+    field is their data)."""
+    source = metadata.get(SOURCE_KEY)
+    if isinstance(source, str):
+        return source
+    legacy = metadata.get("source")
+    if isinstance(legacy, str) and (doc_id == legacy or doc_id.startswith(legacy + "#")):
+        return legacy
+    return None
 
 
 def _under(source: str, roots: list[str]) -> bool:
