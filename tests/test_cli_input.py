@@ -7,6 +7,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from distilmarco.cli import main
 
 
@@ -27,9 +30,9 @@ def test_index_add_keeps_row_ids_and_fields(tmp_path: Path, tiny_model_dir: Path
         ],
     )
     db = str(tmp_path / "x.db")
-    assert main(["index", "add", str(data), "--db", db, "-m", str(tiny_model_dir)]) == 0
+    assert main(["index", "add", str(data), "--index", db, "-m", str(tiny_model_dir)]) == 0
     capsys.readouterr()
-    assert main(["index", "get", "cran-1", "--db", db, "--json"]) == 0
+    assert main(["index", "get", "cran-1", "--index", db, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["id"] == "cran-1"
     assert doc["metadata"] == {
@@ -38,7 +41,7 @@ def test_index_add_keeps_row_ids_and_fields(tmp_path: Path, tiny_model_dir: Path
         "distilmarco:source": str(data.resolve()),
         "distilmarco:row": 1,
     }
-    assert main(["index", "get", "cran-2", "--db", db, "--json"]) == 0
+    assert main(["index", "get", "cran-2", "--index", db, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metadata"]["tags"] == ["a", "b"]
 
 
@@ -48,16 +51,76 @@ def test_index_add_id_column_and_reserved_fields(
     data = tmp_path / "t.csv"
     data.write_text("key,body\nk1,first text\nk2,second text\n", encoding="utf-8")
     db = str(tmp_path / "x.db")
-    args = ["index", "add", str(data), "--db", db, "-m", str(tiny_model_dir)]
+    args = ["index", "add", str(data), "--index", db, "-m", str(tiny_model_dir)]
     assert main([*args, "--field", "body", "--id-column", "key"]) == 0
     capsys.readouterr()
-    assert main(["index", "get", "k2", "--db", db, "--json"]) == 0
+    assert main(["index", "get", "k2", "--index", db, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["text"] == "second text"
     bad = _jsonl(tmp_path / "bad.jsonl", [{"id": "x", "text": "t", "distilmarco:source": "me"}])
-    assert main(["index", "add", str(bad), "--db", db]) == 1
+    assert main(["index", "add", str(bad), "--index", db]) == 1
     assert "reserved" in capsys.readouterr().err
     dup = _jsonl(tmp_path / "dup.jsonl", [{"key": "k1", "body": "again"}])
     more = ["--field", "body", "--id-column", "key"]
-    assert main(["index", "add", str(data), str(dup), "--db", db, *more]) == 1
+    assert main(["index", "add", str(data), str(dup), "--index", db, *more]) == 1
     message = capsys.readouterr().err
     assert "'k1' occurs twice" in message and "dup.jsonl" in message
+
+
+# --- 2: an option that does not apply is an error, never ignored --------------------------------
+
+
+def test_text_column_option_applies_to_csv_and_is_refused_for_plain_text(
+    tiny_model_dir: Path, tiny_encoder, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "data.csv"
+    data.write_text("text,category\nhello there,greeting\nbye now,farewell\n", encoding="utf-8")
+    out = tmp_path / "v.npy"
+    model = ["-m", str(tiny_model_dir)]
+    assert main(["embed", str(data), "--field", "category", "-o", str(out), *model]) == 0
+    np.testing.assert_allclose(
+        np.load(out), tiny_encoder.encode(["greeting", "farewell"]), atol=1e-6
+    )
+    notes = tmp_path / "notes.txt"
+    notes.write_text("one\ntwo\n", encoding="utf-8")
+    assert main(["embed", str(notes), "--column", "body", "-o", str(out), *model]) == 1
+    assert "applies to tables" in capsys.readouterr().err
+
+
+def test_model_and_column_are_refused_with_an_index(
+    tiny_encoder, tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    from distilmarco.index import Index
+
+    db = tmp_path / "x.db"
+    with Index(db, tiny_encoder) as ix:
+        ix.add(["a", "b"], ["wings make lift", "boats float"])
+    base = ["similar", "lift", "--index", str(db)]
+    assert main([*base, "-m", str(tiny_model_dir)]) == 1
+    assert "--model cannot be used with --index" in capsys.readouterr().err
+    assert main(["recommend", "--index", str(db), "--like", "a", "--column", "x"]) == 1
+    assert "--column cannot be used with --index" in capsys.readouterr().err
+    assert main(["dedup", "--index", str(db), "-m", str(tiny_model_dir)]) == 1
+    assert "cannot be used with --index" in capsys.readouterr().err
+    assert main(["index", "search", "lift", "--index", str(db), "--mode", "bm25", "--ann"]) == 2
+    assert "bm25" in capsys.readouterr().err
+
+
+# --- 3: malformed input fails with file and line ------------------------------------------------
+
+BAD_CSV = 'text,label\nfine,a\n"never closed,b\nworld,c\nfoo,d\n'
+
+
+@pytest.mark.parametrize(
+    ("content", "line"),
+    [(BAD_CSV, 3), ("text,label\nfine,a\ntoo,many,fields\n", 3)],
+)
+def test_malformed_csv_names_file_and_line(
+    tiny_model_dir: Path, tmp_path: Path, capsys, content: str, line: int
+) -> None:  # type: ignore[no-untyped-def]
+    data = tmp_path / "bad.csv"
+    data.write_text(content, encoding="utf-8")
+    model = ["-m", str(tiny_model_dir)]
+    assert main(["embed", str(data), "-o", str(tmp_path / "v.npy"), *model]) == 1
+    assert f"bad.csv:{line}:" in capsys.readouterr().err
+    assert main(["index", "add", str(data), "--index", str(tmp_path / "x.db"), *model]) == 1
+    assert f"bad.csv:{line}:" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from distilmarco.cli import main
 
 def _eval(args: list[str], tmp_path: Path, name: str = "report") -> dict:
     path = tmp_path / f"{name}.json"
-    assert main(["eval", *args, "--json", str(path)]) == 0
+    assert main(["eval", *args, "--report", str(path)]) == 0
     return json.loads(path.read_text())
 
 
@@ -131,7 +131,7 @@ def test_bad_input_is_one_clear_error(
     assert "qrels.txt:2: expected 'query 0 document relevance'" in capsys.readouterr().err
     # unknown documents and unjudged queries are reported; --strict turns them into an error
     (tmp_path / "qrels.txt").write_text("1 0 1 1\n1 0 99 1\n")
-    assert main([*args, "--k", "10", "--metrics", "MRR@10"]) == 0
+    assert main([*args, "-k", "10", "--metrics", "MRR@10"]) == 0
     printed = capsys.readouterr().err
     assert "1 judgement(s) name documents not in the corpus (e.g. 99)" in printed
     assert "1 quer(y/ies) have no judgement (e.g. 2)" in printed

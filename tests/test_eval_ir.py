@@ -205,7 +205,7 @@ def cranfield_cli(make_model, tmp_path_factory: pytest.TempPathFactory) -> dict:
     start = time.perf_counter()
     rc = main(
         ["eval", "ir", str(folder), "-m", str(model), "--mode", "dense,bm25,hybrid",
-         "--run", str(out / "cran.trec"), "--json", str(out / "cran.json"), "--k", "100"]
+         "--run", str(out / "cran.trec"), "--report", str(out / "cran.json"), "-k", "100"]
     )  # fmt: skip
     assert rc == 0
     return {

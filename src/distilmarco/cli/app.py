@@ -1,6 +1,12 @@
-"""The Typer application and the terminal consoles every command module shares."""
+"""The Typer application, the terminal consoles and the option vocabulary every command shares.
+
+One name per concept across commands; the spellings of earlier releases still work for one
+release as hidden aliases (``ALIASES``), rewritten before parsing with a note on stderr.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import typer
 from rich.console import Console
@@ -15,6 +21,70 @@ app = typer.Typer(
 out = Console(soft_wrap=True)  # results
 err = Console(stderr=True, soft_wrap=True)  # progress, notices and errors
 
+GROUPS = ("index", "classify", "eval")  # commands with subcommands
+
+# Old spelling -> current one; the empty key applies to every command.
+ALIASES: dict[tuple[str, ...], dict[str, str]] = {
+    (): {
+        "--field": "--column",
+        "--text-column": "--column",
+        "--id-field": "--id-column",
+        "--db": "--index",
+        "-d": "--index",
+        "--top": "--top-k",
+        "--label": "--label-column",
+    },
+    ("classify", "zero-shot"): {"--label": "--label"},  # here a label is a name=description
+    ("cluster",): {"-k": "--clusters"},
+    ("dedup",): {"--top-k": "--neighbours"},
+    ("eval", "ir"): {"--k": "--top-k"},
+}
+REPORT_SUFFIX = ".json"  # ``eval ... --json PATH`` (old) writes a report: now ``--report PATH``
+
+
+def command_path(argv: Sequence[str]) -> tuple[str, ...]:
+    """The command (and subcommand) named by ``argv``."""
+    if not argv or argv[0].startswith("-"):
+        return ()
+    if argv[0] in GROUPS and len(argv) > 1 and not argv[1].startswith("-"):
+        return (argv[0], argv[1])
+    return (argv[0],)
+
+
+def rewrite_aliases(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``argv`` with old option spellings replaced, and a note for each one replaced."""
+    path = command_path(argv)
+    table = {**ALIASES[()], **ALIASES.get(path, {})}
+    out_args, notes = list(argv[: len(path)]), []
+    rest = list(argv[len(path) :])
+    for i, arg in enumerate(rest):
+        if arg == "--":
+            out_args.extend(rest[i:])
+            break
+        name, eq, value = arg.partition("=")
+        new = table.get(name)
+        if path[:1] == ("eval",) and name == "--json" and _is_report_path(eq, value, rest, i):
+            new = "--report"
+        if new is not None and new != name:
+            notes.append(f"note: {name} is now {new} (the old name goes away in a later release)")
+            arg = new + eq + value
+        out_args.append(arg)
+    return out_args, notes
+
+
+def _is_report_path(eq: str, value: str, rest: list[str], i: int) -> bool:
+    if eq:
+        return True
+    following = rest[i + 1] if i + 1 < len(rest) else ""
+    return following.lower().endswith(REPORT_SUFFIX)
+
+
+# --- shared options ------------------------------------------------------------------------
+
 ModelOption = typer.Option(
     None, "--model", "-m", help="Hub id or local folder (default: msmarco-distilbert-base-v4)"
 )
+ColumnOption = typer.Option(
+    None, "--column", help="Column (CSV, TSV, Parquet) or field (JSONL) holding the text [text]"
+)
+JsonFlag = typer.Option(False, "--json", help="Machine-readable output (JSON) on stdout")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from distilmarco.cli.app import ModelOption, app, err, out
+from distilmarco.cli.app import ColumnOption, ModelOption, app, err, out
 from distilmarco.errors import InputError
 
 if TYPE_CHECKING:
@@ -21,9 +21,7 @@ if TYPE_CHECKING:
     from distilmarco.encoder import Encoder
     from distilmarco.index import Index
 
-IndexOption = typer.Option(None, "--index", "-d", help="Index file (see `distilmarco index`)")
-FieldOption = typer.Option(None, help="JSONL field holding the text (default: text)")
-ColumnOption = typer.Option(None, help="CSV/Parquet column holding the text (default: text)")
+IndexOption = typer.Option(None, "--index", help="Index file (see `distilmarco index`)")
 OutputOption = typer.Option(
     None, "--output", "-o", help=".jsonl or .csv (default: JSONL on stdout)"
 )
@@ -43,10 +41,12 @@ def _encoder(model: str | None) -> Encoder:
     return Encoder(model or DEFAULT_MODEL)
 
 
-def _read(path: Path, field: str | None, column: str | None, what: str = "texts") -> list[str]:
+def _read(
+    path: Path, column: str | None, what: str = "texts", option: str = "--column"
+) -> list[str]:
     from distilmarco.textio import read_texts
 
-    texts = read_texts(path, field=field, column=column)
+    texts = read_texts(path, column, option)
     if not texts:
         raise InputError(f"{path} holds no {what}")
     return texts
@@ -58,11 +58,22 @@ def _read_labels(path: Path, name: str) -> list[str]:
         raise InputError(
             f"labels need a table (.csv, .tsv, .jsonl or .parquet); {path} is plain text"
         )
-    return _read(path, name, name, "labels")
+    return _read(path, name, "labels", "--label-column")
 
 
 def _embed(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
     return encoder.encode(list(texts), truncation="count", show_progress=len(texts) > 256)
+
+
+def _refuse_with_index(**given: object) -> None:
+    """Options that choose how texts are read or embedded do not apply to an index (it has its
+    own texts and records its model): giving one is an error, not a silent no-op."""
+    named = [name for name, value in given.items() if value not in (None, False, [], ())]
+    if named:
+        raise InputError(
+            f"{' and '.join(named)} cannot be used with --index (the index holds its texts and "
+            "records its model)"
+        )
 
 
 def _open_index(path: Path) -> Index:
@@ -108,10 +119,9 @@ def similar(
     source: Path | None = typer.Option(None, "--from", help="File of texts to compare"),
     target: Path | None = typer.Option(None, "--to", help="File of texts to compare against"),
     pairwise: bool = typer.Option(False, help="--from row i against --to row i only"),
-    k: int = typer.Option(5, "-k", "--top", help="Matches per text"),
+    k: int = typer.Option(5, "-k", "--top-k", help="Matches per text"),
     metric: str = MetricOption,
     model: str | None = ModelOption,
-    field: str | None = FieldOption,
     column: str | None = ColumnOption,
     output: Path | None = OutputOption,
 ) -> None:
@@ -119,6 +129,8 @@ def similar(
     from distilmarco.apps import similarity
 
     if index is not None:
+        _refuse_with_index(**{"--model": model, "--column": column, "--from": source})
+        _refuse_with_index(**{"--to": target, "--pairwise": pairwise})
         if (text is None) == (doc_id is None):
             raise InputError("with --index give either TEXT or --id")
         with _open_index(index) as ix:
@@ -129,11 +141,13 @@ def similar(
             found = ix.search_vector(vec, k, exclude_ids=exclude)
         _emit([{"id": h.id, "score": h.score, "passage": h.passage} for h in found], output)
         return
+    if doc_id is not None:
+        raise InputError("--id names a document of an --index; give --index too")
     if target is None or (source is None) == (text is None):
         raise InputError("give --index with TEXT or --id, or --to FILE with TEXT or --from FILE")
     encoder = _encoder(model)
-    queries = [text or ""] if source is None else _read(source, field, column)
-    corpus = _read(target, field, column)
+    queries = [text or ""] if source is None else _read(source, column)
+    corpus = _read(target, column)
     qv, cv = _embed(encoder, queries), _embed(encoder, corpus)
     if pairwise:
         scores = similarity.pairwise(qv, cv, metric)
@@ -166,13 +180,12 @@ def dedup(
     input: Path | None = typer.Argument(None, help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
     index: Path | None = IndexOption,
     threshold: float = typer.Option(0.9, help="Minimum similarity of a duplicate pair"),
-    top_k: int = typer.Option(100, help="Candidate neighbours kept per text"),
+    top_k: int = typer.Option(100, "--neighbours", help="Candidate neighbours kept per text"),
     method: str = typer.Option("auto", help="exact, ann (HNSW) or auto (ANN above 100k texts)"),
     metric: str = MetricOption,
     pairs: bool = typer.Option(False, "--pairs", help="Output the pairs instead of the groups"),
     keep: Path | None = typer.Option(None, help="Write the texts without duplicates here"),
     model: str | None = ModelOption,
-    field: str | None = FieldOption,
     column: str | None = ColumnOption,
     output: Path | None = OutputOption,
 ) -> None:
@@ -185,6 +198,7 @@ def dedup(
     dd.check_method(method)
     check_metric(metric)
     if index is not None:
+        _refuse_with_index(**{"--model": model, "--column": column})
         if keep is not None:
             raise InputError("--keep writes texts from an INPUT file; with --index use the ids")
         with _open_index(index) as ix:
@@ -194,7 +208,7 @@ def dedup(
             vectors = ix.vectors(ids)
         keys: list[Any] = list(ids)
     else:
-        texts = _read(input, field, column)  # type: ignore[arg-type]
+        texts = _read(input, column)  # type: ignore[arg-type]
         keys = list(range(len(texts)))
         vectors = _embed(_encoder(model), texts)
     found = dd.mine_pairs(
@@ -240,7 +254,9 @@ def dedup(
 def cluster(
     input: Path = typer.Argument(..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
     method: str = typer.Option("kmeans", help="kmeans, agglomerative, hdbscan or communities"),
-    k: int | None = typer.Option(None, "-k", help="k-means clusters (default: best silhouette)"),
+    k: int | None = typer.Option(
+        None, "--clusters", help="k-means clusters (default: best silhouette)"
+    ),
     k_max: int = typer.Option(20, help="Largest k tried when choosing k"),
     threshold: float | None = typer.Option(
         None, help="agglomerative: cosine distance (0.5); communities: similarity (0.75)"
@@ -250,7 +266,6 @@ def cluster(
     central: int = typer.Option(3, help="Most central texts shown per cluster"),
     seed: int = typer.Option(0),
     model: str | None = ModelOption,
-    field: str | None = FieldOption,
     column: str | None = ColumnOption,
     output: Path | None = OutputOption,
     summary: Path | None = typer.Option(None, help="Write the cluster summaries as JSON here"),
@@ -262,7 +277,7 @@ def cluster(
         raise InputError(
             f"unknown clustering method {method!r}; choose one of {', '.join(clu.METHODS)}"
         )
-    texts = _read(input, field, column)
+    texts = _read(input, column)
     vectors = _embed(_encoder(model), texts)
     if method == "kmeans":
         result = clu.kmeans(vectors, k, k_max=k_max, seed=seed)
@@ -316,10 +331,9 @@ def recommend(
     unlike: list[str] = typer.Option([], "--unlike", help="Disliked id (row number with --input)"),
     like_text: list[str] = typer.Option([], help="A liked text"),
     unlike_text: list[str] = typer.Option([], help="A disliked text"),
-    k: int = typer.Option(10, "-k", "--top", help="Recommendations"),
+    k: int = typer.Option(10, "-k", "--top-k", help="Recommendations"),
     negative_weight: float = typer.Option(0.5, help="Weight of the disliked examples"),
     model: str | None = ModelOption,
-    field: str | None = FieldOption,
     column: str | None = ColumnOption,
     output: Path | None = OutputOption,
 ) -> None:
@@ -329,6 +343,7 @@ def recommend(
     if (input is None) == (index is None):
         raise InputError("give either --index or --input")
     if index is not None:
+        _refuse_with_index(**{"--model": model, "--column": column})
         with _open_index(index) as ix:
             parts = [ix.vectors(like)] if like else []
             negs = [ix.vectors(unlike)] if unlike else []
@@ -348,7 +363,7 @@ def recommend(
             hits = ix.search_vector(query, k, exclude_ids=[*like, *unlike])
         _emit([{"id": h.id, "score": h.score, "passage": h.passage} for h in hits], output)
         return
-    texts = _read(input, field, column)  # type: ignore[arg-type]
+    texts = _read(input, column)  # type: ignore[arg-type]
     encoder = _encoder(model)
     vectors = _embed(encoder, texts)
     recs = rec.recommend(
@@ -377,17 +392,16 @@ def _row_numbers(values: Sequence[str], option: str) -> list[int]:
 def classify_train(
     input: Path = typer.Argument(..., help="Labelled texts: .csv/.tsv, .jsonl or .parquet"),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the classifier"),
-    label: str = typer.Option("label", help="Field/column holding the label"),
+    label: str = typer.Option("label", "--label-column", help="Column/field holding the label"),
     method: str = typer.Option("logreg", help="logreg or knn"),
     k: int = typer.Option(5, help="Neighbours for knn"),
     model: str | None = ModelOption,
-    field: str | None = FieldOption,
     column: str | None = ColumnOption,
 ) -> None:
     """Fit a classifier on embedded texts and save it (JSON + safetensors, no pickle)."""
     from distilmarco.apps.classify import fit_classifier
 
-    texts = _read(input, field, column)
+    texts = _read(input, column)
     labels = _read_labels(input, label)
     encoder = _encoder(model)
     clf = fit_classifier(
@@ -403,7 +417,6 @@ def classify_predict(
     input: Path = typer.Argument(..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
     classifier: Path = typer.Option(..., "--classifier", "-c", help="Folder from `classify train`"),
     model: str | None = typer.Option(None, "--model", "-m", help="Default: the training model"),
-    field: str | None = FieldOption,
     column: str | None = ColumnOption,
     output: Path | None = OutputOption,
 ) -> None:
@@ -415,7 +428,7 @@ def classify_predict(
     encoder = _encoder(model or trained_on)
     if trained_on and encoder.model_id != trained_on:
         err.print(f"warning: trained with {trained_on}, predicting with {encoder.model_id}")
-    texts = _read(input, field, column)
+    texts = _read(input, column)
     proba = clf.predict_proba(_embed(encoder, texts))
     rows = [
         {"row": i, "label": clf.classes[int(p.argmax())], "score": float(p.max()), "text": t}
@@ -429,7 +442,6 @@ def classify_zero_shot(
     input: Path = typer.Argument(..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
     labels: list[str] = typer.Option(..., "--label", help="NAME or NAME=description (repeat)"),
     model: str | None = ModelOption,
-    field: str | None = FieldOption,
     column: str | None = ColumnOption,
     output: Path | None = OutputOption,
 ) -> None:
@@ -441,7 +453,7 @@ def classify_zero_shot(
     if any(not n or not d for n, d in zip(names, descriptions, strict=True)):
         raise InputError("each --label needs a name (and, after '=', a description)")
     encoder = _encoder(model)
-    texts = _read(input, field, column)
+    texts = _read(input, column)
     result = zero_shot(_embed(encoder, texts), encoder.encode(descriptions), names)
     proba = result.probabilities()
     rows = [
@@ -464,7 +476,7 @@ def classify_zero_shot(
 def map_(
     input: Path = typer.Argument(..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
     output: Path = typer.Option(..., "--output", "-o", help="map.html (interactive) or map.png"),
-    label: str | None = typer.Option(None, help="Field/column to colour by"),
+    label: str | None = typer.Option(None, "--label-column", help="Column/field to colour by"),
     clusters: int | None = typer.Option(None, help="Colour by k-means with this many clusters"),
     projection: str = typer.Option("auto", help="auto, umap, tsne or pca"),
     width: int = typer.Option(1200, help="PNG width in pixels"),
@@ -472,7 +484,6 @@ def map_(
     title: str = typer.Option("distilmarco map", help="Page or image title"),
     seed: int = typer.Option(0),
     model: str | None = ModelOption,
-    field: str | None = FieldOption,
     column: str | None = ColumnOption,
 ) -> None:
     """Draw the texts on a 2-D map (HTML: hover shows the text; PNG: a picture)."""
@@ -483,8 +494,8 @@ def map_(
     if suffix not in (".html", ".png"):
         raise InputError(f"output {output} must end in .html or .png")
     if label is not None and clusters is not None:
-        raise InputError("colour by --label or by --clusters, not both")
-    texts = _read(input, field, column)
+        raise InputError("colour by --label-column or by --clusters, not both")
+    texts = _read(input, column)
     colour = _read_labels(input, label) if label is not None else None
     vectors = _embed(_encoder(model), texts)
     if clusters is not None:

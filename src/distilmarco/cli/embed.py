@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from distilmarco.cli.app import ModelOption, app, err, out
+from distilmarco.cli.app import ColumnOption, ModelOption, app, err, out
 from distilmarco.model.hub import DEFAULT_MODEL
 
 
@@ -17,8 +17,7 @@ def embed(
     input: Path = typer.Argument(..., help="Text lines, .jsonl, .csv/.tsv or .parquet"),
     output: Path = typer.Option(..., "--output", "-o", help=".npy, .parquet or .jsonl"),
     model: str | None = ModelOption,
-    field: str | None = typer.Option(None, help="JSONL field holding the text (default: text)"),
-    column: str | None = typer.Option(None, help="CSV/Parquet column (default: text)"),
+    column: str | None = ColumnOption,
     normalize: bool = typer.Option(False, help="Scale vectors to unit length"),
     backend: str = typer.Option("torch", help="torch, onnx, openvino or auto"),
     precision: str = typer.Option("fp32", help="fp32, int8, fp16 or bf16"),
@@ -34,7 +33,7 @@ def embed(
 
     if output.suffix.lower() not in (".npy", ".parquet", ".jsonl"):
         raise typer.BadParameter(f"{output} must end in .npy, .parquet or .jsonl", param_hint="-o")
-    texts = read_texts(input, field=field, column=column)
+    texts = read_texts(input, column)
     encoder = Encoder(model or DEFAULT_MODEL, backend=backend, precision=precision, device=device)
     vectors, stats = encoder.encode_with_stats(
         texts,

@@ -39,7 +39,7 @@ CompareOption = typer.Option(
     help="Run for several backend:precision pairs ('all', 'default' or e.g. "
     "'torch:fp32,onnx:int8'); prints metric, delta vs torch fp32 and throughput",
 )
-JsonOption = typer.Option(None, "--json", help="Write the full report as JSON here")
+JsonOption = typer.Option(None, "--report", help="Write the full report as JSON here")
 PlotOption = typer.Option(None, "--plot", help="Write a bar chart (.png) of the main metric")
 
 
@@ -185,7 +185,7 @@ def ir(
         help="dense, bm25, hybrid, rerank; comma-separated for several (default: dense, "
         "or rerank with --candidates)",
     ),
-    k: int = typer.Option(100, "--k", help="Documents retrieved per query"),
+    k: int = typer.Option(100, "-k", "--top-k", help="Documents retrieved per query"),
     metrics: str = typer.Option("nDCG@10,MRR@10,Recall@100,MAP,P@10", help="Comma-separated"),
     relevance_level: int = typer.Option(
         1, help="Lowest judgement counted relevant (binary metrics)"
@@ -320,7 +320,7 @@ def classify(
     data: Path = typer.Argument(..., help="Folder with train.csv and test.csv (or .tsv/.jsonl)"),
     train: Path | None = typer.Option(None, help="Train file (default: DATA/train.csv)"),
     test: Path | None = typer.Option(None, help="Test file (default: DATA/test.csv)"),
-    text_column: str = typer.Option("text", help="Column/field with the text"),
+    text_column: str = typer.Option("text", "--column", help="Column/field with the text"),
     label_column: str | None = typer.Option(
         None, help="Label column (default: label/category/...)"
     ),
@@ -380,7 +380,7 @@ def classify(
 @eval_app.command("cluster")
 def cluster(
     data: Path = typer.Argument(..., help="CSV/TSV/JSONL with a text and a label column"),
-    text_column: str = typer.Option("text", help="Column/field with the text"),
+    text_column: str = typer.Option("text", "--column", help="Column/field with the text"),
     label_column: str | None = typer.Option(
         None, help="Label column (default: label/category/...)"
     ),

@@ -9,17 +9,15 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from distilmarco.cli.app import app, err, out
+from distilmarco.cli.app import ColumnOption, JsonFlag, app, err, out
 
 index_app = typer.Typer(
     help="Build and search a semantic index (one SQLite file).", no_args_is_help=True
 )
 app.add_typer(index_app, name="index")
 
-DbOption = typer.Option(
-    Path("distilmarco.db"), "--db", "-d", help="Index file (default ./distilmarco.db)"
-)
-JsonOption = typer.Option(False, "--json", help="Machine-readable output")
+DbOption = typer.Option(Path("distilmarco.db"), "--index", help="Index file")
+JsonOption = JsonFlag
 
 
 def _open(db: Path, model: str | None = None, create: bool = False):  # type: ignore[no-untyped-def]
@@ -37,7 +35,7 @@ def add(
     model: str | None = typer.Option(
         None, "--model", "-m", help="Model for a new index (default: the recorded one)"
     ),
-    field: str = typer.Option("text", help="Field/column holding the text in tables"),
+    column: str | None = ColumnOption,
     id_column: str | None = typer.Option(
         None, help="Field/column holding each row's id (default: id or _id when present)"
     ),
@@ -55,7 +53,7 @@ def add(
             index,
             paths,
             sync=sync,
-            field=field,
+            field=column or "text",
             id_column=id_column,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
@@ -74,7 +72,7 @@ def add(
 def search(
     query: str = typer.Argument(..., help="What to look for, in plain words"),
     db: Path = DbOption,
-    k: int = typer.Option(10, "-k", "--top", help="Number of documents"),
+    k: int = typer.Option(10, "-k", "--top-k", help="Number of documents"),
     mode: str = typer.Option("dense", help="dense, bm25 or hybrid"),
     where: list[str] = typer.Option(
         [], "--where", "-w", help="Metadata filter key=value (repeatable)"
@@ -85,6 +83,8 @@ def search(
     """Search the index; prints score, id and the best passage."""
     from distilmarco.index.filters import parse_where_pairs
 
+    if exact is not None and mode == "bm25":
+        raise typer.BadParameter("--exact/--ann choose how dense search runs; bm25 has none")
     with _open(db) as index:
         hits = index.search(
             query, k, where=parse_where_pairs(where) or None, mode=mode, exact=exact

@@ -11,7 +11,6 @@ are embedded; with ``sync`` the documents of files (or rows) that are gone are r
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 from distilmarco.errors import InputError, MissingExtraError
 from distilmarco.index.core import Index
 from distilmarco.index.validate import content_hash
-from distilmarco.textio import jsonl_objects
+from distilmarco.textio import csv_rows, jsonl_objects
 
 log = logging.getLogger(__name__)
 
@@ -128,8 +127,7 @@ def _rows(path: Path) -> Iterator[dict[str, Any]]:
     if suffix == ".jsonl":
         yield from (row for _, row in jsonl_objects(path))
     elif suffix in (".csv", ".tsv"):
-        with open(path, encoding="utf-8", newline="") as f:
-            yield from csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+        yield from (row for _, row in csv_rows(path, "\t" if suffix == ".tsv" else ","))
     else:
         try:
             import pyarrow.parquet as pq
