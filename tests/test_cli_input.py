@@ -124,3 +124,18 @@ def test_malformed_csv_names_file_and_line(
     assert f"bad.csv:{line}:" in capsys.readouterr().err
     assert main(["index", "add", str(data), "--index", str(tmp_path / "x.db"), *model]) == 1
     assert f"bad.csv:{line}:" in capsys.readouterr().err
+
+
+# --- 4: blank lines are not texts ---------------------------------------------------------------
+
+
+def test_blank_lines_are_skipped_and_counted(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    lines = tmp_path / "lines.txt"
+    lines.write_text("a cat sat\n\n   \nthe dog ran\n\n", encoding="utf-8")
+    assert main(["dedup", str(lines), "-m", str(tiny_model_dir), "--threshold", "0.9999"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == ""  # no duplicate groups: the blanks are gone
+    assert "skipped 3 blank line(s)" in captured.err and "2 texts" in captured.err
+    out = tmp_path / "v.npy"
+    assert main(["embed", str(lines), "-o", str(out), "-m", str(tiny_model_dir)]) == 0
+    assert np.load(out).shape[0] == 2

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,23 @@ def is_table(path: Path) -> bool:
     return path.suffix.lower() in TABLE_SUFFIXES
 
 
+@dataclass(frozen=True)
+class TextFile:
+    """The texts of one input, and how many blank lines of plain text were left out."""
+
+    texts: list[str]
+    blank_lines: int = 0
+
+
 def read_texts(path: Path, column: str | None = None, option: str = "--column") -> list[str]:
-    """The texts in ``path``; the format follows the suffix. ``option`` names the command-line
-    option that chose ``column``, for the error messages."""
+    """The texts in ``path`` (see ``read_text_file``)."""
+    return read_text_file(path, column, option).texts
+
+
+def read_text_file(path: Path, column: str | None = None, option: str = "--column") -> TextFile:
+    """The texts in ``path``; the format follows the suffix. Plain text gives one text per line,
+    blank lines skipped and counted. ``option`` names the command-line option that chose
+    ``column``, for the error messages."""
     if not path.is_file():
         raise InputError(f"input file {path} does not exist")
     suffix = path.suffix.lower()
@@ -36,16 +51,29 @@ def read_texts(path: Path, column: str | None = None, option: str = "--column") 
             "plain text, one text per line"
         )
     if suffix == ".jsonl":
-        return _read_jsonl(path, column or "text", option)
+        return TextFile(_read_jsonl(path, column or "text", option))
     if suffix in (".csv", ".tsv"):
-        return _read_csv(path, column or "text", "\t" if suffix == ".tsv" else ",", option)
+        delimiter = "\t" if suffix == ".tsv" else ","
+        return TextFile(_read_csv(path, column or "text", delimiter, option))
     if suffix == ".parquet":
-        return _read_parquet(path, column or "text", option)
+        return TextFile(_read_parquet(path, column or "text", option))
     with open(path, encoding="utf-8", errors="strict") as f:
         try:
-            return [line.rstrip("\r\n") for line in f]
+            return lines_of(f)
         except UnicodeDecodeError as exc:
             raise InputError(f"{path} is not valid UTF-8 text: {exc}") from exc
+
+
+def lines_of(lines: Iterable[str]) -> TextFile:
+    """One text per line; blank (or whitespace-only) lines are not texts."""
+    texts, blank = [], 0
+    for line in lines:
+        text = line.rstrip("\r\n")
+        if text.strip():
+            texts.append(text)
+        else:
+            blank += 1
+    return TextFile(texts, blank)
 
 
 def jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

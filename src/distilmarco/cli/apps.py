@@ -44,9 +44,12 @@ def _encoder(model: str | None) -> Encoder:
 def _read(
     path: Path, column: str | None, what: str = "texts", option: str = "--column"
 ) -> list[str]:
-    from distilmarco.textio import read_texts
+    from distilmarco.textio import read_text_file
 
-    texts = read_texts(path, column, option)
+    found = read_text_file(path, column, option)
+    if found.blank_lines:
+        err.print(f"{path}: skipped {found.blank_lines} blank line(s)", highlight=False)
+    texts = found.texts
     if not texts:
         raise InputError(f"{path} holds no {what}")
     return texts

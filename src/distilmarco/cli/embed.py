@@ -29,11 +29,14 @@ def embed(
 ) -> None:
     """Embed every text in INPUT and write the vectors to OUTPUT."""
     from distilmarco.encoder import Encoder
-    from distilmarco.textio import read_texts, write_vectors
+    from distilmarco.textio import read_text_file, write_vectors
 
     if output.suffix.lower() not in (".npy", ".parquet", ".jsonl"):
         raise typer.BadParameter(f"{output} must end in .npy, .parquet or .jsonl", param_hint="-o")
-    texts = read_texts(input, column)
+    found = read_text_file(input, column)
+    if found.blank_lines:
+        err.print(f"{input}: skipped {found.blank_lines} blank line(s)", highlight=False)
+    texts = found.texts
     encoder = Encoder(model or DEFAULT_MODEL, backend=backend, precision=precision, device=device)
     vectors, stats = encoder.encode_with_stats(
         texts,
