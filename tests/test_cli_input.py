@@ -139,3 +139,31 @@ def test_blank_lines_are_skipped_and_counted(tiny_model_dir: Path, tmp_path: Pat
     out = tmp_path / "v.npy"
     assert main(["embed", str(lines), "-o", str(out), "-m", str(tiny_model_dir)]) == 0
     assert np.load(out).shape[0] == 2
+
+
+# --- 5: files left out are reported; --include / --exclude --------------------------------------
+
+
+def test_index_add_reports_skipped_files_and_takes_globs(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    src = tmp_path / "src"
+    (src / "tests").mkdir(parents=True)
+    (src / "a.py").write_text("def lift():\n    return 'wings'\n", encoding="utf-8")
+    (src / "b.py").write_text("def float_():\n    return 'boats'\n", encoding="utf-8")
+    (src / "tests" / "test_a.py").write_text("assert True\n", encoding="utf-8")
+    (src / "Makefile").write_text("all:\n", encoding="utf-8")
+    db = str(tmp_path / "x.db")
+    args = ["index", "add", str(src), "--index", db, "-m", str(tiny_model_dir)]
+    assert main(args) == 1
+    message = capsys.readouterr().err
+    assert "skipped 4 file(s)" in message and "3 .py" in message and "1 (no suffix)" in message
+    assert "--include '*.py'" in message
+    assert main([*args, "--include", "*.py", "--exclude", "tests/*", "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert (report["files"], report["added"]) == (2, 2)
+    assert report["skipped"] == {"": 1}
+    assert "1 (no suffix)" in captured.err
+    assert main(["index", "get", str((src / "a.py").resolve()), "--index", db, "--json"]) == 0
+    assert "wings" in json.loads(capsys.readouterr().out)["text"]

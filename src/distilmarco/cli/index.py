@@ -39,13 +39,19 @@ def add(
     id_column: str | None = typer.Option(
         None, help="Field/column holding each row's id (default: id or _id when present)"
     ),
+    include: list[str] = typer.Option(
+        [], "--include", help="Glob of files to index, any suffix read as text (repeatable)"
+    ),
+    exclude: list[str] = typer.Option(
+        [], "--exclude", help="Glob of files to leave out (repeatable)"
+    ),
     sync: bool = typer.Option(False, "--sync", help="Remove documents whose files are gone"),
     as_json: bool = JsonOption,
 ) -> None:
     """Index files and folders; only new or changed content is embedded."""
     from rich.progress import Progress
 
-    from distilmarco.index.ingest import ingest
+    from distilmarco.index.ingest import describe_skipped, ingest
 
     with _open(db, model, create=True) as index, Progress(console=err, transient=True) as bar:
         task = bar.add_task("embedding", total=None)
@@ -55,9 +61,13 @@ def add(
             sync=sync,
             field=column or "text",
             id_column=id_column,
+            include=include,
+            exclude=exclude,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
         index.optimize_if_large()
+    if report.skipped:
+        err.print(describe_skipped(report.skipped), highlight=False, markup=False)
     if as_json:
         out.print_json(json.dumps(asdict(report)))
     else:

@@ -11,9 +11,11 @@ are embedded; with ``sync`` the documents of files (or rows) that are gone are r
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -51,27 +53,58 @@ class IngestReport:
     unchanged: int
     deleted: int
     empty: int  # documents skipped because their text is empty
+    skipped: dict[str, int] = dataclasses.field(default_factory=dict)  # files left out by suffix
 
 
-def find_files(paths: Sequence[Path]) -> list[Path]:
-    """Every supported file under ``paths`` (files given directly must have a supported suffix)."""
+@dataclass(frozen=True)
+class FileWalk:
+    files: list[Path]
+    skipped: dict[str, int]  # files left out, by suffix ("" for none), in a folder walk
+
+
+def find_files(
+    paths: Sequence[Path], include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> FileWalk:
+    """The files under ``paths`` to index: supported suffixes, or those matching an ``include``
+    glob (read as text), minus those matching an ``exclude`` glob; hidden ones are left out.
+    Globs match a file's name or its path below the folder given (``*.py``, ``tests/*``)."""
     found: list[Path] = []
+    skipped: dict[str, int] = {}
     for path in paths:
         if not path.exists():
             raise InputError(f"path {path} does not exist")
         if path.is_dir():
-            found.extend(
-                p
-                for p in sorted(path.rglob("*"))
-                if p.is_file()
-                and p.suffix.lower() in SUFFIXES
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-        elif path.suffix.lower() in SUFFIXES:
+            for p in sorted(path.rglob("*")):
+                rel = p.relative_to(path)
+                if not p.is_file() or any(part.startswith(".") for part in rel.parts):
+                    continue
+                if _wanted(rel, include, exclude):
+                    found.append(p)
+                elif not _matches(rel, exclude):
+                    suffix = p.suffix.lower()
+                    skipped[suffix] = skipped.get(suffix, 0) + 1
+        elif _wanted(Path(path.name), include, exclude):
             found.append(path)
+        elif _matches(Path(path.name), exclude):
+            continue
         else:
-            raise InputError(f"{path} has an unsupported suffix; supported: {', '.join(SUFFIXES)}")
-    return sorted({p.resolve() for p in found})
+            raise InputError(
+                f"{path} has an unsupported suffix; supported: {', '.join(SUFFIXES)} "
+                "(or name it with --include, e.g. --include '*.py', to read it as text)"
+            )
+    return FileWalk(sorted({p.resolve() for p in found}), dict(sorted(skipped.items())))
+
+
+def _matches(rel: Path, globs: Sequence[str]) -> bool:
+    return any(fnmatch(rel.name, g) or fnmatch(rel.as_posix(), g) for g in globs)
+
+
+def _wanted(rel: Path, include: Sequence[str], exclude: Sequence[str]) -> bool:
+    if _matches(rel, exclude):
+        return False
+    if include:
+        return _matches(rel, include)
+    return rel.suffix.lower() in SUFFIXES
 
 
 def read_documents(
@@ -79,7 +112,7 @@ def read_documents(
 ) -> Iterator[SourceDoc]:
     """The documents one file holds; table rows keep their ids and fields."""
     suffix = path.suffix.lower()
-    if suffix in TEXT_SUFFIXES:
+    if suffix not in TABLE_SUFFIXES:  # text files, and any file an --include glob chose
         try:
             text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError as exc:
@@ -167,10 +200,15 @@ def ingest(
     sync: bool = False,
     field: str = "text",
     id_column: str | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
     """Index the files under ``paths``; re-embed only new or changed texts."""
-    files = find_files(paths)
+    walk = find_files(paths, include, exclude)
+    files = walk.files
+    if not files and walk.skipped:
+        raise InputError(f"no file to index: {describe_skipped(walk.skipped)}")
     docs = [d for f in files for d in read_documents(f, field, id_column)]
     empty = [d for d in docs if not d.text.strip()]
     docs = [d for d in docs if d.text.strip()]
@@ -197,6 +235,18 @@ def ingest(
         unchanged=len(docs) - len(todo),
         deleted=deleted,
         empty=len(empty),
+        skipped=walk.skipped,
+    )
+
+
+def describe_skipped(skipped: dict[str, int]) -> str:
+    """One line on the files a walk left out, and how to take them in."""
+    kinds = ", ".join(f"{n} {suffix or '(no suffix)'}" for suffix, n in skipped.items())
+    example = next((s for s in skipped if s), "")
+    how = f"--include '*{example}'" if example else "--include 'NAME'"
+    return (
+        f"skipped {sum(skipped.values())} file(s) of other types ({kinds}); supported: "
+        f"{', '.join(SUFFIXES)}; {how} indexes them as text"
     )
 
 
