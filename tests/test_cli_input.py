@@ -167,3 +167,52 @@ def test_index_add_reports_skipped_files_and_takes_globs(
     assert "1 (no suffix)" in captured.err
     assert main(["index", "get", str((src / "a.py").resolve()), "--index", db, "--json"]) == 0
     assert "wings" in json.loads(capsys.readouterr().out)["text"]
+
+
+# --- 6: destinations checked first; no empty index left behind; - is standard input --------------
+
+
+def test_missing_output_folder_fails_before_any_work(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import distilmarco.encoder
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model must not be loaded before the destination is checked")
+
+    monkeypatch.setattr(distilmarco.encoder.Encoder, "__init__", no_model)
+    lines = tmp_path / "in.txt"
+    lines.write_text("a\nb\n", encoding="utf-8")
+    assert main(["embed", str(lines), "-o", str(tmp_path / "out" / "x.npy")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["cluster", str(lines), "-o", str(tmp_path / "out" / "c.jsonl")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["dedup", str(lines), "--keep", str(tmp_path / "out" / "u.txt")]) == 1
+    assert "--keep" in capsys.readouterr().err
+
+
+def test_failed_first_add_leaves_no_file(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "text": "fine"}\nnot json\n', encoding="utf-8")
+    db = tmp_path / "new.db"
+    assert main(["index", "add", str(bad), "--index", str(db), "-m", str(tiny_model_dir)]) == 1
+    assert "bad.jsonl:2" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl"]
+
+
+def test_dash_reads_standard_input(
+    tiny_model_dir: Path, tiny_encoder, tmp_path: Path, monkeypatch, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("wings make lift\n\nboats float\n"))
+    out = tmp_path / "v.npy"
+    assert main(["embed", "-", "-o", str(out), "-m", str(tiny_model_dir)]) == 0
+    np.testing.assert_allclose(
+        np.load(out), tiny_encoder.encode(["wings make lift", "boats float"]), atol=1e-6
+    )
+    rows = '{"id": "w", "text": "wings make lift", "lang": "en"}\n'
+    monkeypatch.setattr("sys.stdin", io.StringIO(rows))
+    db = str(tmp_path / "x.db")
+    assert main(["index", "add", "-", "--index", db, "-m", str(tiny_model_dir)]) == 0
+    capsys.readouterr()
+    assert main(["index", "get", "w", "--index", db, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metadata"]["lang"] == "en"

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import sys
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ import numpy as np
 from distilmarco.errors import FormatError, InputError, MissingExtraError
 
 TABLE_SUFFIXES = (".jsonl", ".csv", ".tsv", ".parquet")
+STDIN = "-"
 
 
 def is_table(path: Path) -> bool:
@@ -38,10 +42,19 @@ def read_texts(path: Path, column: str | None = None, option: str = "--column") 
     return read_text_file(path, column, option).texts
 
 
+def is_stdin(path: Path) -> bool:
+    return str(path) == STDIN
+
+
 def read_text_file(path: Path, column: str | None = None, option: str = "--column") -> TextFile:
     """The texts in ``path``; the format follows the suffix. Plain text gives one text per line,
-    blank lines skipped and counted. ``option`` names the command-line option that chose
-    ``column``, for the error messages."""
+    blank lines skipped and counted. ``-`` is standard input: text lines, or JSONL when a
+    ``column`` is given. ``option`` names the command-line option that chose ``column``, for the
+    error messages."""
+    if is_stdin(path):
+        if column is None:
+            return lines_of(sys.stdin)
+        return TextFile(_texts_of_rows(jsonl_objects(path), path, column, option))
     if not path.is_file():
         raise InputError(f"input file {path} does not exist")
     suffix = path.suffix.lower()
@@ -77,11 +90,11 @@ def lines_of(lines: Iterable[str]) -> TextFile:
 
 
 def jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line of a JSONL file.
+    """(line number, object) for each non-blank line of a JSONL file (``-``: standard input).
 
     A line that is not JSON, or not a JSON object, is a ``FormatError`` naming the file and line.
     """
-    with open(path, encoding="utf-8") as f:
+    with nullcontext(sys.stdin) if is_stdin(path) else open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -95,8 +108,14 @@ def jsonl_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _read_jsonl(path: Path, field: str, option: str) -> list[str]:
+    return _texts_of_rows(jsonl_objects(path), path, field, option)
+
+
+def _texts_of_rows(
+    rows: Iterable[tuple[int, dict[str, Any]]], path: Path, field: str, option: str
+) -> list[str]:
     texts = []
-    for n, row in jsonl_objects(path):
+    for n, row in rows:
         if field not in row:
             raise InputError(f"{path}:{n}: no field {field!r} (use {option} to choose one)")
         if not isinstance(row[field], str):
@@ -160,6 +179,17 @@ def _read_parquet(path: Path, column: str, option: str) -> list[str]:
             f"(use {option} to choose one)"
         )
     return [v if isinstance(v, str) else "" for v in table.column(column).to_pylist()]
+
+
+def check_destination(path: Path, option: str = "--output") -> None:
+    """Refuse, before any work is done, an output whose folder is missing or not writable."""
+    folder = path.parent
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file name")
+    if not folder.is_dir():
+        raise InputError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"{option} {path}: the folder {folder} is not writable")
 
 
 def write_vectors(path: Path, vectors: np.ndarray, texts: list[str]) -> None:

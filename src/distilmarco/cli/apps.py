@@ -87,6 +87,19 @@ def _open_index(path: Path) -> Index:
     return Index(path, create=False)
 
 
+def _check_outputs(output: Path | None, *others: tuple[str, Path | None]) -> None:
+    """Check every destination before any work: the right suffix, an existing writable folder."""
+    from distilmarco.textio import check_destination
+
+    if output is not None:
+        if output.suffix.lower() not in (".jsonl", ".csv"):
+            raise InputError(f"output {output} must end in .jsonl or .csv")
+        check_destination(output)
+    for option, path in others:
+        if path is not None:
+            check_destination(path, option)
+
+
 def _emit(rows: Sequence[dict[str, Any]], output: Path | None) -> None:
     """Rows as JSONL on stdout, or into ``output`` (.jsonl, or .csv with lists joined by '|')."""
     if output is None:
@@ -130,6 +143,8 @@ def similar(
 ) -> None:
     """Most similar texts: TEXT (or --id) in an --index, or texts of --from/TEXT against --to."""
     from distilmarco.apps import similarity
+
+    _check_outputs(output)
 
     if index is not None:
         _refuse_with_index(**{"--model": model, "--column": column, "--from": source})
@@ -180,7 +195,9 @@ def similar(
 
 @app.command()
 def dedup(
-    input: Path | None = typer.Argument(None, help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
+    input: Path | None = typer.Argument(
+        None, help="Texts: lines, .jsonl, .csv/.tsv or .parquet (- reads stdin)"
+    ),
     index: Path | None = IndexOption,
     threshold: float = typer.Option(0.9, help="Minimum similarity of a duplicate pair"),
     top_k: int = typer.Option(100, "--neighbours", help="Candidate neighbours kept per text"),
@@ -195,6 +212,8 @@ def dedup(
     """Find duplicate and paraphrase texts (pairs above --threshold, grouped into sets)."""
     from distilmarco.apps import dedup as dd
     from distilmarco.apps.similarity import check_metric
+
+    _check_outputs(output, ("--keep", keep))
 
     if (input is None) == (index is None):
         raise InputError("give either INPUT or --index")
@@ -255,7 +274,9 @@ def dedup(
 
 @app.command()
 def cluster(
-    input: Path = typer.Argument(..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
+    input: Path = typer.Argument(
+        ..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet (- reads stdin)"
+    ),
     method: str = typer.Option("kmeans", help="kmeans, agglomerative, hdbscan or communities"),
     k: int | None = typer.Option(
         None, "--clusters", help="k-means clusters (default: best silhouette)"
@@ -275,6 +296,8 @@ def cluster(
 ) -> None:
     """Cluster texts; writes each text's cluster and describes every cluster."""
     from distilmarco.apps import cluster as clu
+
+    _check_outputs(output, ("--summary", summary))
 
     if method not in clu.METHODS:
         raise InputError(
@@ -342,6 +365,8 @@ def recommend(
 ) -> None:
     """More like --like / --like-text and less like --unlike / --unlike-text; inputs excluded."""
     from distilmarco.apps import recommend as rec
+
+    _check_outputs(output)
 
     if (input is None) == (index is None):
         raise InputError("give either --index or --input")
@@ -417,7 +442,9 @@ def classify_train(
 
 @classify_app.command("predict")
 def classify_predict(
-    input: Path = typer.Argument(..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
+    input: Path = typer.Argument(
+        ..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet (- reads stdin)"
+    ),
     classifier: Path = typer.Option(..., "--classifier", "-c", help="Folder from `classify train`"),
     model: str | None = typer.Option(None, "--model", "-m", help="Default: the training model"),
     column: str | None = ColumnOption,
@@ -425,6 +452,8 @@ def classify_predict(
 ) -> None:
     """Label texts with a trained classifier."""
     from distilmarco.apps.classify import Classifier
+
+    _check_outputs(output)
 
     clf = Classifier.load(classifier)
     trained_on = clf.metadata.get("model_id")
@@ -442,7 +471,9 @@ def classify_predict(
 
 @classify_app.command("zero-shot")
 def classify_zero_shot(
-    input: Path = typer.Argument(..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
+    input: Path = typer.Argument(
+        ..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet (- reads stdin)"
+    ),
     labels: list[str] = typer.Option(..., "--label", help="NAME or NAME=description (repeat)"),
     model: str | None = ModelOption,
     column: str | None = ColumnOption,
@@ -450,6 +481,8 @@ def classify_zero_shot(
 ) -> None:
     """Label texts by similarity to label descriptions; no training data."""
     from distilmarco.apps.classify import zero_shot
+
+    _check_outputs(output)
 
     names = [lab.split("=", 1)[0].strip() for lab in labels]
     descriptions = [lab.split("=", 1)[-1].strip() for lab in labels]
@@ -477,7 +510,9 @@ def classify_zero_shot(
 
 @app.command("map")
 def map_(
-    input: Path = typer.Argument(..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet"),
+    input: Path = typer.Argument(
+        ..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet (- reads stdin)"
+    ),
     output: Path = typer.Option(..., "--output", "-o", help="map.html (interactive) or map.png"),
     label: str | None = typer.Option(None, "--label-column", help="Column/field to colour by"),
     clusters: int | None = typer.Option(None, help="Colour by k-means with this many clusters"),
@@ -496,6 +531,7 @@ def map_(
     suffix = output.suffix.lower()
     if suffix not in (".html", ".png"):
         raise InputError(f"output {output} must end in .html or .png")
+    _check_outputs(None, ("--output", output))
     if label is not None and clusters is not None:
         raise InputError("colour by --label-column or by --clusters, not both")
     texts = _read(input, column)

@@ -14,7 +14,9 @@ from distilmarco.model.hub import DEFAULT_MODEL
 
 @app.command()
 def embed(
-    input: Path = typer.Argument(..., help="Text lines, .jsonl, .csv/.tsv or .parquet"),
+    input: Path = typer.Argument(
+        ..., help="Text lines, .jsonl, .csv/.tsv or .parquet; - reads standard input"
+    ),
     output: Path = typer.Option(..., "--output", "-o", help=".npy, .parquet or .jsonl"),
     model: str | None = ModelOption,
     column: str | None = ColumnOption,
@@ -29,10 +31,11 @@ def embed(
 ) -> None:
     """Embed every text in INPUT and write the vectors to OUTPUT."""
     from distilmarco.encoder import Encoder
-    from distilmarco.textio import read_text_file, write_vectors
+    from distilmarco.textio import check_destination, read_text_file, write_vectors
 
     if output.suffix.lower() not in (".npy", ".parquet", ".jsonl"):
         raise typer.BadParameter(f"{output} must end in .npy, .parquet or .jsonl", param_hint="-o")
+    check_destination(output)
     found = read_text_file(input, column)
     if found.blank_lines:
         err.print(f"{input}: skipped {found.blank_lines} blank line(s)", highlight=False)

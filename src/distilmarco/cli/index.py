@@ -29,7 +29,7 @@ def _open(db: Path, model: str | None = None, create: bool = False):  # type: ig
 @index_app.command("add")
 def add(
     paths: list[Path] = typer.Argument(
-        ..., help="Files or folders (.txt .md .rst .html .jsonl .csv .parquet)"
+        ..., help="Files or folders (.txt .md .rst .html .jsonl .csv .parquet); - reads JSONL"
     ),
     db: Path = DbOption,
     model: str | None = typer.Option(
@@ -53,19 +53,25 @@ def add(
 
     from distilmarco.index.ingest import describe_skipped, ingest
 
-    with _open(db, model, create=True) as index, Progress(console=err, transient=True) as bar:
-        task = bar.add_task("embedding", total=None)
-        report = ingest(
-            index,
-            paths,
-            sync=sync,
-            field=column or "text",
-            id_column=id_column,
-            include=include,
-            exclude=exclude,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
-        index.optimize_if_large()
+    new = not db.exists()
+    try:
+        with _open(db, model, create=True) as index, Progress(console=err, transient=True) as bar:
+            task = bar.add_task("embedding", total=None)
+            report = ingest(
+                index,
+                paths,
+                sync=sync,
+                field=column or "text",
+                id_column=id_column,
+                include=include,
+                exclude=exclude,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+            index.optimize_if_large()
+    except BaseException:
+        if new:  # a failed first add leaves no file behind, rather than an empty index
+            _remove_index(db)
+        raise
     if report.skipped:
         err.print(describe_skipped(report.skipped), highlight=False, markup=False)
     if as_json:
@@ -76,6 +82,11 @@ def add(
             f"{report.updated} updated, {report.unchanged} unchanged, {report.deleted} deleted"
             + (f", {report.empty} empty skipped" if report.empty else "")
         )
+
+
+def _remove_index(db: Path) -> None:
+    for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), db.with_name(db.name + ".ann")):
+        path.unlink(missing_ok=True)
 
 
 @index_app.command("search")

@@ -6,7 +6,7 @@ own id (the ``id_column``; by default ``id`` or ``_id`` when the file's rows hav
 ``<path>#<row>``) and every other field as metadata, unchanged. Where a document came from is
 recorded under keys of ours, ``distilmarco:source`` (the file) and ``distilmarco:row`` (the row,
 from 1), a prefix that input fields may not use. Only new or changed texts (SHA-256 of the text)
-are embedded; with ``sync`` the documents of files (or rows) that are gone are removed.
+are embedded; ``-`` reads JSONL rows from standard input; with ``sync`` the documents of files (or rows) that are gone are removed.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from distilmarco.errors import InputError, MissingExtraError
 from distilmarco.index.core import Index
 from distilmarco.index.validate import content_hash
-from distilmarco.textio import csv_rows, jsonl_objects
+from distilmarco.textio import csv_rows, is_stdin, jsonl_objects
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,10 @@ def find_files(
     Globs match a file's name or its path below the folder given (``*.py``, ``tests/*``)."""
     found: list[Path] = []
     skipped: dict[str, int] = {}
+    stdin = [p for p in paths if is_stdin(p)]
     for path in paths:
+        if is_stdin(path):
+            continue
         if not path.exists():
             raise InputError(f"path {path} does not exist")
         if path.is_dir():
@@ -92,7 +95,8 @@ def find_files(
                 f"{path} has an unsupported suffix; supported: {', '.join(SUFFIXES)} "
                 "(or name it with --include, e.g. --include '*.py', to read it as text)"
             )
-    return FileWalk(sorted({p.resolve() for p in found}), dict(sorted(skipped.items())))
+    files = sorted({p.resolve() for p in found}) + stdin[:1]
+    return FileWalk(files, dict(sorted(skipped.items())))
 
 
 def _matches(rel: Path, globs: Sequence[str]) -> bool:
@@ -111,7 +115,7 @@ def read_documents(
     path: Path, field: str = "text", id_column: str | None = None
 ) -> Iterator[SourceDoc]:
     """The documents one file holds; table rows keep their ids and fields."""
-    suffix = path.suffix.lower()
+    suffix = ".jsonl" if is_stdin(path) else path.suffix.lower()
     if suffix not in TABLE_SUFFIXES:  # text files, and any file an --include glob chose
         try:
             text = path.read_text(encoding="utf-8")
@@ -157,7 +161,7 @@ def _json_value(value: object) -> Any:
 
 def _rows(path: Path) -> Iterator[dict[str, Any]]:
     suffix = path.suffix.lower()
-    if suffix == ".jsonl":
+    if suffix == ".jsonl" or is_stdin(path):
         yield from (row for _, row in jsonl_objects(path))
     elif suffix in (".csv", ".tsv"):
         yield from (row for _, row in csv_rows(path, "\t" if suffix == ".tsv" else ","))
@@ -257,7 +261,7 @@ def _where(doc: SourceDoc) -> str:
 
 def _sync(index: Index, paths: Sequence[Path], present: set[str]) -> int:
     """Delete documents whose source lies under ``paths`` but was not seen in this walk."""
-    roots = [str(p.resolve()) for p in paths]
+    roots = [str(p.resolve()) for p in paths if not is_stdin(p)]
     gone = []
     for doc in index.documents():
         source = _source_of(doc.id, doc.metadata)
