@@ -216,3 +216,23 @@ def test_dash_reads_standard_input(
     capsys.readouterr()
     assert main(["index", "get", "w", "--index", db, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metadata"]["lang"] == "en"
+
+
+# --- 7: user text is never console markup -------------------------------------------------------
+
+
+def test_plain_output_keeps_bracketed_text(tiny_encoder, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from distilmarco.index import Index
+
+    db = tmp_path / "x.db"
+    text = "* [npm publish](/commands/npm-publish) puts a [bold]package[/bold] on the registry"
+    with Index(db, tiny_encoder) as ix:
+        ix.add(["[red]doc"], [text])
+    assert main(["index", "search", "publish package", "--index", str(db)]) == 0
+    shown = capsys.readouterr().out
+    assert "[npm publish](/commands/npm-publish)" in shown
+    assert "[bold]package[/bold]" in shown and "[red]doc" in shown
+    assert main(["index", "get", "[red]doc", "--index", str(db)]) == 0
+    assert text in capsys.readouterr().out
+    assert main(["embed", str(tmp_path / "[bold]in.txt"), "-o", str(tmp_path / "v.npy")]) == 1
+    assert "[bold]in.txt does not exist" in capsys.readouterr().err

@@ -12,7 +12,7 @@ from distilmarco.cli import embed as _embed  # noqa: F401  (registers commands)
 from distilmarco.cli import evaluate as _evaluate  # noqa: F401
 from distilmarco.cli import index as _index  # noqa: F401
 from distilmarco.cli import serve as _serve  # noqa: F401
-from distilmarco.cli.app import app, err, rewrite_aliases
+from distilmarco.cli.app import app, err, rewrite_aliases, styled
 from distilmarco.errors import DistilmarcoError
 
 __all__ = ["app", "main"]
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print("aborted")
         return 130
     except (DistilmarcoError, OSError, TypeError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        err.print(styled(("error:", "red"), f" {exc}"))
         return 1
     return result if isinstance(result, int) else 0
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 app = typer.Typer(
     name="distilmarco",
@@ -18,8 +19,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console(soft_wrap=True)  # results
-err = Console(stderr=True, soft_wrap=True)  # progress, notices and errors
+# Markup off: user text (search hits, file names, errors) is printed as it is, never parsed for
+# [style] tags; styled output is built from ``Text`` parts instead.
+out = Console(soft_wrap=True, markup=False, highlight=False)  # results
+err = Console(stderr=True, soft_wrap=True, markup=False, highlight=False)  # notices and errors
 
 GROUPS = ("index", "classify", "eval")  # commands with subcommands
 
@@ -77,6 +80,11 @@ def _is_report_path(eq: str, value: str, rest: list[str], i: int) -> bool:
         return True
     following = rest[i + 1] if i + 1 < len(rest) else ""
     return following.lower().endswith(REPORT_SUFFIX)
+
+
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """Plain strings and (text, style) pairs, none of them read as markup."""
+    return Text.assemble(*parts)
 
 
 # --- shared options ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from distilmarco.cli.app import ColumnOption, ModelOption, app, err, out
+from distilmarco.cli.app import ColumnOption, ModelOption, app, err, out, styled
 from distilmarco.errors import InputError
 
 if TYPE_CHECKING:
@@ -340,8 +340,7 @@ def cluster(
     else:
         for s in summaries:
             err.print(
-                f"[bold]cluster {s.label}[/bold] ({s.size}): {', '.join(s.keywords)}",
-                highlight=False,
+                styled((f"cluster {s.label}", "bold"), f" ({s.size}): {', '.join(s.keywords)}"),
             )
         _emit(rows, None)
 

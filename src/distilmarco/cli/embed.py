@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from distilmarco.cli.app import ColumnOption, ModelOption, app, err, out
+from distilmarco.cli.app import ColumnOption, ModelOption, app, err, out, styled
 from distilmarco.model.hub import DEFAULT_MODEL
 
 
@@ -76,4 +76,4 @@ def info(
             value = ", ".join(value)
         elif isinstance(value, tuple):
             value = ", ".join(value) or "-"
-        out.print(f"[bold]{key:>16}[/bold]  {value}", highlight=False)
+        out.print(styled((f"{key:>16}", "bold"), f"  {value}"))

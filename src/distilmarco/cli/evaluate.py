@@ -16,7 +16,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from distilmarco.cli.app import ModelOption, app, err, out
+from distilmarco.cli.app import ModelOption, app, err, out, styled
 from distilmarco.errors import InputError
 
 if TYPE_CHECKING:
@@ -219,7 +219,7 @@ def ir(
     modes = tuple(m.strip() for m in (mode or ("rerank" if candidates else "dense")).split(","))
     problems = formats.check(dataset).warnings()
     for line in problems:
-        err.print(f"[yellow]warning:[/yellow] {dataset.name}: {line}", highlight=False)
+        err.print(styled(("warning:", "yellow"), f" {dataset.name}: {line}"))
     if strict and problems:
         raise InputError(f"{dataset.name}: {problems[0]} (--strict)")
     for note in dataset.notes:

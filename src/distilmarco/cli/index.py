@@ -7,9 +7,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
-from rich.markup import escape
 
-from distilmarco.cli.app import ColumnOption, JsonFlag, app, err, out
+from distilmarco.cli.app import ColumnOption, JsonFlag, app, err, out, styled
 
 index_app = typer.Typer(
     help="Build and search a semantic index (one SQLite file).", no_args_is_help=True
@@ -117,15 +116,18 @@ def search(
         out.print("no hits")
     words = {w.lower() for w in query.split() if len(w) > 2}
     for hit in hits:
-        out.print(f"[bold]{hit.score:.4f}[/bold]  [cyan]{escape(hit.id)}[/cyan]", highlight=False)
-        out.print("    " + _highlight(" ".join(hit.passage.split())[:400], words), highlight=False)
+        out.print(styled((f"{hit.score:.4f}", "bold"), "  ", (hit.id, "cyan")))
+        out.print(styled("    ", *_highlight(" ".join(hit.passage.split())[:400], words)))
 
 
-def _highlight(passage: str, words: set[str]) -> str:
-    return " ".join(
-        f"[yellow]{escape(w)}[/yellow]" if w.lower().strip(".,;:!?()\"'") in words else escape(w)
-        for w in passage.split()
-    )
+def _highlight(passage: str, words: set[str]) -> list[str | tuple[str, str]]:
+    """The passage's words, those of the query marked (a word is never read as markup)."""
+    parts: list[str | tuple[str, str]] = []
+    for i, w in enumerate(passage.split()):
+        if i:
+            parts.append(" ")
+        parts.append((w, "yellow") if w.lower().strip(".,;:!?()[]\"'") in words else w)
+    return parts
 
 
 @index_app.command("get")
@@ -140,10 +142,8 @@ def get(
     if as_json:
         out.print_json(json.dumps(asdict(doc)))
     else:
-        out.print(
-            f"[bold]{escape(doc.id)}[/bold]  {doc.chunks} chunk(s)  {json.dumps(doc.metadata)}"
-        )
-        out.print(escape(doc.text), highlight=False)
+        out.print(styled((doc.id, "bold"), f"  {doc.chunks} chunk(s)  {json.dumps(doc.metadata)}"))
+        out.print(doc.text)
 
 
 @index_app.command("delete")
@@ -169,7 +169,7 @@ def stats(db: Path = DbOption, as_json: bool = JsonOption) -> None:
         out.print_json(json.dumps(facts))
         return
     for key, value in facts.items():
-        out.print(f"[bold]{key:>14}[/bold]  {value}", highlight=False)
+        out.print(styled((f"{key:>14}", "bold"), f"  {value}"))
 
 
 @index_app.command("reindex")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from distilmarco.cli.app import app, err
+from distilmarco.cli.app import app, err, styled
 from distilmarco.model.hub import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ def serve(
 
         opened = Index(index, encoder=encoder)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        err.print(f"[yellow]warning:[/yellow] listening on {host} without an API key")
+        err.print(styled(("warning:", "yellow"), f" listening on {host} without an API key"))
     err.print(f"serving {encoder.model_id} on http://{host}:{port}  (docs: /docs)", highlight=False)
     uvicorn.run(
         create_app(settings, encoder, opened),
