@@ -86,20 +86,23 @@ def test_text_column_option_applies_to_csv_and_is_refused_for_plain_text(
     assert "applies to tables" in capsys.readouterr().err
 
 
-def test_model_and_column_are_refused_with_an_index(
-    tiny_encoder, tiny_model_dir: Path, tmp_path: Path, capsys
+def test_model_is_checked_and_column_refused_with_an_index(
+    tiny_encoder, make_model, tmp_path: Path, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     from distilmarco.index import Index
 
     db = tmp_path / "x.db"
     with Index(db, tiny_encoder) as ix:
         ix.add(["a", "b"], ["wings make lift", "boats float"])
+    other = str(make_model("tiny-distilbert-seed1", seed=1))
     base = ["similar", "lift", "--index", str(db)]
-    assert main([*base, "-m", str(tiny_model_dir)]) == 1
-    assert "--model cannot be used with --index" in capsys.readouterr().err
+    assert main([*base, "-m", other]) == 1  # used and checked, not ignored
+    assert "built with another model" in capsys.readouterr().err
     assert main(["recommend", "--index", str(db), "--like", "a", "--column", "x"]) == 1
     assert "--column cannot be used with --index" in capsys.readouterr().err
-    assert main(["dedup", "--index", str(db), "-m", str(tiny_model_dir)]) == 1
+    assert main(["dedup", "--index", str(db), "-m", other]) == 1
+    assert "built with another model" in capsys.readouterr().err
+    assert main(["dedup", "--index", str(db), "--column", "x"]) == 1
     assert "cannot be used with --index" in capsys.readouterr().err
     assert main(["index", "search", "lift", "--index", str(db), "--mode", "bm25", "--ann"]) == 2
     assert "bm25" in capsys.readouterr().err

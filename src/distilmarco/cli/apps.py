@@ -69,22 +69,22 @@ def _embed(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
 
 
 def _refuse_with_index(**given: object) -> None:
-    """Options that choose how texts are read or embedded do not apply to an index (it has its
-    own texts and records its model): giving one is an error, not a silent no-op."""
+    """Options that choose how texts are read do not apply to an index (it holds its texts):
+    giving one is an error, not a silent no-op."""
     named = [name for name, value in given.items() if value not in (None, False, [], ())]
     if named:
         raise InputError(
-            f"{' and '.join(named)} cannot be used with --index (the index holds its texts and "
-            "records its model)"
+            f"{' and '.join(named)} cannot be used with --index (the index holds its texts)"
         )
 
 
-def _open_index(path: Path) -> Index:
+def _open_index(path: Path, model: str | None) -> Index:
+    """The index at ``path``; ``model`` (another folder of the same model) is checked by content."""
     from distilmarco.index import Index
 
     if not path.is_file():
         raise InputError(f"index file {path} does not exist")
-    return Index(path, create=False)
+    return Index(path, model, create=False)
 
 
 def _check_outputs(output: Path | None, *others: tuple[str, Path | None]) -> None:
@@ -147,11 +147,11 @@ def similar(
     _check_outputs(output)
 
     if index is not None:
-        _refuse_with_index(**{"--model": model, "--column": column, "--from": source})
+        _refuse_with_index(**{"--column": column, "--from": source})
         _refuse_with_index(**{"--to": target, "--pairwise": pairwise})
         if (text is None) == (doc_id is None):
             raise InputError("with --index give either TEXT or --id")
-        with _open_index(index) as ix:
+        with _open_index(index, model) as ix:
             if doc_id is not None:
                 vec, exclude = ix.vectors([doc_id])[0], [doc_id]
             else:
@@ -220,10 +220,10 @@ def dedup(
     dd.check_method(method)
     check_metric(metric)
     if index is not None:
-        _refuse_with_index(**{"--model": model, "--column": column})
+        _refuse_with_index(**{"--column": column})
         if keep is not None:
             raise InputError("--keep writes texts from an INPUT file; with --index use the ids")
-        with _open_index(index) as ix:
+        with _open_index(index, model) as ix:
             docs = list(ix.documents())
             ids = [d.id for d in docs]
             texts = [d.text for d in docs]
@@ -370,8 +370,8 @@ def recommend(
     if (input is None) == (index is None):
         raise InputError("give either --index or --input")
     if index is not None:
-        _refuse_with_index(**{"--model": model, "--column": column})
-        with _open_index(index) as ix:
+        _refuse_with_index(**{"--column": column})
+        with _open_index(index, model) as ix:
             parts = [ix.vectors(like)] if like else []
             negs = [ix.vectors(unlike)] if unlike else []
             if like_text:

@@ -98,6 +98,9 @@ def search(
         [], "--where", "-w", help="Metadata filter key=value (repeatable)"
     ),
     exact: bool | None = typer.Option(None, "--exact/--ann", help="Force exact or HNSW search"),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="The index's model from another folder (checked by content)"
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Search the index; prints score, id and the best passage."""
@@ -105,7 +108,7 @@ def search(
 
     if exact is not None and mode == "bm25":
         raise typer.BadParameter("--exact/--ann choose how dense search runs; bm25 has none")
-    with _open(db) as index:
+    with _open(db, model) as index:
         hits = index.search(
             query, k, where=parse_where_pairs(where) or None, mode=mode, exact=exact
         )

@@ -36,6 +36,7 @@ from distilmarco.index.validate import (
     check_ids,
     check_same_model,
     content_hash,
+    load_recorded_encoder,
     model_meta,
     validate_documents,
 )
@@ -86,6 +87,8 @@ class IndexStats:
     chunk_overlap: int | None
     file_bytes: int
     ann: dict[str, object]
+    model_name: str | None = None
+    fingerprint: str | None = None
 
 
 class Index:
@@ -150,17 +153,12 @@ class Index:
     def encoder(self) -> Encoder:
         """The encoder; loads the model the index records if none was given."""
         if self._encoder is None:
-            from distilmarco.encoder import Encoder
-            from distilmarco.model.hub import DEFAULT_MODEL
-
-            meta = self.store.meta()
-            self._set_encoder(
-                Encoder(meta.get("model_id", DEFAULT_MODEL), revision=meta.get("revision") or None)
-            )
+            self._set_encoder(load_recorded_encoder(self.store.meta()))
         assert self._encoder is not None
         return self._encoder
 
     def _set_encoder(self, encoder: Encoder) -> None:
+        # An index from before fingerprints gets one recorded with its next write.
         check_same_model(self.store.meta(), model_meta(encoder))
         self._encoder = encoder
         meta = self.store.meta()
@@ -507,6 +505,8 @@ class Index:
             chunk_overlap=num("chunk_overlap"),
             file_bytes=size,
             ann=self.caches.ann_file_stamp() if "dimension" in meta else {"present": False},
+            model_name=meta.get("model_name"),
+            fingerprint=meta.get("fingerprint"),
         )
 
 

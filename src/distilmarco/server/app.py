@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, Response
 import distilmarco
 from distilmarco.encoder import Encoder
 from distilmarco.errors import DistilmarcoError
+from distilmarco.index.validate import display_name, folder_fingerprint
 from distilmarco.server.auth import ApiKeyMiddleware
 from distilmarco.server.http_errors import (
     ApiError,
@@ -45,7 +46,8 @@ def create_app(settings: ServerSettings, encoder: Encoder, index: Any = None) ->
     settings = settings.validate()
     metrics = Metrics()
     service = EmbeddingService(encoder, settings, metrics)
-    model_name = settings.model_name or encoder.model_id
+    model_name = settings.model_name or display_name(encoder.model_id)
+    fingerprint = folder_fingerprint(encoder.spec.folder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,8 +89,9 @@ def create_app(settings: ServerSettings, encoder: Encoder, index: Any = None) ->
             index_facts = {"documents": await asyncio.to_thread(index.count)}
         return json_response(
             {
-                "model_id": facts.model_id,
+                "model_id": display_name(facts.model_id),
                 "model_name": model_name,
+                "fingerprint": fingerprint,
                 "revision": facts.revision,
                 "architecture": facts.architecture,
                 "dimension": facts.dimension,

@@ -172,6 +172,7 @@ class Health(BaseModel):
 class Info(BaseModel):
     model_id: str
     model_name: str
+    fingerprint: str
     revision: str | None
     architecture: str
     dimension: int
