@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,7 +72,30 @@ def _stat(path: Path) -> tuple[int, int]:
 
 @functools.lru_cache(maxsize=32)
 def _fingerprint(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
-    """Cached by the files' sizes and times, so a process hashes a model once."""
+    """Cached by the files' sizes and times, in memory and on disk, so a model is hashed once."""
+    from distilmarco.backends.export import cache_root
+
+    key = hashlib.sha256(folder.encode("utf-8")).hexdigest()[:24]
+    saved = cache_root() / "fingerprints" / f"{key}.json"
+    try:
+        record = json.loads(saved.read_text(encoding="utf-8"))
+        if record.get("folder") == folder and record.get("stamp") == [list(s) for s in stamp]:
+            return str(record["fingerprint"])
+    except (OSError, ValueError, AttributeError):
+        pass  # no usable record: hash the files
+    fingerprint = _hash_files(folder, stamp)
+    try:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        tmp = saved.with_name(f"{saved.name}.{os.getpid()}.tmp")
+        record = {"folder": folder, "stamp": stamp, "fingerprint": fingerprint}
+        tmp.write_text(json.dumps(record), encoding="utf-8")
+        os.replace(tmp, saved)
+    except OSError as exc:
+        log.debug("could not cache the fingerprint of %s: %s", folder, exc)
+    return fingerprint
+
+
+def _hash_files(folder: str, stamp: tuple[tuple[str, int, int], ...]) -> str:
     total = hashlib.sha256()
     for rel, _, _ in stamp:
         path = Path(folder) / rel
