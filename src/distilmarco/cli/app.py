@@ -7,10 +7,15 @@ release as hidden aliases (``ALIASES``), rewritten before parsing with a note on
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.text import Text
+
+if TYPE_CHECKING:
+    from distilmarco.encoder import Encoder
+    from distilmarco.index.validate import Engine
 
 app = typer.Typer(
     name="distilmarco",
@@ -89,9 +94,46 @@ def styled(*parts: str | tuple[str, str]) -> Text:
 
 # --- shared options ------------------------------------------------------------------------
 
+MODEL_ENV = "DISTILMARCO_MODEL"
 ModelOption = typer.Option(
-    None, "--model", "-m", help="Hub id or local folder (default: msmarco-distilbert-base-v4)"
+    None,
+    "--model",
+    "-m",
+    envvar=MODEL_ENV,
+    help="Hub id or local folder (default: msmarco-distilbert-base-v4)",
 )
+BackendOption = typer.Option(
+    None,
+    "--backend",
+    help="auto, torch, onnx or openvino (default: auto, the fastest here; an index: as recorded)",
+)
+PrecisionOption = typer.Option(
+    None,
+    "--precision",
+    help="fp32 (exact), int8, fp16 or bf16 (default: fp32; an index: as recorded)",
+)
+DeviceOption = typer.Option("cpu", "--device", help="cpu, cuda, mps or auto")
+BatchTokensOption = typer.Option(
+    None, "--batch-tokens", help="Token budget per batch (default: the backend's best)"
+)
+
+
+def engine(
+    backend: str | None, precision: str | None, device: str, batch_tokens: int | None
+) -> Engine:
+    """The engine options of a command, as the library takes them."""
+    from distilmarco.index.validate import Engine
+
+    return Engine(backend, precision, device, batch_tokens)
+
+
+def make_encoder(model: str | None, how: Engine) -> Encoder:
+    """An encoder for ``model`` (default: msmarco-distilbert-base-v4) on the engine ``how``."""
+    from distilmarco.model.hub import DEFAULT_MODEL
+
+    return how.encoder(model or DEFAULT_MODEL)
+
+
 ColumnOption = typer.Option(
     None, "--column", help="Column (CSV, TSV, Parquet) or field (JSONL) holding the text [text]"
 )

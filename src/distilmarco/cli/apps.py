@@ -12,7 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from distilmarco.cli.app import ColumnOption, ModelOption, app, err, out, styled
+from distilmarco.cli.app import (
+    MODEL_ENV,
+    BackendOption,
+    BatchTokensOption,
+    ColumnOption,
+    DeviceOption,
+    ModelOption,
+    PrecisionOption,
+    app,
+    engine,
+    err,
+    make_encoder,
+    out,
+    styled,
+)
 from distilmarco.errors import InputError
 
 if TYPE_CHECKING:
@@ -20,6 +34,7 @@ if TYPE_CHECKING:
 
     from distilmarco.encoder import Encoder
     from distilmarco.index import Index
+    from distilmarco.index.validate import Engine
 
 IndexOption = typer.Option(None, "--index", help="Index file (see `distilmarco index`)")
 OutputOption = typer.Option(
@@ -34,11 +49,8 @@ app.add_typer(classify_app, name="classify")
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def _encoder(model: str | None) -> Encoder:
-    from distilmarco.encoder import Encoder
-    from distilmarco.model.hub import DEFAULT_MODEL
-
-    return Encoder(model or DEFAULT_MODEL)
+def _encoder(model: str | None, how: Engine) -> Encoder:
+    return make_encoder(model, how)
 
 
 def _read(
@@ -78,13 +90,14 @@ def _refuse_with_index(**given: object) -> None:
         )
 
 
-def _open_index(path: Path, model: str | None) -> Index:
-    """The index at ``path``; ``model`` (another folder of the same model) is checked by content."""
+def _open_index(path: Path, model: str | None, how: Engine) -> Index:
+    """The index at ``path``; ``model`` (another folder of the same model) is checked by content,
+    and queries are embedded on the index's recorded engine unless ``how`` says otherwise."""
     from distilmarco.index import Index
 
     if not path.is_file():
         raise InputError(f"index file {path} does not exist")
-    return Index(path, model, create=False)
+    return Index(path, model, create=False, engine=how)
 
 
 def _check_outputs(output: Path | None, *others: tuple[str, Path | None]) -> None:
@@ -138,6 +151,10 @@ def similar(
     k: int = typer.Option(5, "-k", "--top-k", help="Matches per text"),
     metric: str = MetricOption,
     model: str | None = ModelOption,
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
     column: str | None = ColumnOption,
     output: Path | None = OutputOption,
 ) -> None:
@@ -151,7 +168,7 @@ def similar(
         _refuse_with_index(**{"--to": target, "--pairwise": pairwise})
         if (text is None) == (doc_id is None):
             raise InputError("with --index give either TEXT or --id")
-        with _open_index(index, model) as ix:
+        with _open_index(index, model, engine(backend, precision, device, batch_tokens)) as ix:
             if doc_id is not None:
                 vec, exclude = ix.vectors([doc_id])[0], [doc_id]
             else:
@@ -163,7 +180,7 @@ def similar(
         raise InputError("--id names a document of an --index; give --index too")
     if target is None or (source is None) == (text is None):
         raise InputError("give --index with TEXT or --id, or --to FILE with TEXT or --from FILE")
-    encoder = _encoder(model)
+    encoder = _encoder(model, engine(backend, precision, device, batch_tokens))
     queries = [text or ""] if source is None else _read(source, column)
     corpus = _read(target, column)
     qv, cv = _embed(encoder, queries), _embed(encoder, corpus)
@@ -206,6 +223,10 @@ def dedup(
     pairs: bool = typer.Option(False, "--pairs", help="Output the pairs instead of the groups"),
     keep: Path | None = typer.Option(None, help="Write the texts without duplicates here"),
     model: str | None = ModelOption,
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
     column: str | None = ColumnOption,
     output: Path | None = OutputOption,
 ) -> None:
@@ -223,7 +244,7 @@ def dedup(
         _refuse_with_index(**{"--column": column})
         if keep is not None:
             raise InputError("--keep writes texts from an INPUT file; with --index use the ids")
-        with _open_index(index, model) as ix:
+        with _open_index(index, model, engine(backend, precision, device, batch_tokens)) as ix:
             docs = list(ix.documents())
             ids = [d.id for d in docs]
             texts = [d.text for d in docs]
@@ -232,7 +253,7 @@ def dedup(
     else:
         texts = _read(input, column)  # type: ignore[arg-type]
         keys = list(range(len(texts)))
-        vectors = _embed(_encoder(model), texts)
+        vectors = _embed(_encoder(model, engine(backend, precision, device, batch_tokens)), texts)
     found = dd.mine_pairs(
         vectors, threshold=threshold, top_k_per_item=top_k, metric=metric, method=method
     )
@@ -290,6 +311,10 @@ def cluster(
     central: int = typer.Option(3, help="Most central texts shown per cluster"),
     seed: int = typer.Option(0),
     model: str | None = ModelOption,
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
     column: str | None = ColumnOption,
     output: Path | None = OutputOption,
     summary: Path | None = typer.Option(None, help="Write the cluster summaries as JSON here"),
@@ -304,7 +329,7 @@ def cluster(
             f"unknown clustering method {method!r}; choose one of {', '.join(clu.METHODS)}"
         )
     texts = _read(input, column)
-    vectors = _embed(_encoder(model), texts)
+    vectors = _embed(_encoder(model, engine(backend, precision, device, batch_tokens)), texts)
     if method == "kmeans":
         result = clu.kmeans(vectors, k, k_max=k_max, seed=seed)
     elif method == "agglomerative":
@@ -359,6 +384,10 @@ def recommend(
     k: int = typer.Option(10, "-k", "--top-k", help="Recommendations"),
     negative_weight: float = typer.Option(0.5, help="Weight of the disliked examples"),
     model: str | None = ModelOption,
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
     column: str | None = ColumnOption,
     output: Path | None = OutputOption,
 ) -> None:
@@ -371,7 +400,7 @@ def recommend(
         raise InputError("give either --index or --input")
     if index is not None:
         _refuse_with_index(**{"--column": column})
-        with _open_index(index, model) as ix:
+        with _open_index(index, model, engine(backend, precision, device, batch_tokens)) as ix:
             parts = [ix.vectors(like)] if like else []
             negs = [ix.vectors(unlike)] if unlike else []
             if like_text:
@@ -391,7 +420,7 @@ def recommend(
         _emit([{"id": h.id, "score": h.score, "passage": h.passage} for h in hits], output)
         return
     texts = _read(input, column)  # type: ignore[arg-type]
-    encoder = _encoder(model)
+    encoder = _encoder(model, engine(backend, precision, device, batch_tokens))
     vectors = _embed(encoder, texts)
     recs = rec.recommend(
         vectors,
@@ -423,6 +452,10 @@ def classify_train(
     method: str = typer.Option("logreg", help="logreg or knn"),
     k: int = typer.Option(5, help="Neighbours for knn"),
     model: str | None = ModelOption,
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
     column: str | None = ColumnOption,
 ) -> None:
     """Fit a classifier on embedded texts and save it (JSON + safetensors, no pickle)."""
@@ -430,7 +463,7 @@ def classify_train(
 
     texts = _read(input, column)
     labels = _read_labels(input, label)
-    encoder = _encoder(model)
+    encoder = _encoder(model, engine(backend, precision, device, batch_tokens))
     clf = fit_classifier(
         _embed(encoder, texts), labels, method=method, k=k,
         metadata={"model_id": encoder.model_id, "revision": encoder.revision or ""},
@@ -445,7 +478,13 @@ def classify_predict(
         ..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet (- reads stdin)"
     ),
     classifier: Path = typer.Option(..., "--classifier", "-c", help="Folder from `classify train`"),
-    model: str | None = typer.Option(None, "--model", "-m", help="Default: the training model"),
+    model: str | None = typer.Option(
+        None, "--model", "-m", envvar=MODEL_ENV, help="Default: the training model"
+    ),
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
     column: str | None = ColumnOption,
     output: Path | None = OutputOption,
 ) -> None:
@@ -456,7 +495,7 @@ def classify_predict(
 
     clf = Classifier.load(classifier)
     trained_on = clf.metadata.get("model_id")
-    encoder = _encoder(model or trained_on)
+    encoder = _encoder(model or trained_on, engine(backend, precision, device, batch_tokens))
     if trained_on and encoder.model_id != trained_on:
         err.print(f"warning: trained with {trained_on}, predicting with {encoder.model_id}")
     texts = _read(input, column)
@@ -475,6 +514,10 @@ def classify_zero_shot(
     ),
     labels: list[str] = typer.Option(..., "--label", help="NAME or NAME=description (repeat)"),
     model: str | None = ModelOption,
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
     column: str | None = ColumnOption,
     output: Path | None = OutputOption,
 ) -> None:
@@ -487,7 +530,7 @@ def classify_zero_shot(
     descriptions = [lab.split("=", 1)[-1].strip() for lab in labels]
     if any(not n or not d for n, d in zip(names, descriptions, strict=True)):
         raise InputError("each --label needs a name (and, after '=', a description)")
-    encoder = _encoder(model)
+    encoder = _encoder(model, engine(backend, precision, device, batch_tokens))
     texts = _read(input, column)
     result = zero_shot(_embed(encoder, texts), encoder.encode(descriptions), names)
     proba = result.probabilities()
@@ -521,6 +564,10 @@ def map_(
     title: str = typer.Option("distilmarco map", help="Page or image title"),
     seed: int = typer.Option(0),
     model: str | None = ModelOption,
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
     column: str | None = ColumnOption,
 ) -> None:
     """Draw the texts on a 2-D map (HTML: hover shows the text; PNG: a picture)."""
@@ -535,7 +582,7 @@ def map_(
         raise InputError("colour by --label-column or by --clusters, not both")
     texts = _read(input, column)
     colour = _read_labels(input, label) if label is not None else None
-    vectors = _embed(_encoder(model), texts)
+    vectors = _embed(_encoder(model, engine(backend, precision, device, batch_tokens)), texts)
     if clusters is not None:
         colour = [f"cluster {c}" for c in kmeans(vectors, clusters, seed=seed).labels]
     coords = maps.project_2d(vectors, projection, seed=seed)

@@ -8,7 +8,22 @@ from pathlib import Path
 
 import typer
 
-from distilmarco.cli.app import ColumnOption, ModelOption, app, err, out, styled
+from distilmarco.cli.app import (
+    MODEL_ENV,
+    BackendOption,
+    BatchTokensOption,
+    ColumnOption,
+    DeviceOption,
+    JsonFlag,
+    ModelOption,
+    PrecisionOption,
+    app,
+    engine,
+    err,
+    make_encoder,
+    out,
+    styled,
+)
 from distilmarco.model.hub import DEFAULT_MODEL
 
 
@@ -21,16 +36,13 @@ def embed(
     model: str | None = ModelOption,
     column: str | None = ColumnOption,
     normalize: bool = typer.Option(False, help="Scale vectors to unit length"),
-    backend: str = typer.Option("torch", help="torch, onnx, openvino or auto"),
-    precision: str = typer.Option("fp32", help="fp32, int8, fp16 or bf16"),
-    device: str = typer.Option("cpu", help="cpu, cuda, mps or auto"),
-    batch_tokens: int | None = typer.Option(
-        None, help="Token budget per batch (default: the backend's preferred budget)"
-    ),
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
     strict: bool = typer.Option(False, help="Fail on inputs longer than the model's limit"),
 ) -> None:
     """Embed every text in INPUT and write the vectors to OUTPUT."""
-    from distilmarco.encoder import Encoder
     from distilmarco.textio import check_destination, read_text_file, write_vectors
 
     if output.suffix.lower() not in (".npy", ".parquet", ".jsonl"):
@@ -40,11 +52,10 @@ def embed(
     if found.blank_lines:
         err.print(f"{input}: skipped {found.blank_lines} blank line(s)", highlight=False)
     texts = found.texts
-    encoder = Encoder(model or DEFAULT_MODEL, backend=backend, precision=precision, device=device)
+    encoder = make_encoder(model, engine(backend, precision, device, batch_tokens))
     vectors, stats = encoder.encode_with_stats(
         texts,
         normalize=normalize,
-        batch_tokens=batch_tokens,
         truncation="error" if strict else "count",
         show_progress=True,
     )
@@ -59,15 +70,14 @@ def embed(
 
 @app.command()
 def info(
-    model: str = typer.Argument(DEFAULT_MODEL, help="Hub id or local folder"),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
-    backend: str = typer.Option("torch", help="torch, onnx, openvino or auto"),
-    precision: str = typer.Option("fp32", help="fp32, int8, fp16 or bf16"),
+    model: str = typer.Argument(DEFAULT_MODEL, envvar=MODEL_ENV, help="Hub id or local folder"),
+    as_json: bool = JsonFlag,
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
 ) -> None:
     """Describe a model: architecture, dimensions, max length, pooling, similarity, files."""
-    from distilmarco.encoder import Encoder
-
-    facts = asdict(Encoder(model, backend=backend, precision=precision).info)
+    facts = asdict(make_encoder(model, engine(backend, precision, device, None)).info)
     if as_json:
         out.print_json(json.dumps(facts))
         return

@@ -16,7 +16,15 @@ import typer
 from rich import box
 from rich.table import Table
 
-from distilmarco.cli.app import ModelOption, app, err, out, styled
+from distilmarco.cli.app import (
+    BatchTokensOption,
+    DeviceOption,
+    ModelOption,
+    app,
+    err,
+    out,
+    styled,
+)
 from distilmarco.errors import InputError
 
 if TYPE_CHECKING:
@@ -29,10 +37,8 @@ eval_app = typer.Typer(
 )
 app.add_typer(eval_app, name="eval")
 
-BackendOption = typer.Option("torch", help="torch, onnx, openvino or auto")
-PrecisionOption = typer.Option("fp32", help="fp32, int8, fp16 or bf16")
-DeviceOption = typer.Option("cpu", help="cpu, cuda, mps or auto")
-BatchOption = typer.Option(None, "--batch-tokens", help="Token budget per batch")
+BackendOption = typer.Option("auto", help="auto (the fastest here), torch, onnx or openvino")
+PrecisionOption = typer.Option("fp32", help="fp32 (exact), int8, fp16 or bf16")
 CompareOption = typer.Option(
     None,
     "--compare",
@@ -197,7 +203,7 @@ def ir(
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,
-    batch_tokens: int | None = BatchOption,
+    batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
     json_path: Path | None = JsonOption,
     plot: Path | None = PlotOption,
@@ -287,7 +293,7 @@ def sts(
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,
-    batch_tokens: int | None = BatchOption,
+    batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
     json_path: Path | None = JsonOption,
     plot: Path | None = PlotOption,
@@ -333,7 +339,7 @@ def classify(
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,
-    batch_tokens: int | None = BatchOption,
+    batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
     json_path: Path | None = JsonOption,
     plot: Path | None = PlotOption,
@@ -390,7 +396,7 @@ def cluster(
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,
-    batch_tokens: int | None = BatchOption,
+    batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
     json_path: Path | None = JsonOption,
     plot: Path | None = PlotOption,
@@ -433,7 +439,7 @@ def msmarco(
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,
-    batch_tokens: int | None = BatchOption,
+    batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
     json_path: Path | None = JsonOption,
     plot: Path | None = PlotOption,

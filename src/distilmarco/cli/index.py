@@ -5,10 +5,28 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from distilmarco.cli.app import ColumnOption, JsonFlag, app, err, out, styled
+from distilmarco.cli.app import (
+    MODEL_ENV,
+    BackendOption,
+    BatchTokensOption,
+    ColumnOption,
+    DeviceOption,
+    JsonFlag,
+    PrecisionOption,
+    app,
+    engine,
+    err,
+    out,
+    styled,
+)
+
+if TYPE_CHECKING:
+    from distilmarco.index import Index
+    from distilmarco.index.validate import Engine
 
 index_app = typer.Typer(
     help="Build and search a semantic index (one SQLite file).", no_args_is_help=True
@@ -19,10 +37,12 @@ DbOption = typer.Option(Path("distilmarco.db"), "--index", help="Index file")
 JsonOption = JsonFlag
 
 
-def _open(db: Path, model: str | None = None, create: bool = False):  # type: ignore[no-untyped-def]
+def _open(
+    db: Path, model: str | None = None, how: Engine | None = None, create: bool = False
+) -> Index:
     from distilmarco.index import Index
 
-    return Index(db, model, create=create)
+    return Index(db, model, create=create, engine=how)
 
 
 @index_app.command("add")
@@ -32,8 +52,12 @@ def add(
     ),
     db: Path = DbOption,
     model: str | None = typer.Option(
-        None, "--model", "-m", help="Model for a new index (default: the recorded one)"
+        None, "--model", "-m", envvar=MODEL_ENV, help="Model for a new index (default: recorded)"
     ),
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
     column: str | None = ColumnOption,
     id_column: str | None = typer.Option(
         None, help="Field/column holding each row's id (default: id or _id when present)"
@@ -54,7 +78,12 @@ def add(
 
     new = not db.exists()
     try:
-        with _open(db, model, create=True) as index, Progress(console=err, transient=True) as bar:
+        with (
+            _open(
+                db, model, engine(backend, precision, device, batch_tokens), create=True
+            ) as index,
+            Progress(console=err, transient=True) as bar,
+        ):
             task = bar.add_task("embedding", total=None)
             report = ingest(
                 index,
@@ -101,6 +130,10 @@ def search(
     model: str | None = typer.Option(
         None, "--model", "-m", help="The index's model from another folder (checked by content)"
     ),
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Search the index; prints score, id and the best passage."""
@@ -108,10 +141,9 @@ def search(
 
     if exact is not None and mode == "bm25":
         raise typer.BadParameter("--exact/--ann choose how dense search runs; bm25 has none")
-    with _open(db, model) as index:
-        hits = index.search(
-            query, k, where=parse_where_pairs(where) or None, mode=mode, exact=exact
-        )
+    with _open(db, model, engine(backend, precision, device, batch_tokens)) as index:
+        where_ = parse_where_pairs(where) or None
+        hits = index.search(query, k, where=where_, mode=mode, exact=exact)  # type: ignore[arg-type]
     if as_json:
         out.print_json(json.dumps([asdict(h) for h in hits]))
         return
@@ -181,11 +213,15 @@ def reindex(
     model: str | None = typer.Option(
         None, "--model", "-m", help="New model (default: the recorded one)"
     ),
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
 ) -> None:
-    """Re-embed every document (e.g. with another model)."""
+    """Re-embed every document (e.g. with another model or engine)."""
     from distilmarco.index import Index
 
-    with Index(db, create=False) as index:
+    with Index(db, create=False, engine=engine(backend, precision, device, batch_tokens)) as index:
         n = index.reindex(model or index.store.meta().get("model_id") or "")
         index.optimize_if_large()
     out.print(f"re-embedded {n} document(s) with {model or 'the recorded model'}")

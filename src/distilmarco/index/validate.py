@@ -15,6 +15,7 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +140,7 @@ def display_name(model_id: str) -> str:
 
 
 def model_meta(encoder: Encoder) -> dict[str, str]:
+    """What an index records about the model and the engine that embedded it."""
     return {
         "model_id": encoder.model_id,
         "revision": encoder.revision or "",
@@ -146,6 +148,7 @@ def model_meta(encoder: Encoder) -> dict[str, str]:
         "similarity": encoder.similarity,
         "model_name": display_name(encoder.model_id),
         "fingerprint": folder_fingerprint(encoder.spec.folder),
+        **engine_meta(encoder),
     }
 
 
@@ -158,6 +161,7 @@ def check_same_model(recorded: Mapping[str, str], wanted: Mapping[str, str]) -> 
     """
     if "model_id" not in recorded:
         return
+    check_same_engine(recorded, wanted)
     shape = [f"{key} {recorded.get(key)!r} (index) != {wanted.get(key)!r} (given)"
              for key in SHAPE if recorded.get(key, "") != wanted.get(key, "")]  # fmt: skip
     theirs, ours = (
@@ -179,16 +183,81 @@ def check_same_model(recorded: Mapping[str, str], wanted: Mapping[str, str]) -> 
         )
 
 
-def load_recorded_encoder(recorded: Mapping[str, str]) -> Encoder:
-    """The model an index records (the default model for a new index), with an error that says
-    what to do when its folder has moved."""
-    from distilmarco.encoder import Encoder
+@dataclass(frozen=True)
+class Engine:
+    """How texts are embedded: ``None`` means the default for a new index (``auto`` backend, the
+    fastest here, at exact ``fp32``) and, for an existing one, what it records."""
+
+    backend: str | None = None
+    precision: str | None = None
+    device: str = "cpu"
+    batch_tokens: int | None = None
+
+    def encoder(
+        self,
+        model: str | os.PathLike[str],
+        revision: str | None = None,
+        *,
+        recorded: Mapping[str, str] | None = None,
+    ) -> Encoder:
+        """An ``Encoder`` for ``model``; ``recorded`` (an index's meta) fills what is unset."""
+        from distilmarco.encoder import Encoder
+
+        backend, precision = self.resolve(recorded or {})
+        return Encoder(
+            model,
+            revision=revision,
+            backend=backend,
+            precision=precision,
+            device=self.device,
+            batch_tokens=self.batch_tokens,
+        )
+
+    def resolve(self, recorded: Mapping[str, str]) -> tuple[str, str]:
+        """(backend, precision): as given, else as recorded, else ``auto`` / ``fp32``. fp32
+        vectors are the same from every backend, so only other precisions pin the backend."""
+        precision = self.precision or recorded.get("precision") or EXACT
+        if self.backend is not None:
+            return self.backend, precision
+        if precision != EXACT and recorded.get("precision") == precision:
+            return recorded.get("backend") or "auto", precision
+        return "auto", precision
+
+
+EXACT = "fp32"
+
+
+def engine_meta(encoder: Encoder) -> dict[str, str]:
+    return {"backend": encoder.backend.name, "precision": encoder.backend.precision}
+
+
+def check_same_engine(recorded: Mapping[str, str], wanted: Mapping[str, str]) -> None:
+    """Documents and queries of one index are embedded the same way: exact fp32 from any backend
+    (an index without a record was built in fp32), any other precision by the recorded backend."""
+    if "model_id" not in recorded or "precision" not in wanted:
+        return
+    theirs = (recorded.get("backend", "torch"), recorded.get("precision", EXACT))
+    ours = (wanted["backend"], wanted["precision"])
+    if theirs[1] == ours[1] == EXACT or theirs == ours:
+        return
+    raise ModelMismatchError(
+        f"this index was embedded with {theirs[0]} {theirs[1]}, not {ours[0]} {ours[1]}: queries "
+        f"must be embedded the same way. Leave --backend/--precision unset to use the recorded "
+        f"engine, or run reindex to re-embed"
+    )
+
+
+def load_recorded_encoder(recorded: Mapping[str, str], engine: Engine | None = None) -> Encoder:
+    """The model an index records (the default model for a new index) on its recorded engine,
+    with an error that says what to do when its folder has moved."""
     from distilmarco.errors import ModelNotFoundError
     from distilmarco.model.hub import DEFAULT_MODEL
 
     model_id = recorded.get("model_id", DEFAULT_MODEL)
     try:
-        return Encoder(model_id, revision=recorded.get("revision") or None)
+        return (engine or Engine()).encoder(
+            model_id, recorded.get("revision") or None, recorded=recorded
+        )
     except ModelNotFoundError as exc:
         fingerprint = recorded.get("fingerprint")
         same = f" (fingerprint {fingerprint[:19]}…)" if fingerprint else ""
