@@ -47,7 +47,9 @@ def test_every_embedding_command_takes_the_engine_options(capsys, command: tuple
     assert not missing, f"{' '.join(command)} lacks {missing}"
 
 
-def test_model_from_the_environment(tiny_model_dir: Path, tiny_encoder, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_model_from_the_environment(
+    tiny_model_dir: Path, tiny_encoder, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("DISTILMARCO_MODEL", str(tiny_model_dir))
     lines = tmp_path / "in.txt"
     lines.write_text("wings make lift\nboats float\n", encoding="utf-8")
@@ -59,7 +61,9 @@ def test_model_from_the_environment(tiny_model_dir: Path, tiny_encoder, tmp_path
     assert main(["cluster", str(lines), "--clusters", "2", "--backend", "torch"]) == 0
 
 
-def test_index_add_runs_auto_fp32_and_records_it(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_index_add_runs_auto_fp32_and_records_it(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
     from distilmarco.index import Index
 
     docs = tmp_path / "d.jsonl"
@@ -81,7 +85,9 @@ def test_index_add_runs_auto_fp32_and_records_it(tiny_model_dir: Path, tmp_path:
     assert float(stored @ want) > 0.99999
 
 
-def test_int8_on_request_is_recorded_and_used_for_queries(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+def test_int8_on_request_is_recorded_and_used_for_queries(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("onnxruntime")
     from distilmarco.index import Index
 

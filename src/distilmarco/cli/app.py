@@ -17,13 +17,52 @@ if TYPE_CHECKING:
     from distilmarco.encoder import Encoder
     from distilmarco.index.validate import Engine
 
+# One name per concept, the same in every command (tests/test_cli_vocabulary.py checks them).
+VOCABULARY: dict[str, tuple[str, ...]] = {
+    "model (Hub id or folder; or DISTILMARCO_MODEL)": ("--model", "-m"),
+    "output file": ("--output", "-o"),
+    "index file": ("--index",),
+    "text column or JSONL field": ("--column",),
+    "id column": ("--id-column",),
+    "label column": ("--label-column",),
+    "number of results": ("--top-k", "-k"),
+    "engine": ("--backend", "--precision", "--device", "--batch-tokens"),
+    "seed": ("--seed",),
+    "machine-readable output on stdout": ("--json",),
+}
+
 app = typer.Typer(
     name="distilmarco",
-    help="Sentence embeddings with msmarco-distilbert-base-v4: embed, index, search, serve, evaluate.",
+    help="Sentence embeddings with msmarco-distilbert-base-v4: embed, index, search, serve, "
+    "evaluate.\n\nOptions mean the same in every command: "
+    + "; ".join(f"{' '.join(names)} = {concept}" for concept, names in VOCABULARY.items())
+    + ".",
+    epilog="\b\nExample: distilmarco index add notes/ --index docs.db && distilmarco index search "
+    '"how do planes fly?" --index docs.db',
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        import distilmarco
+
+        out.print(f"distilmarco {distilmarco.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version"
+    ),
+) -> None:
+    """Sentence embeddings with msmarco-distilbert-base-v4."""
+
+
 # Markup off: user text (search hits, file names, errors) is printed as it is, never parsed for
 # [style] tags; styled output is built from ``Text`` parts instead.
 out = Console(soft_wrap=True, markup=False, highlight=False)  # results
@@ -43,6 +82,7 @@ ALIASES: dict[tuple[str, ...], dict[str, str]] = {
         "--label": "--label-column",
     },
     ("classify", "zero-shot"): {"--label": "--label"},  # here a label is a name=description
+    ("classify", "train"): {"--k": "--neighbours"},
     ("cluster",): {"-k": "--clusters"},
     ("dedup",): {"--top-k": "--neighbours"},
     ("eval", "ir"): {"--k": "--top-k"},

@@ -42,7 +42,11 @@ OutputOption = typer.Option(
 )
 MetricOption = typer.Option("cosine", help="cosine, dot or euclidean (negated distance)")
 
-classify_app = typer.Typer(help="Few-shot and zero-shot text classification.", no_args_is_help=True)
+classify_app = typer.Typer(
+    help="Few-shot and zero-shot text classification.",
+    epilog="\b\nExample: distilmarco classify train labelled.csv --label-column category -o clf/",
+    no_args_is_help=True,
+)
 app.add_typer(classify_app, name="classify")
 
 
@@ -140,7 +144,9 @@ def _emit(rows: Sequence[dict[str, Any]], output: Path | None) -> None:
 # --- similar ---------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(
+    epilog='\b\nExample: distilmarco similar "how do I reset my PIN?" --index docs.db -k 5'
+)
 def similar(
     text: str | None = typer.Argument(None, help="A text to compare (with --index or --to)"),
     index: Path | None = IndexOption,
@@ -210,7 +216,7 @@ def similar(
 # --- dedup -----------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(epilog="\b\nExample: distilmarco dedup texts.txt --threshold 0.9 --keep unique.txt")
 def dedup(
     input: Path | None = typer.Argument(
         None, help="Texts: lines, .jsonl, .csv/.tsv or .parquet (- reads stdin)"
@@ -293,7 +299,9 @@ def dedup(
 # --- cluster ---------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(
+    epilog="\b\nExample: distilmarco cluster texts.txt --clusters 20 --summary clusters.json"
+)
 def cluster(
     input: Path = typer.Argument(
         ..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet (- reads stdin)"
@@ -373,7 +381,9 @@ def cluster(
 # --- recommend -------------------------------------------------------------------------------
 
 
-@app.command()
+@app.command(
+    epilog="\b\nExample: distilmarco recommend --index docs.db --like DOC1 --unlike DOC2 -k 10"
+)
 def recommend(
     index: Path | None = IndexOption,
     input: Path | None = typer.Option(None, "--input", "-i", help="Texts file instead of an index"),
@@ -444,13 +454,16 @@ def _row_numbers(values: Sequence[str], option: str) -> list[int]:
 # --- classify --------------------------------------------------------------------------------
 
 
-@classify_app.command("train")
+@classify_app.command(
+    "train",
+    epilog="\b\nExample: distilmarco classify train labelled.csv --label-column category -o clf/",
+)
 def classify_train(
     input: Path = typer.Argument(..., help="Labelled texts: .csv/.tsv, .jsonl or .parquet"),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the classifier"),
     label: str = typer.Option("label", "--label-column", help="Column/field holding the label"),
     method: str = typer.Option("logreg", help="logreg or knn"),
-    k: int = typer.Option(5, help="Neighbours for knn"),
+    k: int = typer.Option(5, "--neighbours", help="Neighbours for knn"),
     model: str | None = ModelOption,
     backend: str | None = BackendOption,
     precision: str | None = PrecisionOption,
@@ -472,7 +485,7 @@ def classify_train(
     err.print(f"trained {method} on {len(texts)} texts, {len(clf.classes)} classes -> {output}")
 
 
-@classify_app.command("predict")
+@classify_app.command("predict", epilog="\b\nExample: distilmarco classify predict new.txt -c clf/")
 def classify_predict(
     input: Path = typer.Argument(
         ..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet (- reads stdin)"
@@ -507,7 +520,10 @@ def classify_predict(
     _emit(rows, output)
 
 
-@classify_app.command("zero-shot")
+@classify_app.command(
+    "zero-shot",
+    epilog='\b\nExample: distilmarco classify zero-shot new.txt --label "refund=I want my money back" --label "card=my card"',
+)
 def classify_zero_shot(
     input: Path = typer.Argument(
         ..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet (- reads stdin)"
@@ -550,7 +566,7 @@ def classify_zero_shot(
 # --- map -------------------------------------------------------------------------------------
 
 
-@app.command("map")
+@app.command("map", epilog="\b\nExample: distilmarco map texts.txt -o map.html --clusters 10")
 def map_(
     input: Path = typer.Argument(
         ..., help="Texts: lines, .jsonl, .csv/.tsv or .parquet (- reads stdin)"

@@ -27,7 +27,7 @@ from distilmarco.cli.app import (
 from distilmarco.model.hub import DEFAULT_MODEL
 
 
-@app.command()
+@app.command(epilog="\b\nExample: distilmarco embed notes.txt -o vectors.npy")
 def embed(
     input: Path = typer.Argument(
         ..., help="Text lines, .jsonl, .csv/.tsv or .parquet; - reads standard input"
@@ -68,7 +68,7 @@ def embed(
     )
 
 
-@app.command()
+@app.command(epilog="\b\nExample: distilmarco info msmarco-distilbert-base-v4 --json")
 def info(
     model: str = typer.Argument(DEFAULT_MODEL, envvar=MODEL_ENV, help="Hub id or local folder"),
     as_json: bool = JsonFlag,

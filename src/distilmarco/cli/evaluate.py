@@ -1,8 +1,8 @@
 """``distilmarco eval ir | sts | classify | cluster | msmarco``: quality figures, one command each.
 
-Every command prints a table (stdout), writes ``--json`` and ``--plot`` on request, and with
-``--compare`` runs the same evaluation for several backends x precisions, adding the difference from
-torch fp32 and the throughput to each row.
+Every command prints a table (with ``--json``, the report) on stdout, writes ``--report`` and
+``--plot`` on request, and with ``--compare`` runs the same evaluation for several backends x
+precisions, adding the difference from torch fp32 and the throughput to each row.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from rich.table import Table
 from distilmarco.cli.app import (
     BatchTokensOption,
     DeviceOption,
+    JsonFlag,
     ModelOption,
     app,
     err,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 eval_app = typer.Typer(
     help="Evaluate the model: retrieval, STS, classification, clustering, MS MARCO reproduction.",
+    epilog="\b\nExample: distilmarco eval sts ../shared/data/stsbenchmark",
     no_args_is_help=True,
 )
 app.add_typer(eval_app, name="eval")
@@ -45,7 +47,7 @@ CompareOption = typer.Option(
     help="Run for several backend:precision pairs ('all', 'default' or e.g. "
     "'torch:fp32,onnx:int8'); prints metric, delta vs torch fp32 and throughput",
 )
-JsonOption = typer.Option(None, "--report", help="Write the full report as JSON here")
+ReportOption = typer.Option(None, "--report", help="Write the full report as JSON here")
 PlotOption = typer.Option(None, "--plot", help="Write a bar chart (.png) of the main metric")
 
 
@@ -69,6 +71,7 @@ def _run(
     evaluate: Callable[[Encoder], tuple[dict[str, float], Throughput, dict[str, Any]]],
     json_path: Path | None,
     plot_path: Path | None,
+    as_json: bool = False,
 ) -> None:
     """Evaluate once (or per combination with ``--compare``), print, and write JSON/PNG."""
     from distilmarco.encoder import Encoder
@@ -93,8 +96,11 @@ def _run(
     else:
         rows = cmp.compare(combos, make, run)
     records = cmp.as_records(rows)
-    _print_table(task, name, records, with_delta=compare is not None)
     report = {"task": task, "model": name, "device": device, "rows": records, "details": details}
+    if as_json:
+        out.print_json(json.dumps(report, default=str))
+    else:
+        _print_table(task, name, records, with_delta=compare is not None)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
@@ -176,7 +182,10 @@ def _throughput(spent: Throughput) -> dict[str, float]:
 # --- eval ir -----------------------------------------------------------------------------------
 
 
-@eval_app.command("ir")
+@eval_app.command(
+    "ir",
+    epilog="\b\nExample: distilmarco eval ir ../shared/data/cranfield --mode dense,bm25,hybrid --report cran.json",
+)
 def ir(
     data: Path | None = typer.Argument(None, help="BEIR folder or SMART Cranfield folder"),
     collection: Path | None = typer.Option(None, help="MS MARCO collection.tsv (pid<TAB>text)"),
@@ -205,7 +214,8 @@ def ir(
     device: str = DeviceOption,
     batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
-    json_path: Path | None = JsonOption,
+    json_path: Path | None = ReportOption,
+    as_json: bool = JsonFlag,
     plot: Path | None = PlotOption,
 ) -> None:
     """Retrieval quality (nDCG, MRR, Recall, MAP, P) on BEIR, MS MARCO/TREC or Cranfield data."""
@@ -273,6 +283,7 @@ def ir(
         compare=compare,
         evaluate=evaluate,
         json_path=json_path,
+        as_json=as_json,
         plot_path=plot,
     )
 
@@ -286,7 +297,10 @@ def _with_candidates(dataset: Any, run: dict[str, dict[str, float]]) -> Any:
 # --- eval sts / classify / cluster -------------------------------------------------------------
 
 
-@eval_app.command("sts")
+@eval_app.command(
+    "sts",
+    epilog="\b\nExample: distilmarco eval sts ../shared/data/stsbenchmark --compare default --plot sts.png",
+)
 def sts(
     data: Path = typer.Argument(..., help="STS Benchmark file or folder (sts-test.csv), CSV/JSONL"),
     model: str | None = ModelOption,
@@ -295,7 +309,8 @@ def sts(
     device: str = DeviceOption,
     batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
-    json_path: Path | None = JsonOption,
+    json_path: Path | None = ReportOption,
+    as_json: bool = JsonFlag,
     plot: Path | None = PlotOption,
 ) -> None:
     """Spearman and Pearson correlation of the model's similarity with gold STS scores."""
@@ -317,11 +332,15 @@ def sts(
         compare=compare,
         evaluate=evaluate,
         json_path=json_path,
+        as_json=as_json,
         plot_path=plot,
     )
 
 
-@eval_app.command("classify")
+@eval_app.command(
+    "classify",
+    epilog="\b\nExample: distilmarco eval classify ../shared/data/banking77 --label-column category",
+)
 def classify(
     data: Path = typer.Argument(..., help="Folder with train.csv and test.csv (or .tsv/.jsonl)"),
     train: Path | None = typer.Option(None, help="Train file (default: DATA/train.csv)"),
@@ -341,7 +360,8 @@ def classify(
     device: str = DeviceOption,
     batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
-    json_path: Path | None = JsonOption,
+    json_path: Path | None = ReportOption,
+    as_json: bool = JsonFlag,
     plot: Path | None = PlotOption,
 ) -> None:
     """Classification accuracy by the MTEB protocol (or fitted on the whole train set)."""
@@ -379,11 +399,15 @@ def classify(
         compare=compare,
         evaluate=evaluate,
         json_path=json_path,
+        as_json=as_json,
         plot_path=plot,
     )
 
 
-@eval_app.command("cluster")
+@eval_app.command(
+    "cluster",
+    epilog="\b\nExample: distilmarco eval cluster ../shared/data/banking77/test.csv --label-column category",
+)
 def cluster(
     data: Path = typer.Argument(..., help="CSV/TSV/JSONL with a text and a label column"),
     text_column: str = typer.Option("text", "--column", help="Column/field with the text"),
@@ -398,7 +422,8 @@ def cluster(
     device: str = DeviceOption,
     batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
-    json_path: Path | None = JsonOption,
+    json_path: Path | None = ReportOption,
+    as_json: bool = JsonFlag,
     plot: Path | None = PlotOption,
 ) -> None:
     """V-measure of k-means clusters (as many as labels) against the gold labels."""
@@ -421,6 +446,7 @@ def cluster(
         compare=compare,
         evaluate=evaluate,
         json_path=json_path,
+        as_json=as_json,
         plot_path=plot,
     )
 
@@ -428,7 +454,9 @@ def cluster(
 # --- eval msmarco ------------------------------------------------------------------------------
 
 
-@eval_app.command("msmarco")
+@eval_app.command(
+    "msmarco", epilog="\b\nExample: distilmarco eval msmarco ~/data/msmarco --device cuda"
+)
 def msmarco(
     data: Path = typer.Argument(..., help="Folder with the MS MARCO dev and/or TREC DL 2019 files"),
     dev_k: int = typer.Option(1000, help="Passages retrieved per dev query"),
@@ -441,7 +469,8 @@ def msmarco(
     device: str = DeviceOption,
     batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
-    json_path: Path | None = JsonOption,
+    json_path: Path | None = ReportOption,
+    as_json: bool = JsonFlag,
     plot: Path | None = PlotOption,
 ) -> None:
     """Reproduce MS MARCO dev MRR@10 (33.79) and TREC DL 2019 nDCG@10 (70.24).
@@ -490,5 +519,6 @@ def msmarco(
         compare=compare,
         evaluate=evaluate,
         json_path=json_path,
+        as_json=as_json,
         plot_path=plot,
     )

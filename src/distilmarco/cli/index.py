@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from distilmarco.index.validate import Engine
 
 index_app = typer.Typer(
-    help="Build and search a semantic index (one SQLite file).", no_args_is_help=True
+    help="Build and search a semantic index (one SQLite file).",
+    epilog='\b\nExample: distilmarco index search "how do planes fly?" --index docs.db',
+    no_args_is_help=True,
 )
 app.add_typer(index_app, name="index")
 
@@ -45,7 +47,9 @@ def _open(
     return Index(db, model, create=create, engine=how)
 
 
-@index_app.command("add")
+@index_app.command(
+    "add", epilog="\b\nExample: distilmarco index add notes/ papers.jsonl --index docs.db"
+)
 def add(
     paths: list[Path] = typer.Argument(
         ..., help="Files or folders (.txt .md .rst .html .jsonl .csv .parquet); - reads JSONL"
@@ -117,7 +121,10 @@ def _remove_index(db: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-@index_app.command("search")
+@index_app.command(
+    "search",
+    epilog='\b\nExample: distilmarco index search "how do planes fly?" --index docs.db --mode hybrid -k 5',
+)
 def search(
     query: str = typer.Argument(..., help="What to look for, in plain words"),
     db: Path = DbOption,
@@ -165,7 +172,7 @@ def _highlight(passage: str, words: set[str]) -> list[str | tuple[str, str]]:
     return parts
 
 
-@index_app.command("get")
+@index_app.command("get", epilog="\b\nExample: distilmarco index get cran-1 --index docs.db")
 def get(
     id: str = typer.Argument(..., help="Document id"),
     db: Path = DbOption,
@@ -181,7 +188,9 @@ def get(
         out.print(doc.text)
 
 
-@index_app.command("delete")
+@index_app.command(
+    "delete", epilog="\b\nExample: distilmarco index delete cran-1 cran-2 --index docs.db"
+)
 def delete(
     ids: list[str] = typer.Argument(..., help="Document ids"),
     db: Path = DbOption,
@@ -195,7 +204,7 @@ def delete(
     )
 
 
-@index_app.command("stats")
+@index_app.command("stats", epilog="\b\nExample: distilmarco index stats --index docs.db --json")
 def stats(db: Path = DbOption, as_json: bool = JsonOption) -> None:
     """Counts, model, chunking, file size and the state of the ANN cache."""
     with _open(db) as index:
@@ -207,7 +216,10 @@ def stats(db: Path = DbOption, as_json: bool = JsonOption) -> None:
         out.print(styled((f"{key:>14}", "bold"), f"  {value}"))
 
 
-@index_app.command("reindex")
+@index_app.command(
+    "reindex",
+    epilog="\b\nExample: distilmarco index reindex --index docs.db --backend onnx --precision int8",
+)
 def reindex(
     db: Path = DbOption,
     model: str | None = typer.Option(
@@ -218,7 +230,7 @@ def reindex(
     device: str = DeviceOption,
     batch_tokens: int | None = BatchTokensOption,
 ) -> None:
-    """Re-embed every document (e.g. with another model or engine)."""
+    """Re-embed every document with another model or engine (default: the recorded ones)."""
     from distilmarco.index import Index
 
     with Index(db, create=False, engine=engine(backend, precision, device, batch_tokens)) as index:

@@ -17,7 +17,9 @@ def _env(name: str) -> str:
     return f"DISTILMARCO_{name}"
 
 
-@app.command()
+@app.command(
+    epilog="\b\nExample: distilmarco serve --model msmarco-distilbert-base-v4 --index docs.db --port 8080"
+)
 def serve(
     model: str = typer.Option(
         DEFAULT_MODEL, "--model", "-m", envvar=_env("MODEL"), help="Hub id or local folder"
