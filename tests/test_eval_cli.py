@@ -21,7 +21,10 @@ def _eval(args: list[str], tmp_path: Path, name: str = "report") -> dict:
 
 @pytest.mark.slow
 def test_sts_benchmark_spearman_matches_published(minilm_dir: Path, tmp_path: Path) -> None:
-    report = _eval(["sts", str(shared_data("stsbenchmark")), "-m", str(minilm_dir)], tmp_path)
+    report = _eval(
+        ["sts", str(shared_data("stsbenchmark")), "-m", str(minilm_dir), "--backend", "torch"],
+        tmp_path,
+    )
     (row,) = report["rows"]
     assert row["metrics"]["spearman"] == pytest.approx(0.8203, abs=0.002)
     assert report["details"]["torch/fp32"]["pairs"] == 1379
@@ -29,7 +32,10 @@ def test_sts_benchmark_spearman_matches_published(minilm_dir: Path, tmp_path: Pa
 
 @pytest.mark.slow
 def test_banking77_mteb_accuracy_matches_published(minilm_dir: Path, tmp_path: Path) -> None:
-    report = _eval(["classify", str(shared_data("banking77")), "-m", str(minilm_dir)], tmp_path)
+    report = _eval(
+        ["classify", str(shared_data("banking77")), "-m", str(minilm_dir), "--backend", "torch"],
+        tmp_path,
+    )
     (row,) = report["rows"]
     assert row["metrics"]["accuracy"] == pytest.approx(0.8004, abs=0.01)
     detail = report["details"]["torch/fp32"]
@@ -85,7 +91,9 @@ def test_cluster_v_measure(minilm_dir: Path, tmp_path: Path) -> None:
         w = csv.writer(f)
         w.writerow(["text", "label"])
         w.writerows(chosen)
-    report = _eval(["cluster", str(path), "-m", str(minilm_dir), "--runs", "2"], tmp_path)
+    report = _eval(
+        ["cluster", str(path), "-m", str(minilm_dir), "--runs", "2", "--backend", "torch"], tmp_path
+    )
     (row,) = report["rows"]
     # five clearly different intents: a real sentence model separates them well
     assert row["metrics"]["v_measure"] > 0.6
@@ -97,7 +105,19 @@ def test_msmarco_command_on_a_generated_sample(tiny_model_dir: Path, tmp_path: P
 
     folder = _msmarco_sample(tmp_path / "ms")
     run = tmp_path / "run.trec"
-    report = _eval(["msmarco", str(folder), "-m", str(tiny_model_dir), "--run", str(run)], tmp_path)
+    report = _eval(
+        [
+            "msmarco",
+            str(folder),
+            "-m",
+            str(tiny_model_dir),
+            "--run",
+            str(run),
+            "--backend",
+            "torch",
+        ],
+        tmp_path,
+    )
     (row,) = report["rows"]
     # MRR@10 recomputed here from the written run file and the qrels
     qrels = {"1": "1", "2": "4", "3": "1"}

@@ -93,7 +93,7 @@ def test_openai_single_string_and_dimensions(client, tiny_encoder) -> None:  # t
     [
         ({"input": [], "model": "m"}, 422, "input"),
         ({"model": "m"}, 422, "input"),
-        ({"input": "x"}, 422, "model"),
+        ({"input": "x", "model": 7}, 422, "model"),  # optional, but a string when given
         ({"input": [1, 2, 3], "model": "m"}, 422, "input"),
         ({"input": "x", "model": "m", "encoding_format": "int8"}, 422, "encoding_format"),
         ({"input": ["x"] * 9, "model": "m"}, 413, "input"),

@@ -91,8 +91,10 @@ def _run(
 
     combos = cmp.parse_combos(compare) if compare is not None else (cmp.Combo(backend, precision),)
     if compare is None:
-        metrics, spent = run(make(backend, precision))
-        rows = [cmp.CompareRow(combos[0], metrics, spent)]
+        encoder = make(backend, precision)
+        metrics, spent = run(encoder)
+        ran = cmp.Combo(encoder.backend.name, encoder.backend.precision)  # what auto chose
+        rows = [cmp.CompareRow(ran, metrics, spent)]
     else:
         rows = cmp.compare(combos, make, run)
     records = cmp.as_records(rows)

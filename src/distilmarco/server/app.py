@@ -41,6 +41,30 @@ from distilmarco.server.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 
+def _add_offline_docs(app: FastAPI) -> None:
+    """``/docs`` with Swagger UI's files from the ``swagger-ui-bundle`` package, so it works
+    without network access; without that package there is no ``/docs`` (``/openapi.json`` stays)."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        log.info("swagger-ui-bundle is not installed: no /docs (the schema is at /openapi.json)")
+        return
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from starlette.staticfiles import StaticFiles
+
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
+
+
 def create_app(settings: ServerSettings, encoder: Encoder, index: Any = None) -> FastAPI:
     """A ready-to-serve app; the inference worker starts and warms up in the app's lifespan."""
     settings = settings.validate()
@@ -63,7 +87,10 @@ def create_app(settings: ServerSettings, encoder: Encoder, index: Any = None) ->
         version=distilmarco.__version__,
         summary=f"Sentence embeddings with {model_name}: OpenAI- and TEI-compatible",
         lifespan=lifespan,
+        docs_url=None,  # served from local files below: the default loads Swagger UI from a CDN
+        redoc_url=None,
     )
+    _add_offline_docs(app)
     app.state.service = service
     app.state.metrics = metrics
     app.state.settings = settings
