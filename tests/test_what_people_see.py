@@ -39,3 +39,35 @@ def test_docs_are_served_from_local_files(client) -> None:  # type: ignore[no-un
     for asset in assets:
         got = client.get(asset)
         assert got.status_code == 200 and len(got.content) > 500
+
+
+def test_plot_of_several_modes_has_a_bar_per_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("matplotlib")
+    from distilmarco.cli.evaluate import plot_values
+    from distilmarco.evaluation.plots import bar_chart
+
+    record = {
+        "backend": "onnx", "precision": "fp32", "error": None, "texts_per_second": 100.0,
+        "metrics": {"dense nDCG@10": 0.38, "dense MRR@10": 0.54, "bm25 nDCG@10": 0.36,
+                    "bm25 MRR@10": 0.53, "hybrid nDCG@10": 0.41, "hybrid MRR@10": 0.58},
+    }  # fmt: skip
+    values, _, metric = plot_values([record])
+    assert metric == "nDCG@10"
+    assert values == {"onnx/fp32 dense": 0.38, "onnx/fp32 bm25": 0.36, "onnx/fp32 hybrid": 0.41}
+    chart = bar_chart(tmp_path / "ir.png", values, title="ir", ylabel=metric)
+    assert chart.bars == ("onnx/fp32 dense", "onnx/fp32 bm25", "onnx/fp32 hybrid")
+    assert chart.path.stat().st_size > 1000
+
+
+def test_sts_plot_axis_shows_the_differences(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("matplotlib")
+    from distilmarco.evaluation.plots import bar_chart
+
+    values = {"torch/fp32": 0.8203, "onnx/fp32": 0.8203, "onnx/int8": 0.8171}
+    chart = bar_chart(tmp_path / "sts.png", values, title="sts", ylabel="spearman")
+    bottom, top = chart.ylim
+    # the 0.0032 difference takes at least a quarter of the axis, and every bar stays in view
+    assert (0.8203 - 0.8171) / (top - bottom) >= 0.25
+    assert bottom < 0.8171 and top > 0.8203
+    far = bar_chart(tmp_path / "far.png", {"a": 0.2, "b": 0.8}, title="t", ylabel="y")
+    assert far.ylim[0] == 0.0  # bars that differ a lot keep a zero baseline

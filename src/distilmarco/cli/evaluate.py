@@ -161,20 +161,40 @@ def _split(name: str) -> tuple[str, str]:
 def _plot(path: Path, task: str, records: list[dict[str, Any]]) -> None:
     from distilmarco.evaluation.plots import bar_chart
 
-    ok = [r for r in records if not r["error"]]
-    if not ok:
+    values, speed, metric = plot_values(records)
+    if not values:
         return
-    metric = next(iter(ok[0]["metrics"]))
-    labels = {f"{r['backend']}/{r['precision']}": r for r in ok}
     bar_chart(
         path,
-        {k: r["metrics"][metric] for k, r in labels.items() if metric in r["metrics"]},
+        values,
         title=f"{task}: {metric}",
         ylabel=metric,
-        secondary={k: r["texts_per_second"] for k, r in labels.items()} if len(ok) > 1 else None,
+        secondary=speed if len(speed) > 1 else None,
         secondary_label="texts/s",
     )
     err.print(f"wrote {path}")
+
+
+def plot_values(
+    records: list[dict[str, Any]],
+) -> tuple[dict[str, float], dict[str, float], str]:
+    """The main metric (the first one reported) per backend and per mode, as bars, the throughput
+    per bar, and the metric's name; one bar per mode when several modes ran."""
+    ok = [r for r in records if not r["error"]]
+    if not ok:
+        return {}, {}, ""
+    metric = _split(next(iter(ok[0]["metrics"])))[1]
+    values: dict[str, float] = {}
+    speed: dict[str, float] = {}
+    for r in ok:
+        engine = f"{r['backend']}/{r['precision']}"
+        for name, value in r["metrics"].items():
+            group, metric_name = _split(name)
+            if metric_name == metric:
+                label = f"{engine} {group}" if group else engine
+                values[label] = value
+                speed[label] = r["texts_per_second"]
+    return values, speed, metric
 
 
 def _throughput(spent: Throughput) -> dict[str, float]:
