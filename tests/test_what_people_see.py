@@ -71,3 +71,34 @@ def test_sts_plot_axis_shows_the_differences(tmp_path) -> None:  # type: ignore[
     assert bottom < 0.8171 and top > 0.8203
     far = bar_chart(tmp_path / "far.png", {"a": 0.2, "b": 0.8}, title="t", ylabel="y")
     assert far.ylim[0] == 0.0  # bars that differ a lot keep a zero baseline
+
+
+def test_cluster_keywords_are_whole_words() -> None:
+    import numpy as np
+
+    from distilmarco.apps.cluster import content_words, keywords
+
+    assert content_words("It doesn't work, isn't it? I've lost my card's PIN") == [
+        "it", "work", "it", "lost", "my", "card", "pin",
+    ]  # fmt: skip
+    texts = ["My card doesn't work", "The card isn't working", "I've lost my card",
+             "Where's my refund?", "I haven't got my refund", "Refund hasn't arrived"]  # fmt: skip
+    found = keywords(texts, np.array([0, 0, 0, 1, 1, 1]), n_keywords=5)
+    words = {w for ws in found.values() for w in ws}
+    assert "card" in found[0] and "refund" in found[1]
+    assert not words & {"doesn", "isn", "ve", "haven", "hasn", "t", "s"}
+
+
+def test_hdbscan_says_how_many_texts_are_noise(tiny_model_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from distilmarco.cli import main
+
+    lines = tmp_path / "t.txt"
+    lines.write_text("".join(f"text number {i} about topic {i % 3}\n" for i in range(30)))
+    args = ["cluster", str(lines), "--method", "hdbscan", "--min-size", "5"]
+    assert main([*args, "-m", str(tiny_model_dir), "--backend", "torch"]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    noise = sum(r["cluster"] == -1 for r in rows)
+    assert f"{noise} of 30 texts are noise" in captured.err

@@ -350,7 +350,11 @@ def cluster(
         )
     summaries = clu.describe(texts, vectors, result.labels, n_keywords=keywords, n_central=central)
     sil = "n/a" if result.silhouette is None else f"{result.silhouette:.3f}"
-    err.print(f"{result.method}: {result.n_clusters} cluster(s), silhouette {sil}", highlight=False)
+    noise = int((result.labels == clu.NOISE).sum())
+    said = f"{result.method}: {result.n_clusters} cluster(s), silhouette {sil}"
+    if method in ("hdbscan", "communities"):
+        said += f"; {noise} of {len(texts)} texts are noise (cluster {clu.NOISE}, in no cluster)"
+    err.print(said)
     if summary is not None:
         summary.write_text(
             json.dumps(
