@@ -102,3 +102,56 @@ def test_hdbscan_says_how_many_texts_are_noise(tiny_model_dir, tmp_path, capsys)
     rows = [json.loads(line) for line in captured.out.splitlines()]
     noise = sum(r["cluster"] == -1 for r in rows)
     assert f"{noise} of 30 texts are noise" in captured.err
+
+
+def _banking_sample(path, split: str, per_label: int) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    import csv
+
+    from conftest import read_banking77
+
+    texts, labels = read_banking77(split)
+    keep = ["card_arrival", "exchange_rate", "lost_or_stolen_card", "pin_blocked", "top_up_failed"]
+    rows = []
+    for c in keep:
+        rows += [[t, c] for t, lab in zip(texts, labels, strict=True) if lab == c][:per_label]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["text", "category"], *rows])
+    return [(t, c) for t, c in rows]
+
+
+def test_classify_reports_validation_and_test_accuracy(minilm_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from distilmarco.cli import main
+
+    _banking_sample(tmp_path / "train.csv", "train", 15)
+    gold = _banking_sample(tmp_path / "test.csv", "test", 6)
+    engine = ["-m", str(minilm_dir), "--backend", "torch"]
+    clf = str(tmp_path / "clf")
+    args = ["classify", "train", str(tmp_path / "train.csv"), "--label-column", "category"]
+    assert main([*args, "-o", clf, *engine]) == 0
+    said = capsys.readouterr().err
+    found = re.search(r"validation accuracy (\d\.\d{4}) on (\d+) held-out texts", said)
+    assert found is not None, said
+    assert int(found.group(2)) == 5 * 3 and float(found.group(1)) >= 0.8  # 3 of 15 per label
+    assert main(["classify", "predict", str(tmp_path / "test.csv"), "-c", clf, *engine]) == 0
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines()]
+    right = sum(r["label"] == c for r, (_, c) in zip(rows, gold, strict=True))
+    assert f"accuracy {right / len(gold):.4f} on {len(gold)} labelled texts" in captured.err
+    assert right / len(gold) >= 0.8
+
+
+def test_zero_shot_threshold_says_none_of_these(minilm_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from distilmarco.cli import main
+
+    texts = tmp_path / "t.txt"
+    texts.write_text("I want my money back\nmy card does not work\nthe weather is lovely today\n")
+    args = ["classify", "zero-shot", str(texts), "-m", str(minilm_dir), "--backend", "torch",
+            "--label", "refund=I want a refund", "--label", "card=my card is broken"]  # fmt: skip
+    assert main([*args, "--threshold", "0.45"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] == "none" for r in rows] == [r["score"] < 0.45 for r in rows]
+    assert [r["label"] for r in rows] == ["refund", "card", "none"]

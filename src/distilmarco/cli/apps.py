@@ -468,6 +468,10 @@ def classify_train(
     label: str = typer.Option("label", "--label-column", help="Column/field holding the label"),
     method: str = typer.Option("logreg", help="logreg or knn"),
     k: int = typer.Option(5, "--neighbours", help="Neighbours for knn"),
+    validation: float = typer.Option(
+        0.2, help="Share of each label held out to report accuracy (0: none); then fit on all"
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the held-out split and the classifier"),
     model: str | None = ModelOption,
     backend: str | None = BackendOption,
     precision: str | None = PrecisionOption,
@@ -476,15 +480,24 @@ def classify_train(
     column: str | None = ColumnOption,
 ) -> None:
     """Fit a classifier on embedded texts and save it (JSON + safetensors, no pickle)."""
-    from distilmarco.apps.classify import fit_classifier
+    from distilmarco.apps.classify import fit_classifier, validate
 
     texts = _read(input, column)
     labels = _read_labels(input, label)
     encoder = _encoder(model, engine(backend, precision, device, batch_tokens))
-    clf = fit_classifier(
-        _embed(encoder, texts), labels, method=method, k=k,
-        metadata={"model_id": encoder.model_id, "revision": encoder.revision or ""},
-    )  # fmt: skip
+    vectors = _embed(encoder, texts)
+    metadata = {"model_id": encoder.model_id, "revision": encoder.revision or "", "label": label}
+    if validation > 0:
+        held = validate(vectors, labels, fraction=validation, seed=seed, method=method, k=k)
+        if held is None:
+            err.print("validation: no label has two texts, so none could be held out")
+        else:
+            err.print(
+                f"validation accuracy {held.accuracy:.4f} on {held.held_out} held-out texts "
+                f"(fitted on {held.fitted}); the saved classifier is fitted on all {len(texts)}"
+            )
+            metadata["validation_accuracy"] = f"{held.accuracy:.6f}"
+    clf = fit_classifier(vectors, labels, method=method, k=k, seed=seed, metadata=metadata)
     clf.save(output)
     err.print(f"trained {method} on {len(texts)} texts, {len(clf.classes)} classes -> {output}")
 
@@ -503,9 +516,14 @@ def classify_predict(
     device: str = DeviceOption,
     batch_tokens: int | None = BatchTokensOption,
     column: str | None = ColumnOption,
+    label: str | None = typer.Option(
+        None,
+        "--label-column",
+        help="Gold labels, to report accuracy (default: the training label column, if present)",
+    ),
     output: Path | None = OutputOption,
 ) -> None:
-    """Label texts with a trained classifier."""
+    """Label texts with a trained classifier (and report accuracy on labelled input)."""
     from distilmarco.apps.classify import Classifier
 
     _check_outputs(output)
@@ -516,12 +534,31 @@ def classify_predict(
     if trained_on and encoder.model_id != trained_on:
         err.print(f"warning: trained with {trained_on}, predicting with {encoder.model_id}")
     texts = _read(input, column)
+    gold = _gold_labels(input, label, clf.metadata.get("label"))
     proba = clf.predict_proba(_embed(encoder, texts))
     rows = [
         {"row": i, "label": clf.classes[int(p.argmax())], "score": float(p.max()), "text": t}
         for i, (t, p) in enumerate(zip(texts, proba, strict=True))
     ]
     _emit(rows, output)
+    if gold is not None:
+        right = sum(str(r["label"]) == g for r, g in zip(rows, gold, strict=True))
+        err.print(f"accuracy {right / len(rows):.4f} on {len(rows)} labelled texts")
+
+
+def _gold_labels(path: Path, asked: str | None, trained: str | None) -> list[str] | None:
+    """The gold labels of a table: the asked column, else the training label column when the
+    table has it; None for plain text (or a table without it, unless asked for)."""
+    from distilmarco.textio import is_table, read_texts
+
+    if asked is not None:
+        return _read_labels(path, asked)
+    if trained is None or not is_table(path):
+        return None
+    try:
+        return read_texts(path, trained, "--label-column")
+    except InputError:
+        return None
 
 
 @classify_app.command(
@@ -539,6 +576,10 @@ def classify_zero_shot(
     device: str = DeviceOption,
     batch_tokens: int | None = BatchTokensOption,
     column: str | None = ColumnOption,
+    threshold: float | None = typer.Option(
+        None, help="Least cosine to a label's description; below it a text gets --none-label"
+    ),
+    none_label: str = typer.Option("none", help="The label of texts that match none"),
     output: Path | None = OutputOption,
 ) -> None:
     """Label texts by similarity to label descriptions; no training data."""
@@ -552,7 +593,13 @@ def classify_zero_shot(
         raise InputError("each --label needs a name (and, after '=', a description)")
     encoder = _encoder(model, engine(backend, precision, device, batch_tokens))
     texts = _read(input, column)
-    result = zero_shot(_embed(encoder, texts), encoder.encode(descriptions), names)
+    result = zero_shot(
+        _embed(encoder, texts),
+        encoder.encode(descriptions),
+        names,
+        threshold=threshold,
+        none_label=none_label,
+    )
     proba = result.probabilities()
     rows = [
         {
