@@ -86,7 +86,7 @@ def test_index_add_runs_auto_fp32_and_records_it(
 
 
 def test_int8_on_request_is_recorded_and_used_for_queries(
-    tiny_model_dir: Path, tmp_path: Path, capsys
+    tiny_model_dir: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("onnxruntime")
     from distilmarco.index import Index
@@ -107,3 +107,8 @@ def test_int8_on_request_is_recorded_and_used_for_queries(
     query = ["index", "search", "lift", "--index", str(db), "--precision", "fp32"]
     assert main(query) == 1
     assert "embedded with onnx int8" in capsys.readouterr().err
+    served: list[object] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: served.append(app))
+    assert main(["serve", "--index", str(db), "-m", str(tiny_model_dir)]) == 0
+    service = served[0].state.service  # type: ignore[attr-defined]
+    assert (service.encoder.backend.name, service.encoder.backend.precision) == ("onnx", "int8")

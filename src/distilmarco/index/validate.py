@@ -192,6 +192,7 @@ class Engine:
     precision: str | None = None
     device: str = "cpu"
     batch_tokens: int | None = None
+    threads: int | None = None
 
     def encoder(
         self,
@@ -211,6 +212,7 @@ class Engine:
             precision=precision,
             device=self.device,
             batch_tokens=self.batch_tokens,
+            threads=self.threads,
         )
 
     def resolve(self, recorded: Mapping[str, str]) -> tuple[str, str]:
