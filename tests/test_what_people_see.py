@@ -155,3 +155,21 @@ def test_zero_shot_threshold_says_none_of_these(minilm_dir, tmp_path, capsys) ->
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["label"] == "none" for r in rows] == [r["score"] < 0.45 for r in rows]
     assert [r["label"] for r in rows] == ["refund", "card", "none"]
+
+
+def test_map_gives_77_labels_77_colours_and_whole_names() -> None:
+    import json
+
+    import numpy as np
+
+    from distilmarco.apps.maps import render_html
+
+    names = [f"label number {i} with a rather long descriptive name" for i in range(77)]
+    coords = np.random.default_rng(0).random((154, 2)).astype(np.float32)
+    page = render_html(coords, [f"text {i}" for i in range(154)], names * 2, title="t")
+    data = json.loads(re.search(r'id="data">(.*?)</script>', page, re.S).group(1))  # type: ignore[union-attr]
+    colours = [c for _, c in data["legend"]]
+    assert len(colours) == 77 and len(set(colours)) == 77
+    assert [n for n, _ in data["legend"]] == names  # full names, in first-seen order
+    assert "nowrap" not in page  # long names wrap in the legend instead of being cut
+    assert data["colour"][0] == data["colour"][77] == colours[0]
