@@ -173,3 +173,48 @@ def test_map_gives_77_labels_77_colours_and_whole_names() -> None:
     assert [n for n, _ in data["legend"]] == names  # full names, in first-seen order
     assert "nowrap" not in page  # long names wrap in the legend instead of being cut
     assert data["colour"][0] == data["colour"][77] == colours[0]
+
+
+def _page_functions(calls: str) -> object:
+    """Run the search page's pure functions in node and return what ``calls`` evaluates to."""
+    import json
+    import shutil
+    import subprocess
+    from importlib import resources
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is needed to run the search page's functions")
+    page = resources.files("distilmarco.server").joinpath("static/index.html").read_text("utf-8")
+    start = page.index("// --- pure functions")
+    end = page.index("// --- end of pure functions ---")
+    script = page[start:end] + f"\nprocess.stdout.write(JSON.stringify({calls}));\n"
+    done = subprocess.run([node, "-e", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_search_page_heads_by_title_marks_query_words_and_reads_the_address() -> None:
+    got = _page_functions(
+        "{"
+        "title: hitTitle({id: 'cran-1', metadata: {title: ' Wings in a slipstream '}}),"
+        "file: hitTitle({id: '/d/notes/wings.md', metadata: {'distilmarco:source': '/d/notes/wings.md'}}),"
+        "plain: hitTitle({id: 'cran-2', metadata: {}}),"
+        "words: queryWords('How do planes fly? planes'),"
+        "marks: markWords('A plane flies: planes need lift [1].', queryWords('planes fly')),"
+        "asked: readParams('?q=how%20do%20planes%20fly&mode=hybrid&k=5'),"
+        "bad: readParams('?q=x&mode=magic&k=900'),"
+        "address: searchAddress('how do planes fly?', 'bm25', 3)"
+        "}"
+    )
+    assert got == {
+        "title": "Wings in a slipstream",
+        "file": "wings.md",
+        "plain": "cran-2",
+        "words": ["how", "planes", "fly"],
+        "marks": [["A ", False], ["plane", True], [" flies: ", False], ["planes", True],
+                  [" need lift [1].", False]],
+        "asked": {"q": "how do planes fly", "mode": "hybrid", "k": 5},
+        "bad": {"q": "x", "mode": "dense", "k": 10},
+        "address": "?q=how+do+planes+fly%3F&mode=bm25&k=3",
+    }  # fmt: skip
