@@ -101,6 +101,7 @@ def command_path(argv: Sequence[str]) -> tuple[str, ...]:
 
 def rewrite_aliases(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """``argv`` with old option spellings replaced, and a note for each one replaced."""
+    argv = [str(a) for a in argv]  # callers may pass paths
     path = command_path(argv)
     table = {**ALIASES[()], **ALIASES.get(path, {})}
     out_args, notes = list(argv[: len(path)]), []
