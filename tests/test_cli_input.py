@@ -239,3 +239,22 @@ def test_plain_output_keeps_bracketed_text(tiny_encoder, tmp_path: Path, capsys)
     assert text in capsys.readouterr().out
     assert main(["embed", str(tmp_path / "[bold]in.txt"), "-o", str(tmp_path / "v.npy")]) == 1
     assert "[bold]in.txt does not exist" in capsys.readouterr().err
+
+
+def test_options_of_other_methods_and_formats_are_refused(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    lines = tmp_path / "t.txt"
+    lines.write_text("".join(f"text {i}\n" for i in range(12)), encoding="utf-8")
+    model = ["-m", str(tiny_model_dir), "--backend", "torch"]
+    assert main(["cluster", str(lines), "--threshold", "0.3", *model]) == 1
+    assert "--threshold do not apply to --method kmeans" in capsys.readouterr().err
+    assert main(["cluster", str(lines), "--method", "hdbscan", "--clusters", "3", *model]) == 1
+    assert "--clusters do not apply to --method hdbscan" in capsys.readouterr().err
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "a.md").write_text("wings make lift", encoding="utf-8")
+    args = ["index", "add", str(docs), "--index", str(tmp_path / "x.db"), *model]
+    assert main([*args, "--column", "body"]) == 1
+    assert "--column 'body' applies to tables" in capsys.readouterr().err
+    assert not (tmp_path / "x.db").exists()

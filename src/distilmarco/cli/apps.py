@@ -310,11 +310,11 @@ def cluster(
     k: int | None = typer.Option(
         None, "--clusters", help="k-means clusters (default: best silhouette)"
     ),
-    k_max: int = typer.Option(20, help="Largest k tried when choosing k"),
+    k_max: int | None = typer.Option(None, help="kmeans: largest k tried when choosing k [20]"),
     threshold: float | None = typer.Option(
         None, help="agglomerative: cosine distance (0.5); communities: similarity (0.75)"
     ),
-    min_size: int = typer.Option(5, help="hdbscan / communities: smallest cluster"),
+    min_size: int | None = typer.Option(None, help="hdbscan / communities: smallest cluster [5]"),
     keywords: int = typer.Option(8, help="Keywords per cluster"),
     central: int = typer.Option(3, help="Most central texts shown per cluster"),
     seed: int = typer.Option(0),
@@ -336,18 +336,29 @@ def cluster(
         raise InputError(
             f"unknown clustering method {method!r}; choose one of {', '.join(clu.METHODS)}"
         )
+    given = {"--clusters": k, "--k-max": k_max, "--threshold": threshold, "--min-size": min_size}
+    takes = {
+        "kmeans": ("--clusters", "--k-max"),
+        "agglomerative": ("--threshold",),
+        "hdbscan": ("--min-size",),
+        "communities": ("--threshold", "--min-size"),
+    }[method]
+    stray = [name for name, value in given.items() if value is not None and name not in takes]
+    if stray:
+        raise InputError(
+            f"{' and '.join(stray)} do not apply to --method {method} (it takes {', '.join(takes)})"
+        )
     texts = _read(input, column)
     vectors = _embed(_encoder(model, engine(backend, precision, device, batch_tokens)), texts)
+    size = 5 if min_size is None else min_size
     if method == "kmeans":
-        result = clu.kmeans(vectors, k, k_max=k_max, seed=seed)
+        result = clu.kmeans(vectors, k, k_max=20 if k_max is None else k_max, seed=seed)
     elif method == "agglomerative":
         result = clu.agglomerative(vectors, 0.5 if threshold is None else threshold)
     elif method == "hdbscan":
-        result = clu.hdbscan(vectors, min_size)
+        result = clu.hdbscan(vectors, size)
     else:
-        result = clu.communities(
-            vectors, 0.75 if threshold is None else threshold, min_size=min_size
-        )
+        result = clu.communities(vectors, 0.75 if threshold is None else threshold, min_size=size)
     summaries = clu.describe(texts, vectors, result.labels, n_keywords=keywords, n_central=central)
     sil = "n/a" if result.silhouette is None else f"{result.silhouette:.3f}"
     noise = int((result.labels == clu.NOISE).sum())

@@ -93,7 +93,7 @@ def add(
                 index,
                 paths,
                 sync=sync,
-                field=column or "text",
+                field=column,
                 id_column=id_column,
                 include=include,
                 exclude=exclude,

@@ -202,7 +202,7 @@ def ingest(
     paths: Sequence[Path],
     *,
     sync: bool = False,
-    field: str = "text",
+    field: str | None = None,
     id_column: str | None = None,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
@@ -213,7 +213,14 @@ def ingest(
     files = walk.files
     if not files and walk.skipped:
         raise InputError(f"no file to index: {describe_skipped(walk.skipped)}")
-    docs = [d for f in files for d in read_documents(f, field, id_column)]
+    tables = [f for f in files if f.suffix.lower() in TABLE_SUFFIXES or is_stdin(f)]
+    for option, value in (("--column", field), ("--id-column", id_column)):
+        if value is not None and not tables:
+            raise InputError(
+                f"{option} {value!r} applies to tables ({', '.join(TABLE_SUFFIXES)}), and "
+                "there are none here: each text file is one document"
+            )
+    docs = [d for f in files for d in read_documents(f, field or "text", id_column)]
     empty = [d for d in docs if not d.text.strip()]
     docs = [d for d in docs if d.text.strip()]
     seen: dict[str, SourceDoc] = {}
