@@ -119,6 +119,7 @@ def _banking_sample(path, split: str, per_label: int) -> list[tuple[str, str]]: 
     return [(t, c) for t, c in rows]
 
 
+@pytest.mark.slow
 def test_classify_reports_validation_and_test_accuracy(minilm_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     import json
 
