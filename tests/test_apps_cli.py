@@ -118,7 +118,7 @@ def test_cluster_writes_every_text_and_a_summary(
         str(lines),
         "-m",
         str(tiny_model_dir),
-        "-k",
+        "--clusters",
         "3",
         "--summary",
         str(summary),
@@ -129,7 +129,7 @@ def test_cluster_writes_every_text_and_a_summary(
     assert rows[0]["cluster"] == rows[6]["cluster"]  # identical texts share a cluster
     described = json.loads(summary.read_text())
     assert sum(c["size"] for c in described) == 8 and all(c["central"] for c in described)
-    code, _, err = run(capsys, "cluster", str(lines), "-m", str(tiny_model_dir), "-k", "20")
+    code, _, err = run(capsys, "cluster", str(lines), "-m", str(tiny_model_dir), "--clusters", "20")
     assert code == 1 and "asked for 20 clusters but there are only 8 items" in err
 
 
@@ -228,7 +228,7 @@ def test_bad_inputs_give_clear_errors(tiny_model_dir: Path, tmp_path: Path, caps
     cases = [
         (["dedup", str(empty), "-m", m], "holds no texts"),
         (["dedup", str(one), "-m", m], "at least two items, got 1"),
-        (["cluster", str(one), "-m", m, "-k", "1"], "at least 2 items, got 1"),
+        (["cluster", str(one), "-m", m, "--clusters", "1"], "at least 2 items, got 1"),
         (["map", str(one), "-o", str(tmp_path / "m.html"), "-m", m], "at least 3 items, got 1"),
         (["map", str(one), "-o", str(tmp_path / "m.svg"), "-m", m], "must end in .html or .png"),
         (["similar", "x", "-m", m], "give --index with TEXT or --id"),
@@ -332,7 +332,7 @@ def test_map_coloured_by_a_label_column(tiny_model_dir: Path, tmp_path: Path, ca
         str(data),
         "-o",
         str(page),
-        "--label",
+        "--label-column",
         "kind",
         "--projection",
         "pca",

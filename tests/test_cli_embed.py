@@ -29,7 +29,7 @@ def test_embed_jsonl_field_to_jsonl(
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps({"id": i, "body": t}) + "\n" for i, t in enumerate(TEXTS)))
     out = tmp_path / "v.jsonl"
-    args = ["embed", str(src), "--field", "body", "-o", str(out), "-m", str(tiny_model_dir)]
+    args = ["embed", str(src), "--column", "body", "-o", str(out), "-m", str(tiny_model_dir)]
     assert main([*args, "--normalize"]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["text"] for r in rows] == TEXTS
@@ -71,7 +71,7 @@ def test_embed_parquet_input(tiny_model_dir: Path, tiny_encoder: Encoder, tmp_pa
 @pytest.mark.parametrize(
     ("content", "args", "message"),
     [
-        ('{"text": "ok"}\nnot json\n', ["--field", "text"], "in.jsonl:2: not valid JSON"),
+        ('{"text": "ok"}\nnot json\n', ["--column", "text"], "in.jsonl:2: not valid JSON"),
         ('{"body": "ok"}\n', [], "in.jsonl:1: no field 'text'"),
     ],
 )

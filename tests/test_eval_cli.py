@@ -15,13 +15,16 @@ from distilmarco.cli import main
 
 def _eval(args: list[str], tmp_path: Path, name: str = "report") -> dict:
     path = tmp_path / f"{name}.json"
-    assert main(["eval", *args, "--json", str(path)]) == 0
+    assert main(["eval", *args, "--report", str(path)]) == 0
     return json.loads(path.read_text())
 
 
 @pytest.mark.slow
 def test_sts_benchmark_spearman_matches_published(minilm_dir: Path, tmp_path: Path) -> None:
-    report = _eval(["sts", str(shared_data("stsbenchmark")), "-m", str(minilm_dir)], tmp_path)
+    report = _eval(
+        ["sts", str(shared_data("stsbenchmark")), "-m", str(minilm_dir), "--backend", "torch"],
+        tmp_path,
+    )
     (row,) = report["rows"]
     assert row["metrics"]["spearman"] == pytest.approx(0.8203, abs=0.002)
     assert report["details"]["torch/fp32"]["pairs"] == 1379
@@ -29,7 +32,10 @@ def test_sts_benchmark_spearman_matches_published(minilm_dir: Path, tmp_path: Pa
 
 @pytest.mark.slow
 def test_banking77_mteb_accuracy_matches_published(minilm_dir: Path, tmp_path: Path) -> None:
-    report = _eval(["classify", str(shared_data("banking77")), "-m", str(minilm_dir)], tmp_path)
+    report = _eval(
+        ["classify", str(shared_data("banking77")), "-m", str(minilm_dir), "--backend", "torch"],
+        tmp_path,
+    )
     (row,) = report["rows"]
     assert row["metrics"]["accuracy"] == pytest.approx(0.8004, abs=0.01)
     detail = report["details"]["torch/fp32"]
@@ -85,7 +91,9 @@ def test_cluster_v_measure(minilm_dir: Path, tmp_path: Path) -> None:
         w = csv.writer(f)
         w.writerow(["text", "label"])
         w.writerows(chosen)
-    report = _eval(["cluster", str(path), "-m", str(minilm_dir), "--runs", "2"], tmp_path)
+    report = _eval(
+        ["cluster", str(path), "-m", str(minilm_dir), "--runs", "2", "--backend", "torch"], tmp_path
+    )
     (row,) = report["rows"]
     # five clearly different intents: a real sentence model separates them well
     assert row["metrics"]["v_measure"] > 0.6
@@ -97,7 +105,19 @@ def test_msmarco_command_on_a_generated_sample(tiny_model_dir: Path, tmp_path: P
 
     folder = _msmarco_sample(tmp_path / "ms")
     run = tmp_path / "run.trec"
-    report = _eval(["msmarco", str(folder), "-m", str(tiny_model_dir), "--run", str(run)], tmp_path)
+    report = _eval(
+        [
+            "msmarco",
+            str(folder),
+            "-m",
+            str(tiny_model_dir),
+            "--run",
+            str(run),
+            "--backend",
+            "torch",
+        ],
+        tmp_path,
+    )
     (row,) = report["rows"]
     # MRR@10 recomputed here from the written run file and the qrels
     qrels = {"1": "1", "2": "4", "3": "1"}
@@ -131,7 +151,7 @@ def test_bad_input_is_one_clear_error(
     assert "qrels.txt:2: expected 'query 0 document relevance'" in capsys.readouterr().err
     # unknown documents and unjudged queries are reported; --strict turns them into an error
     (tmp_path / "qrels.txt").write_text("1 0 1 1\n1 0 99 1\n")
-    assert main([*args, "--k", "10", "--metrics", "MRR@10"]) == 0
+    assert main([*args, "-k", "10", "--metrics", "MRR@10"]) == 0
     printed = capsys.readouterr().err
     assert "1 judgement(s) name documents not in the corpus (e.g. 99)" in printed
     assert "1 quer(y/ies) have no judgement (e.g. 2)" in printed

@@ -204,8 +204,8 @@ def cranfield_cli(make_model, tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("cran")
     start = time.perf_counter()
     rc = main(
-        ["eval", "ir", str(folder), "-m", str(model), "--mode", "dense,bm25,hybrid",
-         "--run", str(out / "cran.trec"), "--json", str(out / "cran.json"), "--k", "100"]
+        ["eval", "ir", str(folder), "-m", str(model), "--backend", "torch", "--mode", "dense,bm25,hybrid",
+         "--run", str(out / "cran.trec"), "--report", str(out / "cran.json"), "-k", "100"]
     )  # fmt: skip
     assert rc == 0
     return {

@@ -301,43 +301,45 @@ def test_cli_commands(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:  # 
     )
     (folder / "ignored.bin").write_bytes(b"\x00\x01")
     db = str(tmp_path / "cli.db")
-    assert main(["index", "add", str(folder), "--db", db, "-m", str(tiny_model_dir), "--json"]) == 0
+    assert (
+        main(["index", "add", str(folder), "--index", db, "-m", str(tiny_model_dir), "--json"]) == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert (report["files"], report["added"], report["unchanged"]) == (4, 5, 0)
     (folder / "a.txt").write_text(DOCS["wing"] + " Flaps add more lift.")
-    assert main(["index", "add", str(folder), "--db", db, "--json"]) == 0
+    assert main(["index", "add", str(folder), "--index", db, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (report["added"], report["updated"], report["unchanged"]) == (0, 1, 4)
     (folder / "sub" / "b.md").unlink()
-    assert main(["index", "add", str(folder), "--db", db, "--sync", "--json"]) == 0
+    assert main(["index", "add", str(folder), "--index", db, "--sync", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["deleted"] == 1
 
-    assert main(["index", "search", DOCS["cat"], "--db", db, "-k", "2", "--json"]) == 0
+    assert main(["index", "search", DOCS["cat"], "--index", db, "-k", "2", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert hits[0]["id"] == str((folder / "c.html").resolve()) and hits[0]["passage"] == DOCS["cat"]
     assert (
-        main(["index", "search", "bread", "--db", db, "--mode", "bm25", "-w", "lang=en", "--json"])
+        main(
+            ["index", "search", "bread", "--index", db, "--mode", "bm25", "-w", "lang=en", "--json"]
+        )
         == 0
     )
-    assert [h["id"] for h in json.loads(capsys.readouterr().out)] == [
-        f"{(folder / 't.jsonl').resolve()}#r2"
-    ]
-    assert main(["index", "search", "lift", "--db", db]) == 0
+    assert [h["id"] for h in json.loads(capsys.readouterr().out)] == ["r2"]
+    assert main(["index", "search", "lift", "--index", db]) == 0
     assert "a.txt" in capsys.readouterr().out
-    rid = f"{(folder / 't.jsonl').resolve()}#r1"
-    assert main(["index", "get", rid, "--db", db, "--json"]) == 0
+    rid = "r1"
+    assert main(["index", "get", rid, "--index", db, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metadata"]["lang"] == "de"
-    assert main(["index", "delete", rid, "--db", db]) == 0
+    assert main(["index", "delete", rid, "--index", db]) == 0
     assert "deleted 1 of 1" in capsys.readouterr().out
-    assert main(["index", "stats", "--db", db, "--json"]) == 0
+    assert main(["index", "stats", "--index", db, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["documents"] == 3
-    assert main(["index", "get", rid, "--db", db]) == 1
+    assert main(["index", "get", rid, "--index", db]) == 1
     assert "no document with id" in capsys.readouterr().err
-    assert main(["index", "search", "x", "--db", db, "-w", "nokey=1"]) == 1
+    assert main(["index", "search", "x", "--index", db, "-w", "nokey=1"]) == 1
     assert "not a metadata key" in capsys.readouterr().err
-    assert main(["index", "add", str(tmp_path / "nowhere"), "--db", db]) == 1
+    assert main(["index", "add", str(tmp_path / "nowhere"), "--index", db]) == 1
     assert "does not exist" in capsys.readouterr().err
-    assert main(["index", "search", "x", "--db", str(tmp_path / "none.db")]) == 1
+    assert main(["index", "search", "x", "--index", str(tmp_path / "none.db")]) == 1
     assert "does not exist" in capsys.readouterr().err
 
 

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from test_server_support import wait_ready
 
+from distilmarco.index.validate import display_name
 from distilmarco.server import ServerSettings, create_app
 
 LIMITS = dict(max_inputs=8, max_input_chars=2000, max_body_bytes=20_000)
@@ -53,7 +54,7 @@ def test_openai_embeddings_equal_encoder(client, tiny_encoder) -> None:  # type:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["object"] == "list"
-    assert body["model"] == tiny_encoder.model_id
+    assert body["model"] == display_name(tiny_encoder.model_id)
     assert [d["index"] for d in body["data"]] == [0, 1, 2, 3]
     assert all(d["object"] == "embedding" for d in body["data"])
     got = np.array([d["embedding"] for d in body["data"]])
@@ -92,7 +93,7 @@ def test_openai_single_string_and_dimensions(client, tiny_encoder) -> None:  # t
     [
         ({"input": [], "model": "m"}, 422, "input"),
         ({"model": "m"}, 422, "input"),
-        ({"input": "x"}, 422, "model"),
+        ({"input": "x", "model": 7}, 422, "model"),  # optional, but a string when given
         ({"input": [1, 2, 3], "model": "m"}, 422, "input"),
         ({"input": "x", "model": "m", "encoding_format": "int8"}, 422, "encoding_format"),
         ({"input": ["x"] * 9, "model": "m"}, 413, "input"),

@@ -17,6 +17,7 @@ import openai
 import pytest
 from test_server_support import EncoderProxy, HeldBackend, running, wait_ready_url
 
+from distilmarco.index.validate import display_name
 from distilmarco.server import ServerSettings, create_app
 
 KEY = "live-test-key-0123"
@@ -48,8 +49,8 @@ def test_openai_client_round_trip(minilm_encoder) -> None:  # type: ignore[no-un
             assert got.shape == (5, 384)
             assert cosine_rows(got, want).min() >= 0.99999
             assert resp.usage.prompt_tokens == sum(minilm_encoder.tokenizer.count(QUERIES))
-            assert resp.model == minilm_encoder.model_id
-        assert [m.id for m in client.models.list()] == [minilm_encoder.model_id]
+            assert resp.model == display_name(minilm_encoder.model_id)
+        assert [m.id for m in client.models.list()] == [display_name(minilm_encoder.model_id)]
         single = client.embeddings.create(model="m", input="define photosynthesis")
         assert cosine_rows(np.array([single.data[0].embedding]), want[4:5])[0] >= 0.99999
 

@@ -184,6 +184,55 @@ def fit_classifier(
     )
 
 
+@dataclass(frozen=True)
+class Validation:
+    """Accuracy on rows held out of fitting (a stratified share of each label)."""
+
+    accuracy: float
+    held_out: int
+    fitted: int
+
+
+def holdout_split(
+    labels: Sequence[Label], fraction: float, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(fit rows, held-out rows): ``fraction`` of each label's rows, rounded, held out, but
+    never a label's last row (so every label is still fitted)."""
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"the held-out fraction must be between 0 and 1, got {fraction}")
+    rng = np.random.default_rng(seed)
+    y = list(labels)
+    held: list[int] = []
+    for label in _sorted_classes(y):
+        rows = np.flatnonzero(np.array([v == label for v in y]))
+        rng.shuffle(rows)
+        held.extend(rows[: min(round(fraction * len(rows)), len(rows) - 1)].tolist())
+    held_rows = np.array(sorted(held), dtype=np.int64)
+    fit_rows = np.setdiff1d(np.arange(len(y)), held_rows)
+    return fit_rows, held_rows
+
+
+def validate(
+    vectors: np.ndarray,
+    labels: Sequence[Label],
+    *,
+    fraction: float = 0.2,
+    seed: int = 0,
+    method: str = "logreg",
+    k: int = 5,
+) -> Validation | None:
+    """Fit on all but a held-out share and score on it; None when nothing can be held out."""
+    x = as_matrix(vectors)
+    y = _labels(labels, x.shape[0])
+    fit_rows, held_rows = holdout_split(y, fraction, seed)
+    if not len(held_rows):
+        return None
+    clf = fit_classifier(x[fit_rows], [y[i] for i in fit_rows], method=method, k=k, seed=seed)
+    predicted = clf.predict(x[held_rows])
+    right = sum(p == y[i] for p, i in zip(predicted, held_rows.tolist(), strict=True))
+    return Validation(right / len(held_rows), len(held_rows), len(fit_rows))
+
+
 def _sorted_classes(y: Sequence[Label]) -> list[Label]:
     kinds = {type(v) for v in y}
     if len(kinds) > 1:
@@ -214,9 +263,15 @@ class ZeroShot:
 
 
 def zero_shot(
-    vectors: np.ndarray, label_vectors: np.ndarray, label_names: Sequence[str]
+    vectors: np.ndarray,
+    label_vectors: np.ndarray,
+    label_names: Sequence[str],
+    *,
+    threshold: float | None = None,
+    none_label: str = "none",
 ) -> ZeroShot:
-    """Assign each vector the label whose description embedding is most similar (cosine)."""
+    """Assign each vector the label whose description embedding is most similar (cosine); with a
+    ``threshold``, a row whose best similarity is below it gets ``none_label`` ("none of these")."""
     x = as_matrix(vectors)
     lv = as_matrix(label_vectors, "label_vectors")
     names = tuple(label_names)
@@ -229,10 +284,15 @@ def zero_shot(
             f"label names repeat: {sorted(n for n in set(names) if names.count(n) > 1)}"
         )
     check_same_dim(x, lv, ("vectors", "label_vectors"))
+    if threshold is not None and none_label in names:
+        raise InputError(f"{none_label!r} is a label name; choose another name for none of these")
     scores = normalize(x) @ normalize(lv).T
-    return ZeroShot(
-        labels=tuple(names[i] for i in scores.argmax(axis=1)), scores=scores, label_names=names
-    )
+    best = scores.argmax(axis=1)
+    chosen = [
+        names[i] if threshold is None or scores[row, i] >= threshold else none_label
+        for row, i in enumerate(best.tolist())
+    ]
+    return ZeroShot(labels=tuple(chosen), scores=scores, label_names=names)
 
 
 # --- the MTEB protocol -----------------------------------------------------------------------

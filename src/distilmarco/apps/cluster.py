@@ -12,6 +12,7 @@ cluster and rare across the others) and its most central texts (nearest to the c
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -242,8 +243,11 @@ def keywords(
     pooled = [
         " ".join(t for t, lab in zip(texts, labels, strict=True) if lab == c) for c in classes
     ]
+    stop = _stop_words(stop_words)
     try:
-        counts = CountVectorizer(stop_words=stop_words).fit(pooled)
+        counts = CountVectorizer(
+            tokenizer=lambda text: content_words(text, stop), token_pattern=None, lowercase=False
+        ).fit(pooled)
     except ValueError:  # empty vocabulary: only stop words or no words at all
         return {c: () for c in classes}
     m = counts.transform(pooled).toarray().astype(np.float64)  # (C, V)
@@ -257,6 +261,34 @@ def keywords(
         top = np.argsort(-score[row], kind="stable")[:n_keywords]
         out[c] = tuple(str(vocab[i]) for i in top if score[row, i] > 0)
     return out
+
+
+WORD = re.compile(r"[^\W_][\w'’]*")
+
+
+def content_words(text: str, stop: frozenset[str] = frozenset()) -> list[str]:
+    """The words of ``text`` worth naming a cluster by: lowercased, a possessive 's dropped,
+    contractions (don't, isn't, I've) and one-letter words left out, as are ``stop`` words;
+    apostrophes stay inside words, so no stubs such as ``doesn`` or ``ve``."""
+    words = []
+    for token in WORD.findall(text.lower().replace("’", "'")):
+        token = token.rstrip("'")
+        if token.endswith("'s"):
+            token = token[:-2]
+        if "'" in token or len(token) < 2 or token in stop:
+            continue
+        words.append(token)
+    return words
+
+
+def _stop_words(stop_words: str | None) -> frozenset[str]:
+    if stop_words is None:
+        return frozenset()
+    if stop_words != "english":
+        raise InputError(f"stop_words {stop_words!r} is not 'english' or None")
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    return frozenset(ENGLISH_STOP_WORDS)
 
 
 def central(

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 PROJECTIONS = ("auto", "umap", "tsne", "pca")
 TSNE_AUTO_LIMIT = 5_000
-# Categorical palette (Tableau 10 + 10 lighter tones); more labels cycle through it.
+# Categorical palette (Tableau 10 + 10 lighter tones); more labels get generated colours.
 PALETTE = (
     "#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7",
     "#9c755f", "#bab0ac", "#1f77b4", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5",
@@ -90,12 +90,34 @@ def _check_points(
     return xy
 
 
+def palette(n: int) -> list[str]:
+    """``n`` distinct colours: the fixed palette up to its size; beyond it, hues spread by the
+    golden angle (so neighbours in the legend differ) at three lightness levels."""
+    if n <= len(PALETTE):
+        return list(PALETTE[:n])
+    import colorsys
+
+    out: list[str] = []
+    seen: set[str] = set()
+    i = 0
+    while len(out) < n:
+        hue = (i * 0.618033988749895) % 1.0
+        light = (0.45, 0.62, 0.33)[i % 3]
+        r, g, b = colorsys.hls_to_rgb(hue, light, 0.65 + 0.2 * ((i // 3) % 2))
+        code = f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+        if code not in seen:
+            seen.add(code)
+            out.append(code)
+        i += 1
+    return out
+
+
 def _colours(labels: Sequence[str] | None, n: int) -> tuple[list[str], list[str]]:
     """(distinct label names in first-seen order, colour of each point)."""
     if labels is None:
         return [], [PALETTE[0]] * n
     names = list(dict.fromkeys(str(v) for v in labels))
-    colour = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+    colour = dict(zip(names, palette(len(names)), strict=True))
     return names, [colour[str(v)] for v in labels]
 
 
@@ -133,10 +155,8 @@ def write_png(
             fig.suptitle(title)
         if 0 < len(names) <= 20:
             handles = [
-                plt.Line2D(
-                    [], [], marker="o", linestyle="", color=PALETTE[i % len(PALETTE)], label=nm
-                )
-                for i, nm in enumerate(names)
+                plt.Line2D([], [], marker="o", linestyle="", color=colour, label=nm)
+                for nm, colour in zip(names, palette(len(names)), strict=True)
             ]
             ax.legend(handles=handles, loc="best", fontsize="small", framealpha=0.8)
         fig.savefig(path, dpi=dpi, format="png")
@@ -164,7 +184,7 @@ def render_html(
         "text": list(texts),
         "label": [str(v) for v in labels] if labels is not None else None,
         "colour": colours,
-        "legend": [[nm, PALETTE[i % len(PALETTE)]] for i, nm in enumerate(names)],
+        "legend": [list(pair) for pair in zip(names, palette(len(names)), strict=True)],
     }
     payload = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
     return _PAGE.replace("@TITLE@", html.escape(title)).replace("@DATA@", payload)
@@ -193,8 +213,9 @@ body { margin: 0; font: 14px system-ui, sans-serif; color: #222; display: flex; 
 svg { width: 100%; height: 100%; display: block; }
 circle { stroke: #fff; stroke-width: 0.5; vector-effect: non-scaling-stroke; }
 circle:hover { stroke: #000; stroke-width: 2; }
-aside { width: 240px; overflow: auto; padding: 8px; border-left: 1px solid #ddd; }
-aside div { cursor: pointer; margin: 2px 0; white-space: nowrap; }
+aside { width: 300px; overflow: auto; padding: 8px; border-left: 1px solid #ddd; }
+aside div { cursor: pointer; margin: 2px 0; padding-left: 16px; text-indent: -16px;
+            overflow-wrap: anywhere; }
 aside div.off { opacity: 0.3; }
 aside span { display: inline-block; width: 10px; height: 10px; border-radius: 5px; margin-right: 6px; }
 #tip { position: fixed; pointer-events: none; background: #fff; border: 1px solid #999;
@@ -238,6 +259,7 @@ window.addEventListener("error", function (e) { document.body.dataset.error = St
     dot.style.background = entry[1];
     row.appendChild(dot);
     row.appendChild(document.createTextNode(entry[0]));
+    row.title = entry[0];
     row.addEventListener("click", function () {
       hidden[entry[0]] = !hidden[entry[0]];
       row.className = hidden[entry[0]] ? "off" : "";

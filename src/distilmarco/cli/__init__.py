@@ -13,7 +13,7 @@ from distilmarco.cli import evaluate as _evaluate  # noqa: F401
 from distilmarco.cli import index as _index  # noqa: F401
 from distilmarco.cli import serve as _serve  # noqa: F401
 from distilmarco.cli import train as _train  # noqa: F401
-from distilmarco.cli.app import app, err
+from distilmarco.cli.app import app, err, rewrite_aliases, styled
 from distilmarco.errors import DistilmarcoError
 
 __all__ = ["app", "main"]
@@ -22,8 +22,11 @@ __all__ = ["app", "main"]
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; library errors become one red line on stderr and exit code 1 (2 for usage)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    args, notes = rewrite_aliases(sys.argv[1:] if argv is None else argv)
+    for note in notes:
+        err.print(note, highlight=False, markup=False)
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=args, standalone_mode=False)
     except typer.exceptions.TyperException as exc:  # usage errors: bad option, bad value
         show = getattr(exc, "show", None)
         if callable(show):
@@ -37,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         err.print("aborted")
         return 130
     except (DistilmarcoError, OSError, TypeError, ValueError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        err.print(styled(("error:", "red"), f" {exc}"))
         return 1
     return result if isinstance(result, int) else 0
 

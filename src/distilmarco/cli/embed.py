@@ -8,38 +8,54 @@ from pathlib import Path
 
 import typer
 
-from distilmarco.cli.app import ModelOption, app, err, out
+from distilmarco.cli.app import (
+    MODEL_ENV,
+    BackendOption,
+    BatchTokensOption,
+    ColumnOption,
+    DeviceOption,
+    JsonFlag,
+    ModelOption,
+    PrecisionOption,
+    app,
+    engine,
+    err,
+    make_encoder,
+    out,
+    styled,
+)
 from distilmarco.model.hub import DEFAULT_MODEL
 
 
-@app.command()
+@app.command(epilog="\b\nExample: distilmarco embed notes.txt -o vectors.npy")
 def embed(
-    input: Path = typer.Argument(..., help="Text lines, .jsonl, .csv/.tsv or .parquet"),
+    input: Path = typer.Argument(
+        ..., help="Text lines, .jsonl, .csv/.tsv or .parquet; - reads standard input"
+    ),
     output: Path = typer.Option(..., "--output", "-o", help=".npy, .parquet or .jsonl"),
     model: str | None = ModelOption,
-    field: str | None = typer.Option(None, help="JSONL field holding the text (default: text)"),
-    column: str | None = typer.Option(None, help="CSV/Parquet column (default: text)"),
+    column: str | None = ColumnOption,
     normalize: bool = typer.Option(False, help="Scale vectors to unit length"),
-    backend: str = typer.Option("torch", help="torch, onnx, openvino or auto"),
-    precision: str = typer.Option("fp32", help="fp32, int8, fp16 or bf16"),
-    device: str = typer.Option("cpu", help="cpu, cuda, mps or auto"),
-    batch_tokens: int | None = typer.Option(
-        None, help="Token budget per batch (default: the backend's preferred budget)"
-    ),
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
     strict: bool = typer.Option(False, help="Fail on inputs longer than the model's limit"),
 ) -> None:
     """Embed every text in INPUT and write the vectors to OUTPUT."""
-    from distilmarco.encoder import Encoder
-    from distilmarco.textio import read_texts, write_vectors
+    from distilmarco.textio import check_destination, read_text_file, write_vectors
 
     if output.suffix.lower() not in (".npy", ".parquet", ".jsonl"):
         raise typer.BadParameter(f"{output} must end in .npy, .parquet or .jsonl", param_hint="-o")
-    texts = read_texts(input, field=field, column=column)
-    encoder = Encoder(model or DEFAULT_MODEL, backend=backend, precision=precision, device=device)
+    check_destination(output)
+    found = read_text_file(input, column)
+    if found.blank_lines:
+        err.print(f"{input}: skipped {found.blank_lines} blank line(s)", highlight=False)
+    texts = found.texts
+    encoder = make_encoder(model, engine(backend, precision, device, batch_tokens))
     vectors, stats = encoder.encode_with_stats(
         texts,
         normalize=normalize,
-        batch_tokens=batch_tokens,
         truncation="error" if strict else "count",
         show_progress=True,
     )
@@ -52,17 +68,16 @@ def embed(
     )
 
 
-@app.command()
+@app.command(epilog="\b\nExample: distilmarco info msmarco-distilbert-base-v4 --json")
 def info(
-    model: str = typer.Argument(DEFAULT_MODEL, help="Hub id or local folder"),
-    as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
-    backend: str = typer.Option("torch", help="torch, onnx, openvino or auto"),
-    precision: str = typer.Option("fp32", help="fp32, int8, fp16 or bf16"),
+    model: str = typer.Argument(DEFAULT_MODEL, envvar=MODEL_ENV, help="Hub id or local folder"),
+    as_json: bool = JsonFlag,
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
 ) -> None:
     """Describe a model: architecture, dimensions, max length, pooling, similarity, files."""
-    from distilmarco.encoder import Encoder
-
-    facts = asdict(Encoder(model, backend=backend, precision=precision).info)
+    facts = asdict(make_encoder(model, engine(backend, precision, device, None)).info)
     if as_json:
         out.print_json(json.dumps(facts))
         return
@@ -71,4 +86,4 @@ def info(
             value = ", ".join(value)
         elif isinstance(value, tuple):
             value = ", ".join(value) or "-"
-        out.print(f"[bold]{key:>16}[/bold]  {value}", highlight=False)
+        out.print(styled((f"{key:>16}", "bold"), f"  {value}"))

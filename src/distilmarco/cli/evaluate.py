@@ -1,8 +1,8 @@
 """``distilmarco eval ir | sts | classify | cluster | msmarco``: quality figures, one command each.
 
-Every command prints a table (stdout), writes ``--json`` and ``--plot`` on request, and with
-``--compare`` runs the same evaluation for several backends x precisions, adding the difference from
-torch fp32 and the throughput to each row.
+Every command prints a table (with ``--json``, the report) on stdout, writes ``--report`` and
+``--plot`` on request, and with ``--compare`` runs the same evaluation for several backends x
+precisions, adding the difference from torch fp32 and the throughput to each row.
 """
 
 from __future__ import annotations
@@ -16,7 +16,16 @@ import typer
 from rich import box
 from rich.table import Table
 
-from distilmarco.cli.app import ModelOption, app, err, out
+from distilmarco.cli.app import (
+    BatchTokensOption,
+    DeviceOption,
+    JsonFlag,
+    ModelOption,
+    app,
+    err,
+    out,
+    styled,
+)
 from distilmarco.errors import InputError
 
 if TYPE_CHECKING:
@@ -25,21 +34,20 @@ if TYPE_CHECKING:
 
 eval_app = typer.Typer(
     help="Evaluate the model: retrieval, STS, classification, clustering, MS MARCO reproduction.",
+    epilog="\b\nExample: distilmarco eval sts ../shared/data/stsbenchmark",
     no_args_is_help=True,
 )
 app.add_typer(eval_app, name="eval")
 
-BackendOption = typer.Option("torch", help="torch, onnx, openvino or auto")
-PrecisionOption = typer.Option("fp32", help="fp32, int8, fp16 or bf16")
-DeviceOption = typer.Option("cpu", help="cpu, cuda, mps or auto")
-BatchOption = typer.Option(None, "--batch-tokens", help="Token budget per batch")
+BackendOption = typer.Option("auto", help="auto (the fastest here), torch, onnx or openvino")
+PrecisionOption = typer.Option("fp32", help="fp32 (exact), int8, fp16 or bf16")
 CompareOption = typer.Option(
     None,
     "--compare",
     help="Run for several backend:precision pairs ('all', 'default' or e.g. "
     "'torch:fp32,onnx:int8'); prints metric, delta vs torch fp32 and throughput",
 )
-JsonOption = typer.Option(None, "--json", help="Write the full report as JSON here")
+ReportOption = typer.Option(None, "--report", help="Write the full report as JSON here")
 PlotOption = typer.Option(None, "--plot", help="Write a bar chart (.png) of the main metric")
 
 
@@ -63,6 +71,7 @@ def _run(
     evaluate: Callable[[Encoder], tuple[dict[str, float], Throughput, dict[str, Any]]],
     json_path: Path | None,
     plot_path: Path | None,
+    as_json: bool = False,
 ) -> None:
     """Evaluate once (or per combination with ``--compare``), print, and write JSON/PNG."""
     from distilmarco.encoder import Encoder
@@ -82,13 +91,18 @@ def _run(
 
     combos = cmp.parse_combos(compare) if compare is not None else (cmp.Combo(backend, precision),)
     if compare is None:
-        metrics, spent = run(make(backend, precision))
-        rows = [cmp.CompareRow(combos[0], metrics, spent)]
+        encoder = make(backend, precision)
+        metrics, spent = run(encoder)
+        ran = cmp.Combo(encoder.backend.name, encoder.backend.precision)  # what auto chose
+        rows = [cmp.CompareRow(ran, metrics, spent)]
     else:
         rows = cmp.compare(combos, make, run)
     records = cmp.as_records(rows)
-    _print_table(task, name, records, with_delta=compare is not None)
     report = {"task": task, "model": name, "device": device, "rows": records, "details": details}
+    if as_json:
+        out.print_json(json.dumps(report, default=str))
+    else:
+        _print_table(task, name, records, with_delta=compare is not None)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
@@ -147,20 +161,40 @@ def _split(name: str) -> tuple[str, str]:
 def _plot(path: Path, task: str, records: list[dict[str, Any]]) -> None:
     from distilmarco.evaluation.plots import bar_chart
 
-    ok = [r for r in records if not r["error"]]
-    if not ok:
+    values, speed, metric = plot_values(records)
+    if not values:
         return
-    metric = next(iter(ok[0]["metrics"]))
-    labels = {f"{r['backend']}/{r['precision']}": r for r in ok}
     bar_chart(
         path,
-        {k: r["metrics"][metric] for k, r in labels.items() if metric in r["metrics"]},
+        values,
         title=f"{task}: {metric}",
         ylabel=metric,
-        secondary={k: r["texts_per_second"] for k, r in labels.items()} if len(ok) > 1 else None,
+        secondary=speed if len(speed) > 1 else None,
         secondary_label="texts/s",
     )
     err.print(f"wrote {path}")
+
+
+def plot_values(
+    records: list[dict[str, Any]],
+) -> tuple[dict[str, float], dict[str, float], str]:
+    """The main metric (the first one reported) per backend and per mode, as bars, the throughput
+    per bar, and the metric's name; one bar per mode when several modes ran."""
+    ok = [r for r in records if not r["error"]]
+    if not ok:
+        return {}, {}, ""
+    metric = _split(next(iter(ok[0]["metrics"])))[1]
+    values: dict[str, float] = {}
+    speed: dict[str, float] = {}
+    for r in ok:
+        engine = f"{r['backend']}/{r['precision']}"
+        for name, value in r["metrics"].items():
+            group, metric_name = _split(name)
+            if metric_name == metric:
+                label = f"{engine} {group}" if group else engine
+                values[label] = value
+                speed[label] = r["texts_per_second"]
+    return values, speed, metric
 
 
 def _throughput(spent: Throughput) -> dict[str, float]:
@@ -170,7 +204,10 @@ def _throughput(spent: Throughput) -> dict[str, float]:
 # --- eval ir -----------------------------------------------------------------------------------
 
 
-@eval_app.command("ir")
+@eval_app.command(
+    "ir",
+    epilog="\b\nExample: distilmarco eval ir ../shared/data/cranfield --mode dense,bm25,hybrid --report cran.json",
+)
 def ir(
     data: Path | None = typer.Argument(None, help="BEIR folder or SMART Cranfield folder"),
     collection: Path | None = typer.Option(None, help="MS MARCO collection.tsv (pid<TAB>text)"),
@@ -185,7 +222,7 @@ def ir(
         help="dense, bm25, hybrid, rerank; comma-separated for several (default: dense, "
         "or rerank with --candidates)",
     ),
-    k: int = typer.Option(100, "--k", help="Documents retrieved per query"),
+    k: int = typer.Option(100, "-k", "--top-k", help="Documents retrieved per query"),
     metrics: str = typer.Option("nDCG@10,MRR@10,Recall@100,MAP,P@10", help="Comma-separated"),
     relevance_level: int = typer.Option(
         1, help="Lowest judgement counted relevant (binary metrics)"
@@ -197,9 +234,10 @@ def ir(
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,
-    batch_tokens: int | None = BatchOption,
+    batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
-    json_path: Path | None = JsonOption,
+    json_path: Path | None = ReportOption,
+    as_json: bool = JsonFlag,
     plot: Path | None = PlotOption,
 ) -> None:
     """Retrieval quality (nDCG, MRR, Recall, MAP, P) on BEIR, MS MARCO/TREC or Cranfield data."""
@@ -219,7 +257,7 @@ def ir(
     modes = tuple(m.strip() for m in (mode or ("rerank" if candidates else "dense")).split(","))
     problems = formats.check(dataset).warnings()
     for line in problems:
-        err.print(f"[yellow]warning:[/yellow] {dataset.name}: {line}", highlight=False)
+        err.print(styled(("warning:", "yellow"), f" {dataset.name}: {line}"))
     if strict and problems:
         raise InputError(f"{dataset.name}: {problems[0]} (--strict)")
     for note in dataset.notes:
@@ -267,6 +305,7 @@ def ir(
         compare=compare,
         evaluate=evaluate,
         json_path=json_path,
+        as_json=as_json,
         plot_path=plot,
     )
 
@@ -280,16 +319,20 @@ def _with_candidates(dataset: Any, run: dict[str, dict[str, float]]) -> Any:
 # --- eval sts / classify / cluster -------------------------------------------------------------
 
 
-@eval_app.command("sts")
+@eval_app.command(
+    "sts",
+    epilog="\b\nExample: distilmarco eval sts ../shared/data/stsbenchmark --compare default --plot sts.png",
+)
 def sts(
     data: Path = typer.Argument(..., help="STS Benchmark file or folder (sts-test.csv), CSV/JSONL"),
     model: str | None = ModelOption,
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,
-    batch_tokens: int | None = BatchOption,
+    batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
-    json_path: Path | None = JsonOption,
+    json_path: Path | None = ReportOption,
+    as_json: bool = JsonFlag,
     plot: Path | None = PlotOption,
 ) -> None:
     """Spearman and Pearson correlation of the model's similarity with gold STS scores."""
@@ -311,16 +354,20 @@ def sts(
         compare=compare,
         evaluate=evaluate,
         json_path=json_path,
+        as_json=as_json,
         plot_path=plot,
     )
 
 
-@eval_app.command("classify")
+@eval_app.command(
+    "classify",
+    epilog="\b\nExample: distilmarco eval classify ../shared/data/banking77 --label-column category",
+)
 def classify(
     data: Path = typer.Argument(..., help="Folder with train.csv and test.csv (or .tsv/.jsonl)"),
     train: Path | None = typer.Option(None, help="Train file (default: DATA/train.csv)"),
     test: Path | None = typer.Option(None, help="Test file (default: DATA/test.csv)"),
-    text_column: str = typer.Option("text", help="Column/field with the text"),
+    text_column: str = typer.Option("text", "--column", help="Column/field with the text"),
     label_column: str | None = typer.Option(
         None, help="Label column (default: label/category/...)"
     ),
@@ -333,9 +380,10 @@ def classify(
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,
-    batch_tokens: int | None = BatchOption,
+    batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
-    json_path: Path | None = JsonOption,
+    json_path: Path | None = ReportOption,
+    as_json: bool = JsonFlag,
     plot: Path | None = PlotOption,
 ) -> None:
     """Classification accuracy by the MTEB protocol (or fitted on the whole train set)."""
@@ -373,14 +421,18 @@ def classify(
         compare=compare,
         evaluate=evaluate,
         json_path=json_path,
+        as_json=as_json,
         plot_path=plot,
     )
 
 
-@eval_app.command("cluster")
+@eval_app.command(
+    "cluster",
+    epilog="\b\nExample: distilmarco eval cluster ../shared/data/banking77/test.csv --label-column category",
+)
 def cluster(
     data: Path = typer.Argument(..., help="CSV/TSV/JSONL with a text and a label column"),
-    text_column: str = typer.Option("text", help="Column/field with the text"),
+    text_column: str = typer.Option("text", "--column", help="Column/field with the text"),
     label_column: str | None = typer.Option(
         None, help="Label column (default: label/category/...)"
     ),
@@ -390,9 +442,10 @@ def cluster(
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,
-    batch_tokens: int | None = BatchOption,
+    batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
-    json_path: Path | None = JsonOption,
+    json_path: Path | None = ReportOption,
+    as_json: bool = JsonFlag,
     plot: Path | None = PlotOption,
 ) -> None:
     """V-measure of k-means clusters (as many as labels) against the gold labels."""
@@ -415,6 +468,7 @@ def cluster(
         compare=compare,
         evaluate=evaluate,
         json_path=json_path,
+        as_json=as_json,
         plot_path=plot,
     )
 
@@ -422,7 +476,9 @@ def cluster(
 # --- eval msmarco ------------------------------------------------------------------------------
 
 
-@eval_app.command("msmarco")
+@eval_app.command(
+    "msmarco", epilog="\b\nExample: distilmarco eval msmarco ~/data/msmarco --device cuda"
+)
 def msmarco(
     data: Path = typer.Argument(..., help="Folder with the MS MARCO dev and/or TREC DL 2019 files"),
     dev_k: int = typer.Option(1000, help="Passages retrieved per dev query"),
@@ -433,9 +489,10 @@ def msmarco(
     backend: str = BackendOption,
     precision: str = PrecisionOption,
     device: str = DeviceOption,
-    batch_tokens: int | None = BatchOption,
+    batch_tokens: int | None = BatchTokensOption,
     compare: str | None = CompareOption,
-    json_path: Path | None = JsonOption,
+    json_path: Path | None = ReportOption,
+    as_json: bool = JsonFlag,
     plot: Path | None = PlotOption,
 ) -> None:
     """Reproduce MS MARCO dev MRR@10 (33.79) and TREC DL 2019 nDCG@10 (70.24).
@@ -484,5 +541,6 @@ def msmarco(
         compare=compare,
         evaluate=evaluate,
         json_path=json_path,
+        as_json=as_json,
         plot_path=plot,
     )

@@ -5,57 +5,107 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.markup import escape
 
-from distilmarco.cli.app import app, err, out
+from distilmarco.cli.app import (
+    MODEL_ENV,
+    BackendOption,
+    BatchTokensOption,
+    ColumnOption,
+    DeviceOption,
+    JsonFlag,
+    PrecisionOption,
+    app,
+    engine,
+    err,
+    out,
+    styled,
+)
+
+if TYPE_CHECKING:
+    from distilmarco.index import Index
+    from distilmarco.index.validate import Engine
 
 index_app = typer.Typer(
-    help="Build and search a semantic index (one SQLite file).", no_args_is_help=True
+    help="Build and search a semantic index (one SQLite file).",
+    epilog='\b\nExample: distilmarco index search "how do planes fly?" --index docs.db',
+    no_args_is_help=True,
 )
 app.add_typer(index_app, name="index")
 
-DbOption = typer.Option(
-    Path("distilmarco.db"), "--db", "-d", help="Index file (default ./distilmarco.db)"
-)
-JsonOption = typer.Option(False, "--json", help="Machine-readable output")
+DbOption = typer.Option(Path("distilmarco.db"), "--index", help="Index file")
+JsonOption = JsonFlag
 
 
-def _open(db: Path, model: str | None = None, create: bool = False):  # type: ignore[no-untyped-def]
+def _open(
+    db: Path, model: str | None = None, how: Engine | None = None, create: bool = False
+) -> Index:
     from distilmarco.index import Index
 
-    return Index(db, model, create=create)
+    return Index(db, model, create=create, engine=how)
 
 
-@index_app.command("add")
+@index_app.command(
+    "add", epilog="\b\nExample: distilmarco index add notes/ papers.jsonl --index docs.db"
+)
 def add(
     paths: list[Path] = typer.Argument(
-        ..., help="Files or folders (.txt .md .rst .html .jsonl .csv .parquet)"
+        ..., help="Files or folders (.txt .md .rst .html .jsonl .csv .parquet); - reads JSONL"
     ),
     db: Path = DbOption,
     model: str | None = typer.Option(
-        None, "--model", "-m", help="Model for a new index (default: the recorded one)"
+        None, "--model", "-m", envvar=MODEL_ENV, help="Model for a new index (default: recorded)"
     ),
-    field: str = typer.Option("text", help="Field/column holding the text in tables"),
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
+    column: str | None = ColumnOption,
+    id_column: str | None = typer.Option(
+        None, help="Field/column holding each row's id (default: id or _id when present)"
+    ),
+    include: list[str] = typer.Option(
+        [], "--include", help="Glob of files to index, any suffix read as text (repeatable)"
+    ),
+    exclude: list[str] = typer.Option(
+        [], "--exclude", help="Glob of files to leave out (repeatable)"
+    ),
     sync: bool = typer.Option(False, "--sync", help="Remove documents whose files are gone"),
     as_json: bool = JsonOption,
 ) -> None:
     """Index files and folders; only new or changed content is embedded."""
     from rich.progress import Progress
 
-    from distilmarco.index.ingest import ingest
+    from distilmarco.index.ingest import describe_skipped, ingest
 
-    with _open(db, model, create=True) as index, Progress(console=err, transient=True) as bar:
-        task = bar.add_task("embedding", total=None)
-        report = ingest(
-            index,
-            paths,
-            sync=sync,
-            field=field,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-        )
-        index.optimize_if_large()
+    new = not db.exists()
+    try:
+        with (
+            _open(
+                db, model, engine(backend, precision, device, batch_tokens), create=True
+            ) as index,
+            Progress(console=err, transient=True) as bar,
+        ):
+            task = bar.add_task("embedding", total=None)
+            report = ingest(
+                index,
+                paths,
+                sync=sync,
+                field=column,
+                id_column=id_column,
+                include=include,
+                exclude=exclude,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+            index.optimize_if_large()
+    except BaseException:
+        if new:  # a failed first add leaves no file behind, rather than an empty index
+            _remove_index(db)
+        raise
+    if report.skipped:
+        err.print(describe_skipped(report.skipped), highlight=False, markup=False)
     if as_json:
         out.print_json(json.dumps(asdict(report)))
     else:
@@ -66,25 +116,41 @@ def add(
         )
 
 
-@index_app.command("search")
+def _remove_index(db: Path) -> None:
+    for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), db.with_name(db.name + ".ann")):
+        path.unlink(missing_ok=True)
+
+
+@index_app.command(
+    "search",
+    epilog='\b\nExample: distilmarco index search "how do planes fly?" --index docs.db --mode hybrid -k 5',
+)
 def search(
     query: str = typer.Argument(..., help="What to look for, in plain words"),
     db: Path = DbOption,
-    k: int = typer.Option(10, "-k", "--top", help="Number of documents"),
+    k: int = typer.Option(10, "-k", "--top-k", help="Number of documents"),
     mode: str = typer.Option("dense", help="dense, bm25 or hybrid"),
     where: list[str] = typer.Option(
         [], "--where", "-w", help="Metadata filter key=value (repeatable)"
     ),
     exact: bool | None = typer.Option(None, "--exact/--ann", help="Force exact or HNSW search"),
+    model: str | None = typer.Option(
+        None, "--model", "-m", help="The index's model from another folder (checked by content)"
+    ),
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
     as_json: bool = JsonOption,
 ) -> None:
     """Search the index; prints score, id and the best passage."""
     from distilmarco.index.filters import parse_where_pairs
 
-    with _open(db) as index:
-        hits = index.search(
-            query, k, where=parse_where_pairs(where) or None, mode=mode, exact=exact
-        )
+    if exact is not None and mode == "bm25":
+        raise typer.BadParameter("--exact/--ann choose how dense search runs; bm25 has none")
+    with _open(db, model, engine(backend, precision, device, batch_tokens)) as index:
+        where_ = parse_where_pairs(where) or None
+        hits = index.search(query, k, where=where_, mode=mode, exact=exact)  # type: ignore[arg-type]
     if as_json:
         out.print_json(json.dumps([asdict(h) for h in hits]))
         return
@@ -92,18 +158,21 @@ def search(
         out.print("no hits")
     words = {w.lower() for w in query.split() if len(w) > 2}
     for hit in hits:
-        out.print(f"[bold]{hit.score:.4f}[/bold]  [cyan]{escape(hit.id)}[/cyan]", highlight=False)
-        out.print("    " + _highlight(" ".join(hit.passage.split())[:400], words), highlight=False)
+        out.print(styled((f"{hit.score:.4f}", "bold"), "  ", (hit.id, "cyan")))
+        out.print(styled("    ", *_highlight(" ".join(hit.passage.split())[:400], words)))
 
 
-def _highlight(passage: str, words: set[str]) -> str:
-    return " ".join(
-        f"[yellow]{escape(w)}[/yellow]" if w.lower().strip(".,;:!?()\"'") in words else escape(w)
-        for w in passage.split()
-    )
+def _highlight(passage: str, words: set[str]) -> list[str | tuple[str, str]]:
+    """The passage's words, those of the query marked (a word is never read as markup)."""
+    parts: list[str | tuple[str, str]] = []
+    for i, w in enumerate(passage.split()):
+        if i:
+            parts.append(" ")
+        parts.append((w, "yellow") if w.lower().strip(".,;:!?()[]\"'") in words else w)
+    return parts
 
 
-@index_app.command("get")
+@index_app.command("get", epilog="\b\nExample: distilmarco index get cran-1 --index docs.db")
 def get(
     id: str = typer.Argument(..., help="Document id"),
     db: Path = DbOption,
@@ -115,13 +184,13 @@ def get(
     if as_json:
         out.print_json(json.dumps(asdict(doc)))
     else:
-        out.print(
-            f"[bold]{escape(doc.id)}[/bold]  {doc.chunks} chunk(s)  {json.dumps(doc.metadata)}"
-        )
-        out.print(escape(doc.text), highlight=False)
+        out.print(styled((doc.id, "bold"), f"  {doc.chunks} chunk(s)  {json.dumps(doc.metadata)}"))
+        out.print(doc.text)
 
 
-@index_app.command("delete")
+@index_app.command(
+    "delete", epilog="\b\nExample: distilmarco index delete cran-1 cran-2 --index docs.db"
+)
 def delete(
     ids: list[str] = typer.Argument(..., help="Document ids"),
     db: Path = DbOption,
@@ -135,7 +204,7 @@ def delete(
     )
 
 
-@index_app.command("stats")
+@index_app.command("stats", epilog="\b\nExample: distilmarco index stats --index docs.db --json")
 def stats(db: Path = DbOption, as_json: bool = JsonOption) -> None:
     """Counts, model, chunking, file size and the state of the ANN cache."""
     with _open(db) as index:
@@ -144,20 +213,27 @@ def stats(db: Path = DbOption, as_json: bool = JsonOption) -> None:
         out.print_json(json.dumps(facts))
         return
     for key, value in facts.items():
-        out.print(f"[bold]{key:>14}[/bold]  {value}", highlight=False)
+        out.print(styled((f"{key:>14}", "bold"), f"  {value}"))
 
 
-@index_app.command("reindex")
+@index_app.command(
+    "reindex",
+    epilog="\b\nExample: distilmarco index reindex --index docs.db --backend onnx --precision int8",
+)
 def reindex(
     db: Path = DbOption,
     model: str | None = typer.Option(
         None, "--model", "-m", help="New model (default: the recorded one)"
     ),
+    backend: str | None = BackendOption,
+    precision: str | None = PrecisionOption,
+    device: str = DeviceOption,
+    batch_tokens: int | None = BatchTokensOption,
 ) -> None:
-    """Re-embed every document (e.g. with another model)."""
+    """Re-embed every document with another model or engine (default: the recorded ones)."""
     from distilmarco.index import Index
 
-    with Index(db, create=False) as index:
+    with Index(db, create=False, engine=engine(backend, precision, device, batch_tokens)) as index:
         n = index.reindex(model or index.store.meta().get("model_id") or "")
         index.optimize_if_large()
     out.print(f"re-embedded {n} document(s) with {model or 'the recorded model'}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from distilmarco.cli.app import app, err
+from distilmarco.cli.app import app, err, styled
 from distilmarco.model.hub import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
@@ -17,7 +17,9 @@ def _env(name: str) -> str:
     return f"DISTILMARCO_{name}"
 
 
-@app.command()
+@app.command(
+    epilog="\b\nExample: distilmarco serve --model msmarco-distilbert-base-v4 --index docs.db --port 8080"
+)
 def serve(
     model: str = typer.Option(
         DEFAULT_MODEL, "--model", "-m", envvar=_env("MODEL"), help="Hub id or local folder"
@@ -35,11 +37,15 @@ def serve(
         envvar=_env("CORS_ORIGINS"),
         help="Allowed browser origin (repeatable); CORS is off without",
     ),
-    backend: str = typer.Option(
-        "torch", envvar=_env("BACKEND"), help="torch, onnx, openvino or auto"
+    backend: str | None = typer.Option(
+        None,
+        envvar=_env("BACKEND"),
+        help="auto, torch, onnx or openvino (default: auto; with --index: as recorded)",
     ),
-    precision: str = typer.Option(
-        "fp32", envvar=_env("PRECISION"), help="fp32, int8, fp16 or bf16"
+    precision: str | None = typer.Option(
+        None,
+        envvar=_env("PRECISION"),
+        help="fp32 (exact), int8, fp16 or bf16 (default: fp32; with --index: as recorded)",
     ),
     device: str = typer.Option("cpu", envvar=_env("DEVICE"), help="cpu, cuda, mps or auto"),
     threads: int | None = typer.Option(None, envvar=_env("THREADS"), help="Torch CPU threads"),
@@ -86,7 +92,7 @@ def serve(
         from distilmarco.errors import MissingExtraError
 
         raise MissingExtraError(exc.name or "fastapi", "server", "distilmarco serve") from exc
-    from distilmarco.encoder import Encoder
+    from distilmarco.index.validate import Engine
 
     settings = ServerSettings(
         host=host,
@@ -102,14 +108,17 @@ def serve(
         truncate=truncate,
         model_name=model_name,
     ).validate()
-    encoder = Encoder(model, backend=backend, precision=precision, device=device, threads=threads)
+    how = Engine(backend, precision, device, threads=threads)
     opened = None
-    if index is not None:
+    if index is not None:  # queries are embedded the way the index was (its recorded engine)
         from distilmarco.index import Index
 
-        opened = Index(index, encoder=encoder)
+        opened = Index(index, model, engine=how)
+        encoder = opened.encoder
+    else:
+        encoder = how.encoder(model)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        err.print(f"[yellow]warning:[/yellow] listening on {host} without an API key")
+        err.print(styled(("warning:", "yellow"), f" listening on {host} without an API key"))
     err.print(f"serving {encoder.model_id} on http://{host}:{port}  (docs: /docs)", highlight=False)
     uvicorn.run(
         create_app(settings, encoder, opened),

@@ -33,9 +33,11 @@ from distilmarco.index.search import (
 )
 from distilmarco.index.store import ChunkRow, DocumentRow, Store, StoredDocument
 from distilmarco.index.validate import (
+    Engine,
     check_ids,
     check_same_model,
     content_hash,
+    load_recorded_encoder,
     model_meta,
     validate_documents,
 )
@@ -86,6 +88,10 @@ class IndexStats:
     chunk_overlap: int | None
     file_bytes: int
     ann: dict[str, object]
+    model_name: str | None = None
+    fingerprint: str | None = None
+    backend: str | None = None  # the engine that embedded the documents
+    precision: str | None = None
 
 
 class Index:
@@ -111,6 +117,7 @@ class Index:
         matrix_dtype: Literal["float32", "float16", "int8"] = "float32",
         busy_timeout: float = 30.0,
         create: bool = True,
+        engine: Engine | None = None,
     ) -> None:
         if ann not in ("auto", "always", "never"):
             raise InputError(f"ann {ann!r} is not one of 'auto', 'always', 'never'")
@@ -126,8 +133,15 @@ class Index:
         self._chunk_request = (chunk_tokens, chunk_overlap)
         self._caches: Caches | None = None
         self._chunking: ChunkConfig | None = None
+        if (
+            engine is not None
+            and encoder is not None
+            and not isinstance(encoder, str | os.PathLike)
+        ):
+            raise InputError("give an Encoder or an engine to build one, not both")
+        self._engine = engine or Engine()
         if encoder is not None:
-            self._set_encoder(_as_encoder(encoder))
+            self._set_encoder(self._as_encoder(encoder))
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -150,17 +164,19 @@ class Index:
     def encoder(self) -> Encoder:
         """The encoder; loads the model the index records if none was given."""
         if self._encoder is None:
-            from distilmarco.encoder import Encoder
-            from distilmarco.model.hub import DEFAULT_MODEL
-
-            meta = self.store.meta()
-            self._set_encoder(
-                Encoder(meta.get("model_id", DEFAULT_MODEL), revision=meta.get("revision") or None)
-            )
+            self._set_encoder(load_recorded_encoder(self.store.meta(), self._engine))
         assert self._encoder is not None
         return self._encoder
 
+    def _as_encoder(self, encoder: Encoder | str | os.PathLike[str]) -> Encoder:
+        """An Encoder as given, or one for a model name on this index's engine (the recorded
+        one, else ``auto`` at exact fp32)."""
+        if isinstance(encoder, str | os.PathLike):
+            return self._engine.encoder(encoder, recorded=self.store.meta())
+        return encoder
+
     def _set_encoder(self, encoder: Encoder) -> None:
+        # An index from before fingerprints gets one recorded with its next write.
         check_same_model(self.store.meta(), model_meta(encoder))
         self._encoder = encoder
         meta = self.store.meta()
@@ -262,7 +278,7 @@ class Index:
 
     def reindex(self, encoder: Encoder | str | os.PathLike[str]) -> int:
         """Re-embed every document with ``encoder`` (another model or chunking) in one transaction."""
-        new = _as_encoder(encoder)
+        new = self._as_encoder(encoder)
         self._encoder, self._caches = new, None
         window, overlap = self._chunk_request
         self._chunking = ChunkConfig.for_model(new.max_seq_length, window, overlap)
@@ -507,6 +523,10 @@ class Index:
             chunk_overlap=num("chunk_overlap"),
             file_bytes=size,
             ann=self.caches.ann_file_stamp() if "dimension" in meta else {"present": False},
+            model_name=meta.get("model_name"),
+            fingerprint=meta.get("fingerprint"),
+            backend=meta.get("backend"),
+            precision=meta.get("precision"),
         )
 
 
@@ -521,9 +541,3 @@ def _check_k(k: int) -> int:
 
 def _rescored(hit: Hit, score: float) -> Hit:
     return Hit(hit.id, score, hit.passage, hit.start, hit.end, hit.metadata)
-
-
-def _as_encoder(encoder: Encoder | str | os.PathLike[str]) -> Encoder:
-    from distilmarco.encoder import Encoder
-
-    return encoder if isinstance(encoder, Encoder) else Encoder(encoder)

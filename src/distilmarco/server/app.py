@@ -23,6 +23,7 @@ from starlette.responses import HTMLResponse, Response
 import distilmarco
 from distilmarco.encoder import Encoder
 from distilmarco.errors import DistilmarcoError
+from distilmarco.index.validate import display_name, folder_fingerprint
 from distilmarco.server.auth import ApiKeyMiddleware
 from distilmarco.server.http_errors import (
     ApiError,
@@ -40,12 +41,37 @@ from distilmarco.server.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 
+def _add_offline_docs(app: FastAPI) -> None:
+    """``/docs`` with Swagger UI's files from the ``swagger-ui-bundle`` package, so it works
+    without network access; without that package there is no ``/docs`` (``/openapi.json`` stays)."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        log.info("swagger-ui-bundle is not installed: no /docs (the schema is at /openapi.json)")
+        return
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from starlette.staticfiles import StaticFiles
+
+    app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
+
+
 def create_app(settings: ServerSettings, encoder: Encoder, index: Any = None) -> FastAPI:
     """A ready-to-serve app; the inference worker starts and warms up in the app's lifespan."""
     settings = settings.validate()
     metrics = Metrics()
     service = EmbeddingService(encoder, settings, metrics)
-    model_name = settings.model_name or encoder.model_id
+    model_name = settings.model_name or display_name(encoder.model_id)
+    fingerprint = folder_fingerprint(encoder.spec.folder)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,7 +87,10 @@ def create_app(settings: ServerSettings, encoder: Encoder, index: Any = None) ->
         version=distilmarco.__version__,
         summary=f"Sentence embeddings with {model_name}: OpenAI- and TEI-compatible",
         lifespan=lifespan,
+        docs_url=None,  # served from local files below: the default loads Swagger UI from a CDN
+        redoc_url=None,
     )
+    _add_offline_docs(app)
     app.state.service = service
     app.state.metrics = metrics
     app.state.settings = settings
@@ -87,8 +116,9 @@ def create_app(settings: ServerSettings, encoder: Encoder, index: Any = None) ->
             index_facts = {"documents": await asyncio.to_thread(index.count)}
         return json_response(
             {
-                "model_id": facts.model_id,
+                "model_id": display_name(facts.model_id),
                 "model_name": model_name,
+                "fingerprint": fingerprint,
                 "revision": facts.revision,
                 "architecture": facts.architecture,
                 "dimension": facts.dimension,

@@ -24,7 +24,9 @@ class EmbeddingsRequest(Strict):
     """OpenAI ``POST /v1/embeddings``. ``model`` is accepted and the served model answers."""
 
     input: Texts = Field(description="A text or a list of texts")
-    model: str = Field(description="Any name; the served model answers and is named in the reply")
+    model: str | None = Field(
+        None, description="Any name, or none: the served model answers and is named in the reply"
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(
         None, ge=1, description="Must equal the model's dimension when given"
@@ -172,6 +174,7 @@ class Health(BaseModel):
 class Info(BaseModel):
     model_id: str
     model_name: str
+    fingerprint: str
     revision: str | None
     architecture: str
     dimension: int
