@@ -107,6 +107,24 @@ def _sandbox(root: Path) -> Path:
         beir / "queries.jsonl", '{"_id": "q1", "text": "apple"}\n{"_id": "q2", "text": "cherry"}\n'
     )
     _write(beir / "qrels" / "test.tsv", "query-id\tcorpus-id\tscore\nq1\t1\t1\nq2\t4\t1\n")
+    # fine-tuning: (query, positive) pairs over enough documents for the mining ranks the README
+    # asks for, and scored STS pairs for CoSENT
+    for i, doc in enumerate(docs[1:41], start=1):
+        _write(work / "docs" / f"cran-{i}.txt", doc.split("\n.W\n", 1)[-1] + "\n")
+    pairs = [
+        {"query": f"what does cranfield paper {i} study?", "positive": doc.split("\n.W\n", 1)[-1]}
+        for i, doc in enumerate(docs[1:9], start=1)
+    ]
+    _write(work / "pairs.jsonl", "".join(json.dumps(p) + "\n" for p in pairs))
+    scored = [row.split("\t") for row in sts[:40]]
+    for name, rows in (("sts-train.jsonl", scored[:32]), ("sts-dev.jsonl", scored[32:])):
+        _write(
+            work / name,
+            "".join(
+                json.dumps({"sentence1": r[5], "sentence2": r[6], "score": float(r[4])}) + "\n"
+                for r in rows
+            ),
+        )
     return work
 
 
@@ -151,3 +169,5 @@ def test_every_readme_command_runs_as_written(
             _curl(client, command)
     assert (work / "docs.db").is_file() and (work / "clf" / "classifier.json").is_file()
     assert (work / "map.html").is_file() and (work / "sts.png").is_file()
+    assert (work / "my-model" / "model.safetensors").is_file()
+    assert (work / "my-sts" / "model.safetensors").is_file()

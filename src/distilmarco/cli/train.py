@@ -12,7 +12,9 @@ from distilmarco.cli.app import ModelOption, app, err, out
 from distilmarco.model.hub import DEFAULT_MODEL
 
 
-@app.command()
+@app.command(
+    epilog="\b\nExample: distilmarco train pairs.jsonl --model all-MiniLM-L6-v2 --loss mnrl -o tuned/"
+)
 def train(
     data: Path = typer.Argument(..., help="Training data: .jsonl, .tsv, or a BEIR folder"),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the trained model"),
@@ -94,7 +96,7 @@ def train(
     out.print(f"model written to {result.output}", highlight=False)
 
 
-@app.command()
+@app.command(epilog="\b\nExample: distilmarco mine pairs.jsonl --index docs.db -o triplets.jsonl")
 def mine(
     pairs: Path = typer.Argument(..., help="(query, positive) pairs: .jsonl, .tsv or BEIR folder"),
     index: Path = typer.Option(..., "--index", help="Index file to mine negatives from"),
