@@ -253,3 +253,20 @@ def test_auto_on_real_backends_picks_a_measured_one_and_says_so(
     assert Encoder(
         tiny_model_dir, backend="auto", threads=1
     ).info.backend == backends.choose_backend("fp32", "cpu")
+
+
+def test_server_info_reports_the_precision_run(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
+    from test_server_support import wait_ready
+
+    from distilmarco.server import ServerSettings, create_app
+
+    monkeypatch.setenv("DISTILMARCO_CACHE", str(tmp_path))
+    monkeypatch.setattr(OpenVinoBackend, "runs", lambda self: "f32")  # a CPU without bf16
+    enc = Encoder(tiny_model_dir, backend="openvino", precision="bf16", threads=1)
+    with TestClient(create_app(ServerSettings(warmup=False), enc)) as client:
+        wait_ready(client.get)
+        info = client.get("/info").json()
+    assert (info["backend"], info["precision"]) == ("openvino", "fp32")
