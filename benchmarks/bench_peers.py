@@ -33,7 +33,16 @@ VENV = CACHE / "peers-venv"
 # torch first and pinned: a plain requirement would pull a CUDA build.
 REQUIREMENTS = (
     ("torch==2.13.0",),
-    ("sentence-transformers[onnx,openvino]", "datasets", "fastembed"),
+    # The newest releases whose extras resolve together (pip's own pick, pinned: resolving them
+    # unpinned takes pip minutes of backtracking).
+    (
+        "sentence-transformers[onnx,openvino]==5.7.0",
+        "transformers==4.57.6",
+        "optimum-intel==1.27.0",
+        "optimum-onnx==0.1.0",
+        "datasets",
+        "fastembed==0.9.1",
+    ),
 )
 OURS = (
     "torch-fp32",
@@ -100,7 +109,7 @@ class Peers:
         self.proc.wait(timeout=60)
 
 
-def main(out_dir: Path, quick: bool) -> None:
+def main(out_dir: Path, quick: bool, rounds: int | None = None) -> None:
     os.environ.setdefault("DISTILMARCO_CACHE", str(EXPORTS))
     from distilmarco.backends.cpu import physical_cores
     from distilmarco.backends.static_int8 import default_calibration_texts
@@ -112,7 +121,7 @@ def main(out_dir: Path, quick: bool) -> None:
     folder = msmarco_like_model()
     workloads = {w.name: w for w in standard_workloads(folder / "tokenizer.json", quick)}
     mix, short = workloads["mix"], workloads["short"]
-    rounds = 1 if quick else 3
+    rounds = rounds or (1 if quick else 3)
     runs: dict[str, Callable[[list[str]], float]] = {}
     ran: dict[str, str] = {}
     skipped: dict[str, str] = {}
@@ -288,7 +297,13 @@ def markdown(res: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_peers")
+    parser.add_argument("--quick", action="store_true", help="the small workloads")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3; quick 1)")
+    args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
     out = ROOT / "benchmarks" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    main(out, "--quick" in sys.argv)
+    main(out, args.quick, args.rounds)

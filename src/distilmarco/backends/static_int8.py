@@ -48,7 +48,7 @@ from distilmarco.tokenize import Tokenizer
 log = logging.getLogger(__name__)
 
 # Bump when the quantisation recipe changes: older folders are then ignored.
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 DEFAULT_CALIBRATION = 300
 MIN_CALIBRATION = 8
 # Real tokens per calibration batch: the OpenVINO backend's own default budget.
