@@ -217,8 +217,8 @@ def test_openvino_bf16_stays_close_and_says_what_it_ran(
         == ("bf16" if enc.backend.runs() == "bf16" else "fp32")
     )  # type: ignore[attr-defined]
     assert cos.min() >= 0.998, f"worst row {int(cos.argmin())}: cosine {cos.min():.5f}"
-    if enc.info.precision == "bf16":
-        assert cos.mean() < 0.99999  # really reduced precision, not fp32
+    if enc.info.precision == "bf16":  # really reduced precision: fp32 backends agree to 2e-5
+        assert np.abs(out - reference).max() > 1e-4
 
 
 def test_bf16_on_cpu_stays_close(

@@ -177,7 +177,7 @@ def static_int8_model(
     if _valid(final, fingerprint):
         return final / "model.xml"
     if final.exists():
-        log.warning("cached int8 model %s is incomplete or corrupt; rebuilding", final)
+        log.warning("cached int8 model %s is outdated, incomplete or corrupt; rebuilding", final)
     fp32 = onnx_model(spec, "fp32", cache_dir)  # the packed, portable graph
     log.info("quantising %s to static int8 on %d calibration texts (once)", spec.folder, len(texts))
     tokenizer = Tokenizer.from_folder(
