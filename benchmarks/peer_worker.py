@@ -9,6 +9,7 @@ Every reply carries "error" instead when the command failed. Imports nothing fro
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -34,10 +35,7 @@ def _onnx_int8_config() -> str:
 
 def _ov_precision(model: Any) -> str:
     """The inference precision sentence-transformers' OpenVINO model compiled with."""
-    request = model[0].auto_model.request
-    compiled = (
-        getattr(request, "get_compiled_model", lambda: None)() or model[0].auto_model.compiled_model
-    )
+    compiled = model[0].auto_model.request  # optimum-intel keeps the compiled model there
     hint = compiled.get_property("INFERENCE_PRECISION_HINT")
     name = str(hint.get_type_name() if hasattr(hint, "get_type_name") else hint)
     return {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}.get(name, name)
@@ -57,6 +55,14 @@ def _local_calibration(texts: list[str]) -> None:
     OVQuantizer.get_calibration_dataset = calibration
 
 
+def _distilbert_inputs(config: Path) -> None:
+    """The bench model borrows a BERT tokenizer; DistilBERT takes no token type ids (as the
+    published msmarco-distilbert-base-v4 tokenizer config says)."""
+    raw = json.loads(config.read_text())
+    raw["model_input_names"] = ["input_ids", "attention_mask"]
+    config.write_text(json.dumps(raw, indent=2))
+
+
 def _st(folder: Path, **kwargs: Any) -> Any:
     from sentence_transformers import SentenceTransformer
 
@@ -70,12 +76,15 @@ def load(key: str, folder: Path, work: Path, calibration: list[str]) -> tuple[En
     copy = work / "model"
     if not copy.exists():
         shutil.copytree(folder, copy)
+        _distilbert_inputs(copy / "tokenizer_config.json")
     quiet = {"show_progress_bar": False}
     if key == "st-torch":
         m = _st(copy)
         return (lambda t: m.encode(t, **quiet)), "fp32"
     if key == "st-onnx":
         m = _st(copy, backend="onnx")
+        if not (copy / "onnx" / "model.onnx").exists():  # exported on the fly: keep it
+            m.save_pretrained(str(copy))
         return (lambda t: m.encode(t, **quiet)), "fp32"
     if key == "st-onnx-int8":
         from sentence_transformers import export_dynamic_quantized_onnx_model
@@ -92,6 +101,8 @@ def load(key: str, folder: Path, work: Path, calibration: list[str]) -> tuple[En
         if key == "st-openvino-f32":
             kwargs["model_kwargs"] = {"ov_config": {"INFERENCE_PRECISION_HINT": "f32"}}
         m = _st(copy, backend="openvino", **kwargs)
+        if not (copy / "openvino" / "openvino_model.xml").exists():
+            m.save_pretrained(str(copy))
         return (lambda t: m.encode(t, **quiet)), _ov_precision(m)
     if key == "st-openvino-int8":
         from sentence_transformers import export_static_quantized_openvino_model
@@ -140,6 +151,10 @@ def _fastembed(folder: Path, work: Path) -> tuple[Encode, str]:
 
 
 def main() -> int:
+    # Replies go to the original stdout; anything the libraries print (C code included) to stderr.
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     engines: dict[str, Encode] = {}
     for line in sys.stdin:
         req = json.loads(line)
@@ -165,7 +180,7 @@ def main() -> int:
         except Exception as exc:  # report it to the parent, keep serving the other engines
             tail = traceback.format_exc().strip().splitlines()[-1]
             reply = {"error": f"{type(exc).__name__}: {str(exc)[:300]} ({tail[:200]})"}
-        print(json.dumps(reply), flush=True)
+        print(json.dumps(reply), file=replies, flush=True)
     return 0
 
 
