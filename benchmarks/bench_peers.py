@@ -85,6 +85,8 @@ class Peers:
     def __init__(self, python: Path, threads: int) -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
         env.update({"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"})
+        # Idle OpenMP threads sleep instead of spinning: the two processes take turns on the cores.
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
         self.proc = subprocess.Popen(
             [str(python), str(Path(__file__).with_name("peer_worker.py"))],
             stdin=subprocess.PIPE,
@@ -115,6 +117,7 @@ def main(out_dir: Path, quick: bool, rounds: int | None = None) -> None:
     from distilmarco.backends.static_int8 import default_calibration_texts
 
     threads = physical_cores()
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch starts its OpenMP pool
     import torch
 
     torch.set_num_threads(threads)
