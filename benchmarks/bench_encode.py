@@ -68,7 +68,8 @@ COMBOS = (
     Combo("onnx-fp32", "ours onnx fp32", "distilmarco", "onnx", "fp32", False),
     Combo("onnx-int8", "ours onnx int8", "distilmarco", "onnx", "int8", False),
     Combo("openvino-fp32", "ours openvino fp32", "distilmarco", "openvino", "fp32"),
-    Combo("openvino-int8", "ours openvino int8", "distilmarco", "openvino", "int8"),
+    Combo("openvino-bf16", "ours openvino bf16", "distilmarco", "openvino", "bf16"),
+    Combo("openvino-int8", "ours openvino static int8 (NNCF)", "distilmarco", "openvino", "int8"),
 )
 BY_KEY = {c.key: c for c in COMBOS}
 
@@ -84,8 +85,21 @@ def cpu_has_bf16() -> bool:
 # --- building one combination --------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Runner:
+    encode: Callable[[list[str]], np.ndarray]
+    precision: (
+        str  # the precision the engine really runs (a bf16 request on a CPU without it: fp32)
+    )
+
+
 def load(combo: Combo, folder: Path, threads: int) -> Callable[[list[str]], np.ndarray]:
     """An ``encode(texts) -> (N, D)`` function for ``combo``; raises if it cannot be built."""
+    return load_runner(combo, folder, threads).encode
+
+
+def load_runner(combo: Combo, folder: Path, threads: int) -> Runner:
+    """``combo`` built, with the precision it runs; raises if it cannot be built."""
     if combo.library == "sentence-transformers":
         from sentence_transformers import SentenceTransformer
 
@@ -93,7 +107,7 @@ def load(combo: Combo, folder: Path, threads: int) -> Callable[[list[str]], np.n
         if combo.backend != "torch":
             kwargs["backend"] = combo.backend
         model = SentenceTransformer(str(folder), **kwargs)
-        return lambda texts: model.encode(texts, show_progress_bar=False)
+        return Runner(lambda texts: model.encode(texts, show_progress_bar=False), combo.precision)
 
     from distilmarco import Encoder
 
@@ -102,7 +116,7 @@ def load(combo: Combo, folder: Path, threads: int) -> Callable[[list[str]], np.n
         from distilmarco.backends.torch_backend import TorchBackend
 
         enc.backend = TorchBackend.from_spec(enc.spec, precision=combo.precision, packed=False)
-    return lambda texts: enc.encode(texts, truncation="count")
+    return Runner(lambda texts: enc.encode(texts, truncation="count"), enc.info.precision)
 
 
 def rss_mib() -> float:
@@ -203,13 +217,15 @@ def main(out_dir: Path, quick: bool) -> None:
     peak_before = matmul_peak_gflops(threads, seconds=1.0 if quick else 3.0)
 
     runners: dict[str, Callable[[list[str]], np.ndarray]] = {}
+    ran: dict[str, str] = {}  # combo -> precision it ran
     skipped: dict[str, str] = {}
     for combo in COMBOS:
         if combo.key == "torch-bf16" and not cpu_has_bf16():
             skipped[combo.key] = "this CPU has no native bf16 (avx512_bf16/AMX): emulated, slow"
             continue
         try:
-            runners[combo.key] = load(combo, folder, threads)  # exports are built here, once
+            runner = load_runner(combo, folder, threads)  # exports are built here, once
+            runners[combo.key], ran[combo.key] = runner.encode, runner.precision
         except Exception as exc:  # report, keep benchmarking the others
             skipped[combo.key] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}"
             log.warning("skipping %s: %s", combo.key, skipped[combo.key])
@@ -239,6 +255,7 @@ def main(out_dir: Path, quick: bool) -> None:
                 {
                     "workload": w.name,
                     "combo": key,
+                    "precision_run": ran[key],
                     "seconds_best": best,
                     "seconds_all": times[(key, w.name)],
                     "useful_tokens_per_s": w.tokens / best,
@@ -377,13 +394,13 @@ def markdown(res: dict[str, Any]) -> str:
             "",
             f"**{wname}**",
             "",
-            "| runtime | useful tok/s | docs/s | vs ST torch | GFLOP/s | % of peak | padding (batches) | padding computed by linears |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| runtime | ran | useful tok/s | docs/s | vs ST torch | GFLOP/s | % of peak | padding (batches) | padding computed by linears |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in (r for r in res["throughput"] if r["workload"] == wname):
             sp = f"{r['speedup_vs_st_torch']:.2f}x" if r["speedup_vs_st_torch"] else "-"
             lines.append(
-                f"| {r['combo']} | {r['useful_tokens_per_s']:.0f} | {r['docs_per_s']:.1f} | {sp} | "
+                f"| {r['combo']} | {r['precision_run']} | {r['useful_tokens_per_s']:.0f} | {r['docs_per_s']:.1f} | {sp} | "
                 f"{r['effective_gflops']:.1f} | {100 * r['fraction_of_matmul_peak']:.0f}% | "
                 f"{100 * r['padding_fraction_batches']:.0f}% | {100 * r['padding_in_linear_layers']:.0f}% |"
             )

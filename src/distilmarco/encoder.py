@@ -91,7 +91,10 @@ class Encoder:
         batch_tokens: int | None = None,
         cache_dir: str | Path | None = None,
         threads: int | None = None,
+        calibration: Sequence[str] | None = None,
     ) -> None:
+        """``calibration``: texts that set OpenVINO's static int8 scales (``precision="int8"``);
+        a few hundred from the corpus to be encoded; by default, bundled prose."""
         resolved = resolve(model, revision=revision, cache_dir=cache_dir)
         self.model_id = resolved.model_id
         self.revision = resolved.revision
@@ -110,7 +113,7 @@ class Encoder:
             self.spec.transformer_folder, self.max_seq_length, self.spec.do_lower_case
         )
         self.backend: Backend = create_backend(
-            self.spec, backend, precision, device, threads=threads
+            self.spec, backend, precision, device, threads=threads, calibration=calibration
         )
         # Default budget: the backend's preference (never below one full-length sequence).
         preferred = max(self.backend.batch_tokens, self.max_seq_length)

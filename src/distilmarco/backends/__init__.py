@@ -6,11 +6,12 @@ A backend runs the whole sentence pipeline (encoder, pooling, heads) on one padd
 | backend  | precisions            | devices         | needs                          |
 |----------|-----------------------|-----------------|--------------------------------|
 | torch    | fp32, bf16, fp16 (GPU)| cpu, cuda, mps  | (core)                         |
-| onnx     | fp32, int8            | cpu             | ``distilmarco[onnx]``          |
-| openvino | fp32, int8            | cpu             | ``distilmarco[onnx,openvino]`` |
+| onnx     | fp32, int8 (dynamic)  | cpu             | ``distilmarco[onnx]``          |
+| openvino | fp32, bf16, int8 (static, NNCF) | cpu   | ``distilmarco[onnx,openvino]`` |
 
-``auto`` picks by device and precision (see ``choose_backend``) and the chosen backend reports its
-own ``name``, which ``Encoder.info`` shows.
+``auto`` on a GPU is torch; on a CPU it is the fastest engine for the precision, measured on this
+machine the first time and remembered (``auto.py``). The chosen backend reports its own ``name``
+and the precision it really runs, which ``Encoder.info`` shows.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from collections.abc import Sequence
 from typing import Literal, Protocol, get_args
 
 import numpy as np
@@ -56,7 +58,8 @@ def _gpu_available() -> bool:
 
 
 def choose_backend(precision: str, device: str) -> str:
-    """What ``auto`` means: the fastest backend that is correct for ``precision`` on ``device``.
+    """The fixed preference ``auto`` falls back to when it does not measure (a GPU, or
+    ``DISTILMARCO_AUTO=static``): a backend that is correct for ``precision`` on ``device``.
 
     GPU (asked for, or ``auto`` with one present): torch. CPU: fp32 and int8 go to ONNX Runtime
     (its fused graph), then OpenVINO, then (fp32 only) torch; bf16 stays on torch. By the
@@ -84,12 +87,13 @@ def create_backend(
     *,
     threads: int | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
+    calibration: Sequence[str] | None = None,
 ) -> Backend:
     """Build the backend ``name`` for the model in ``spec``; validates every choice.
 
     ``threads`` sets the ONNX Runtime / OpenVINO intra-op threads (default: physical cores);
     ``cache_dir`` is where exports are kept (default ``$DISTILMARCO_CACHE`` or
-    ``~/.cache/distilmarco``).
+    ``~/.cache/distilmarco``); ``calibration`` texts set OpenVINO's static int8 scales.
     """
     if name not in BACKENDS:
         raise InputError(f"backend {name!r} is not one of {BACKENDS}")
@@ -97,7 +101,21 @@ def create_backend(
         raise InputError(f"precision {precision!r} is not one of {PRECISIONS}")
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise InputError(f"threads must be an integer >= 1, got {threads!r}")
+    if calibration is not None and (precision != "int8" or name not in ("auto", "openvino")):
+        raise InputError("calibration texts apply to precision 'int8' on the openvino backend")
     chosen = choose_backend(precision, device) if name == "auto" else name
+    if name == "auto" and _measures(precision, device):
+        from distilmarco.backends.auto import fastest
+
+        candidates = ("openvino",) if calibration is not None else None
+        return fastest(  # type: ignore[return-value]
+            spec,
+            precision,
+            lambda n: _build(spec, n, precision, "cpu", threads, cache_dir, calibration),
+            threads,
+            cache_dir,
+            candidates,
+        )
     if name == "auto" and chosen != "torch":
         try:
             return _build(spec, chosen, precision, "cpu", threads, cache_dir)
@@ -106,7 +124,14 @@ def create_backend(
             if precision == "int8":
                 raise
             chosen = "torch"
-    return _build(spec, chosen, precision, device, threads, cache_dir)
+    return _build(spec, chosen, precision, device, threads, cache_dir, calibration)
+
+
+def _measures(precision: str, device: str) -> bool:
+    """Whether ``auto`` measures: CPU, a precision with CPU engines, not turned off."""
+    if os.environ.get("DISTILMARCO_AUTO", "measure") == "static" or precision == "fp16":
+        return False
+    return device == "cpu" or (device == "auto" and not _gpu_available())
 
 
 def _build(
@@ -116,6 +141,7 @@ def _build(
     device: str,
     threads: int | None,
     cache_dir: str | os.PathLike[str] | None,
+    calibration: Sequence[str] | None = None,
 ) -> Backend:
     if name == "torch":
         from distilmarco.backends.torch_backend import TorchBackend
@@ -127,4 +153,4 @@ def _build(
         return OnnxBackend.from_spec(spec, precision, device, threads, cache_dir)
     from distilmarco.backends.openvino_backend import OpenVinoBackend
 
-    return OpenVinoBackend.from_spec(spec, precision, device, threads, cache_dir)
+    return OpenVinoBackend.from_spec(spec, precision, device, threads, cache_dir, calibration)

@@ -1,4 +1,8 @@
-"""OpenVINO backend: compiles our cached ONNX export (fp32 or dynamic int8) for the CPU.
+"""OpenVINO backend: compiles our cached packed ONNX export for the CPU, in fp32 or bf16 (the
+plugin's inference precision), or its static int8 form (NNCF, see ``static_int8.py``).
+
+The precision reported is the one the compiled model runs: a CPU without bf16 makes the plugin
+run fp32, and the backend then says ``fp32``.
 
 OpenVINO's CPU plugin keeps compiled kernels per input shape, so sequence lengths are padded up
 to a multiple of ``BUCKET`` (cheap: the graph is packed, padding only reaches attention) and the
@@ -9,20 +13,23 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from distilmarco.backends.cpu import default_threads
 from distilmarco.backends.export import onnx_model
-from distilmarco.backends.onnx_backend import check_precision
-from distilmarco.errors import BackendError, MissingExtraError
+from distilmarco.errors import BackendError, InputError, MissingExtraError
 from distilmarco.model.st_format import SentenceModelSpec
 
 log = logging.getLogger(__name__)
 
 BUCKET = 16
 SHAPE_CACHE = 256
+PRECISIONS = ("fp32", "bf16", "int8")
+# Our precision names -> the plugin's inference precision hint.
+_HINTS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 
 
 def _import_ov():  # type: ignore[no-untyped-def]
@@ -58,17 +65,19 @@ class OpenVinoBackend:
         self, path: Path, precision: str, threads: int | None = None, max_width: int = 512
     ) -> None:
         ov = _import_ov()
+        if precision not in PRECISIONS:
+            raise InputError(f"precision {precision!r} is not one of {PRECISIONS}")
         self.max_width = max_width
         self.path = path
-        self.precision = precision
         self.threads = threads or default_threads()
         core = ov.Core()
         config = {
             "INFERENCE_NUM_THREADS": self.threads,
             "NUM_STREAMS": 1,
             "PERFORMANCE_HINT": "LATENCY",
-            # Never let the plugin drop to bf16/f16 on CPUs that have it: fp32 means fp32.
-            "INFERENCE_PRECISION_HINT": "f32",
+            # Explicit, never the plugin's default (bf16 on CPUs that have it): fp32 means fp32.
+            # int8 graphs keep f32 between their quantised matmuls.
+            "INFERENCE_PRECISION_HINT": _HINTS[precision],
             "CPU_RUNTIME_CACHE_CAPACITY": SHAPE_CACHE,
         }
         try:
@@ -76,6 +85,10 @@ class OpenVinoBackend:
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses without types
             raise BackendError(f"OpenVINO could not compile {path}: {exc}") from exc
+        self.precision = precision
+        if precision == "bf16" and self.runs() != "bf16":
+            log.warning("OpenVINO runs f32 on this CPU (no native bf16): reporting fp32")
+            self.precision = "fp32"
         self.inputs = tuple(p.get_any_name() for p in self.compiled.inputs)
         self.request = self.compiled.create_infer_request()
 
@@ -87,11 +100,35 @@ class OpenVinoBackend:
         device: str = "cpu",
         threads: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        calibration: Sequence[str] | None = None,
     ) -> OpenVinoBackend:
-        kind = check_precision(cls.name, precision, device)
+        """``calibration``: texts for the int8 scales (default: see ``static_int8.py``)."""
+        if precision not in PRECISIONS:
+            raise InputError(
+                f"precision {precision!r} is not available on the openvino backend; "
+                f"choose one of {PRECISIONS} (fp16 runs on the torch backend)"
+            )
+        if device not in ("cpu", "auto"):
+            raise InputError(
+                f"the openvino backend runs on device 'cpu' only, got {device!r}; "
+                "use backend='torch' for GPUs"
+            )
+        if calibration is not None and precision != "int8":
+            raise InputError(f"calibration texts are for precision 'int8', not {precision!r}")
         _import_ov()
         limit = spec.transformer.max_position_embeddings
-        return cls(onnx_model(spec, kind, cache_dir), precision, threads, limit)
+        if precision == "int8":
+            from distilmarco.backends.static_int8 import static_int8_model
+
+            path = static_int8_model(spec, calibration, cache_dir)
+        else:
+            path = onnx_model(spec, "fp32", cache_dir)
+        return cls(path, precision, threads, limit)
+
+    def runs(self) -> str:
+        """The plugin's inference precision for this compiled model (``f32``, ``bf16``, ...)."""
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        return str(hint.get_type_name() if hasattr(hint, "get_type_name") else hint)
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         ids, mask = pad_to(input_ids, attention_mask, self._width(input_ids.shape[1]))

@@ -183,7 +183,7 @@ class Info(BaseModel):
     normalized: bool
     pooling: list[str]
     backend: str
-    precision: str
+    precision: str  # what the backend runs: a bf16 request on a CPU without bf16 says fp32
     device: str
     limits: dict[str, int | float | bool]
     index: dict[str, Any] | None
