@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+# The first `backend="auto"` for a model measures every engine (seconds per tiny model made in a
+# test); the tests of that measurement unset this themselves.
+os.environ.setdefault("DISTILMARCO_AUTO", "static")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TOKENIZER_FILES = (
