@@ -226,7 +226,7 @@ class Store(StoreQueries):
     # --- meta --------------------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]:
-        with self._rlock:
+        with self._reading():
             return dict(self._reader.execute("SELECT key, value FROM meta").fetchall())
 
     def set_meta(self, values: Mapping[str, str]) -> None:
@@ -240,7 +240,7 @@ class Store(StoreQueries):
 
     def seq(self) -> tuple[int, int]:
         """(sequence number, highest sequence whose tombstones were pruned)."""
-        with self._rlock:
+        with self._reading():
             seq, pruned = self._reader.execute("SELECT seq, pruned FROM state").fetchone()
         return int(seq), int(pruned)
 
