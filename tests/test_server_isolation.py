@@ -131,11 +131,12 @@ def test_queue_sheds_on_expected_wait() -> None:
     b._tokens_per_s = 100.0  # measured throughput: 100 tokens a second
     b.submit(ids_of(1))
     assert model.entered.wait(5)
-    accepted = [b.submit(ids_of(10 + i)) for i in range(25)]  # 100 tokens: 1 s of work
+    # the running step's 4 tokens and 24 queued requests of 4: 1 s of work
+    accepted = [b.submit(ids_of(10 + i)) for i in range(24)]
     with pytest.raises(QueueFullError, match=r"would wait about 1\.0 s") as info:
         b.submit(ids_of(99))
     assert info.value.retry_after == 1
-    assert b.queued_tokens == 100
+    assert b.queued_tokens == 96
     # one text behind a huge request waits only for its share of each step: accepted
     other = MicroBatcher(model.embed, pad_id=0, run_tokens=40, max_queue_wait_s=0.98)
     other._tokens_per_s = 100.0

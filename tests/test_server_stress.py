@@ -132,3 +132,28 @@ def test_a_locked_index_gives_503_and_embeddings_go_on(tiny_encoder, index) -> N
         assert again.status_code == 200
     other.close()
     assert index.get("b").text == "Cats sleep all day."
+
+
+def test_a_big_write_does_not_hold_up_a_small_embed(tiny_encoder, index) -> None:  # type: ignore[no-untyped-def]
+    backend = HeldBackend(tiny_encoder.backend, delay=0.05)  # 50 ms a backend call
+    app = create_app(ServerSettings(warmup=False), EncoderProxy(tiny_encoder, backend), index)
+    text = " ".join(f"word{i % 97} lift" for i in range(15000))  # 30k words: many steps
+    with running(app) as (url, _), httpx.Client(base_url=url, timeout=120) as http:
+        done: dict[str, float] = {}
+
+        def put() -> None:
+            r = http.put("/documents/long", json={"text": text})
+            assert r.status_code == 200, r.text
+            done["put"] = time.monotonic()
+
+        writer = threading.Thread(target=put)
+        writer.start()
+        assert backend.entered.wait(30)  # the write's passages are being embedded
+        start = time.monotonic()
+        r = http.post("/embed", json={"inputs": ["one"]})
+        done["embed"] = time.monotonic()
+        writer.join(120)
+    assert r.status_code == 200
+    assert done["embed"] - start < 0.5  # a step or two of 50 ms, not the whole write
+    assert done["embed"] < done["put"]
+    assert len(backend.calls) > 10  # the write really took many steps

@@ -135,6 +135,7 @@ class MicroBatcher:
         self._jobs: deque[Job] = deque()
         self._calls: deque[_Call] = deque()
         self._queued_tokens = 0
+        self._step_tokens = 0  # tokens of the step being computed (a new request waits for it)
         self._cond = threading.Condition()
         self._closing = False
         self._tokens_per_s = 2000.0  # running estimate of throughput, for shedding and Retry-After
@@ -238,12 +239,13 @@ class MicroBatcher:
             )
         if self.max_queue_wait_s is None:
             return
-        wait = processor_share(list(self._jobs), tokens) / max(self._tokens_per_s, 1.0)
+        ahead = self._step_tokens + processor_share(list(self._jobs), tokens)
+        wait = ahead / max(self._tokens_per_s, 1.0)
         if wait > self.max_queue_wait_s:
             raise QueueFullError(
                 f"the server is overloaded: this request would wait about {wait:.1f} s, more "
                 f"than the limit of {self.max_queue_wait_s:g} s; retry later",
-                self._retry_after(processor_share(list(self._jobs), tokens)),
+                self._retry_after(ahead),
             )
 
     def _retry_after(self, tokens: int) -> int:
@@ -270,8 +272,11 @@ class MicroBatcher:
                     self._cond.wait(remaining)
             live = [job for job in self._jobs if not job.future.cancelled()]
             slices = pick(live, self.run_tokens)
+            self._step_tokens = 0
             for s in slices:
-                self._queued_tokens -= int(s.job.lengths[s.rows].sum())
+                taken = int(s.job.lengths[s.rows].sum())
+                self._queued_tokens -= taken
+                self._step_tokens += taken
                 s.job.taken = s.end
             return slices
 
@@ -369,6 +374,7 @@ class MicroBatcher:
     def _finish(self, slices: list[Slice]) -> None:
         """Resolve the jobs that are finished, failed or cancelled."""
         with self._cond:
+            self._step_tokens = 0
             for job in [j for j in self._jobs if j.future.cancelled() or j.failed is not None]:
                 self._drop(job)
             for s in slices:
