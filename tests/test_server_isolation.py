@@ -131,17 +131,17 @@ def test_queue_sheds_on_expected_wait() -> None:
     b._tokens_per_s = 100.0  # measured throughput: 100 tokens a second
     b.submit(ids_of(1))
     assert model.entered.wait(5)
-    # the running step's 4 tokens and 24 queued requests of 4: 1 s of work
-    accepted = [b.submit(ids_of(10 + i)) for i in range(24)]
+    # the running step's 4 tokens, 23 queued requests of 4 and its own 4: 1 s until answered
+    accepted = [b.submit(ids_of(10 + i)) for i in range(23)]
     with pytest.raises(QueueFullError, match=r"would wait about 1\.0 s") as info:
         b.submit(ids_of(99))
     assert info.value.retry_after == 1
-    assert b.queued_tokens == 96
+    assert b.queued_tokens == 92
     # one text behind a huge request waits only for its share of each step: accepted
     other = MicroBatcher(model.embed, pad_id=0, run_tokens=40, max_queue_wait_s=0.98)
     other._tokens_per_s = 100.0
     other.submit(ids_of(*range(1000)))  # 4,000 tokens: 40 s of work, not started
-    assert other.submit(ids_of(5)) is not None  # waits for 4 of its tokens, not 4,000
+    assert other.submit(ids_of(5)) is not None  # waits for one step of 40 tokens, not 4,000
     model.gate.set()
     assert all(f.result(5).shape == (1, 2) for f in accepted)
     b.close()

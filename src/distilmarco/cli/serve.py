@@ -56,7 +56,7 @@ def serve(
         131072, envvar=_env("MAX_QUEUE_TOKENS"), help="Queued tokens before answering 429"
     ),
     max_queue_wait: float = typer.Option(
-        2.0,
+        5.0,
         envvar=_env("MAX_QUEUE_WAIT"),
         help="Seconds a new request may expect to wait (at the measured speed) before 429",
     ),

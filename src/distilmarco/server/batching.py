@@ -239,7 +239,11 @@ class MicroBatcher:
             )
         if self.max_queue_wait_s is None:
             return
-        ahead = self._step_tokens + processor_share(list(self._jobs), tokens)
+        # the step running now, then the steps until the new request's first step ends: the
+        # next one (full when the queue can fill it), or its fair share of every other request
+        own = min(tokens, self.run_tokens)
+        next_step = min(self._queued_tokens + own, self.run_tokens)
+        ahead = self._step_tokens + max(next_step, processor_share(list(self._jobs), own) + own)
         wait = ahead / max(self._tokens_per_s, 1.0)
         if wait > self.max_queue_wait_s:
             raise QueueFullError(

@@ -19,8 +19,8 @@ class ServerSettings:
     max_batch_tokens: int = 16384
     max_wait_ms: float = 2.0
     max_queue_tokens: int = 131072
-    # shed (429) when a new request would wait longer than this at the measured throughput
-    max_queue_wait_s: float = 2.0
+    # shed (429) when a new request's first step would end later than this, at measured speed
+    max_queue_wait_s: float = 5.0
     # how long an index write waits for another writer's lock before answering 503
     index_lock_wait_s: float = 5.0
     # Host header values accepted; empty: loopback names only when bound to loopback, else any
