@@ -134,9 +134,10 @@ def test_a_locked_index_gives_503_and_embeddings_go_on(tiny_encoder, index) -> N
     assert index.get("b").text == "Cats sleep all day."
 
 
-def test_a_big_write_does_not_hold_up_a_small_embed(tiny_encoder, index) -> None:  # type: ignore[no-untyped-def]
+def test_a_big_write_does_not_hold_up_a_small_embed(tiny_encoder, index, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     backend = HeldBackend(tiny_encoder.backend, delay=0.05)  # 50 ms a backend call
-    app = create_app(ServerSettings(warmup=False), EncoderProxy(tiny_encoder, backend), index)
+    monkeypatch.setattr(tiny_encoder, "backend", backend)  # for the index's own encoding too
+    app = create_app(ServerSettings(warmup=False), tiny_encoder, index)
     text = " ".join(f"word{i % 97} lift" for i in range(15000))  # 30k words: many steps
     with running(app) as (url, _), httpx.Client(base_url=url, timeout=120) as http:
         done: dict[str, float] = {}
