@@ -332,8 +332,10 @@ class MicroBatcher:
     def _run_part(
         self, part: np.ndarray, ids: list[np.ndarray], owners: list[Job], rows: np.ndarray
     ) -> int:
-        """One backend call (split per job when it raises); returns the padded tokens computed."""
-        part = np.asarray([i for i in part.tolist() if owners[i].failed is None], dtype=np.int64)
+        """One backend call (split per job when it raises); returns the padded tokens computed.
+        Rows of requests that failed or were cancelled since the step began are left out."""
+        live = [i for i in part.tolist() if owners[i].failed is None]
+        part = np.asarray([i for i in live if not owners[i].future.cancelled()], dtype=np.int64)
         if not len(part):
             return 0
         batch, mask = pad_batch([ids[i] for i in part], self._pad_id)
