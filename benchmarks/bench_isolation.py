@@ -26,6 +26,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -85,9 +86,9 @@ class Server:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src or ROOT / "src"), str(ROOT)])}
         code = "import sys; from benchmarks.bench_isolation import serve; serve(*sys.argv[1:])"
         args = [str(model), str(self.port), POISON, json.dumps(settings)]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, *args], env=env, stderr=subprocess.PIPE
-        )
+        # its log goes to a file: a pipe nobody reads would fill and stall the server
+        self.log = tempfile.TemporaryFile("w+b")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen([sys.executable, "-c", code, *args], env=env, stderr=self.log)
         _wait_healthy(self.url, self.proc)
 
     def stop(self) -> int:
@@ -97,6 +98,12 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+        finally:
+            self.log.seek(0)
+            errors = [line for line in self.log.read().decode().splitlines() if "ERROR" in line]
+            if errors:
+                log.warning("server errors (%d), last: %s", len(errors), errors[-3:])
+            self.log.close()
 
     def metric(self, name: str) -> float:
         import httpx

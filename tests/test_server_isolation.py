@@ -157,3 +157,11 @@ def test_memory_is_released_under_unbroken_load(monkeypatch: pytest.MonkeyPatch)
     b.submit(ids_of(*range(100, 140))).result(10)  # 20 steps of 2 rows, never idle between
     b.close()
     assert any(depth > 0 for depth in released), released
+
+
+def test_the_first_measured_speed_replaces_the_guess() -> None:
+    model = Model(delay=0.1)
+    b = started(model, max_wait_s=0.0)
+    b.submit(ids_of(1, 2)).result(5)  # 8 tokens in about 0.1 s
+    b.close()
+    assert 20 < b.tokens_per_s < 100  # not the optimistic 2,000 tokens/s it starts from

@@ -138,7 +138,10 @@ class MicroBatcher:
         self._step_tokens = 0  # tokens of the step being computed (a new request waits for it)
         self._cond = threading.Condition()
         self._closing = False
-        self._tokens_per_s = 2000.0  # running estimate of throughput, for shedding and Retry-After
+        # running estimate of throughput, for shedding and Retry-After: a guess until the first
+        # step (the warm-up) is measured, then that measurement, then a moving average
+        self._tokens_per_s = 2000.0
+        self._measured = False
         self._released = time.perf_counter()
         self._thread = threading.Thread(target=self._run, name="distilmarco-inference", daemon=True)
 
@@ -324,7 +327,9 @@ class MicroBatcher:
         seconds = time.perf_counter() - start
         tokens = int(lengths.sum())
         if seconds > 0:
-            self._tokens_per_s = 0.8 * self._tokens_per_s + 0.2 * (tokens / seconds)
+            speed = tokens / seconds
+            self._tokens_per_s = 0.8 * self._tokens_per_s + 0.2 * speed if self._measured else speed
+            self._measured = True
         if self._on_batch is not None:
             report = BatchReport(len(slices), len(ids), tokens, padded, seconds)
             self._on_batch(report)
