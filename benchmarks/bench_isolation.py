@@ -187,7 +187,7 @@ def abandoned(model: Path, texts: list[str]) -> dict[str, Any]:
     try:
         before = server.metric("distilmarco_inputs_total")
 
-        async def run() -> float:
+        async def run() -> tuple[float, int]:
             host, port = server.url.removeprefix("http://").split(":")
             gone = []
             for i in range(5):
