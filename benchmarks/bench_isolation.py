@@ -338,13 +338,19 @@ def main(out_dir: Path, quick: bool) -> None:
     )
     texts = msmarco_like_texts(600)
     baseline = os.environ.get("BENCH_BASELINE_SRC")
-    result: dict[str, Any] = {"quick": quick, "model": model_name, "cpu_count": os.cpu_count()}
+    result: dict[str, Any] = {
+        "quick": quick,
+        "model": model_name,
+        "cpu_count": os.cpu_count(),
+        "cpu": _cpu(),
+    }
     result["poisoned"] = poisoned(model, texts, 8.0 if quick else 20.0)
     result["abandoned"] = abandoned(model, texts)
     result["head_of_line"] = head_of_line(model, texts, None)
     if baseline:
         result["head_of_line_baseline"] = head_of_line(model, texts, Path(baseline))
         result["baseline_src"] = baseline
+        result["baseline_label"] = os.environ.get("BENCH_BASELINE_LABEL", baseline)
     result["overload"] = overload(model, texts, 8.0 if quick else 20.0)
     result["soak"] = soak(model, texts, 60.0 if quick else 600.0)
     result["load_average_1m"] = os.getloadavg()[0]
@@ -359,8 +365,10 @@ def _markdown(r: dict[str, Any]) -> str:
     lines = [
         "## isolation — one client must not hurt the others (loopback)",
         "",
-        f"{r['model']}; {r['cpu_count']} CPUs, load average {r['load_average_1m']:.1f} at the "
-        "end" + (" (`--quick`: short phases, indicative only)." if r["quick"] else "."),
+        f"{r['model']}; {r['cpu_count']} CPUs ({r.get('cpu', '?')}), shared with other jobs, "
+        f"load average {r['load_average_1m']:.1f} at the end"
+        + (" (`--quick`: short phases, indicative only)." if r["quick"] else ".")
+        + (f" Baseline tree: {r['baseline_label']}." if r.get("baseline_label") else ""),
         "",
         f"- Poisoned input (backend NaN for rows holding one word), 12 innocent + 2 poisoned "
         f"clients for {p['seconds']:.0f} s: innocent errors **{p['innocent_errors']}** of "
@@ -384,7 +392,31 @@ def _markdown(r: dict[str, Any]) -> str:
         f"- Soak, {s['seconds'] / 60:.0f} min of unbroken mixed load (16 clients, 1-64 texts): RSS "
         f"{s['rss_first_mib']:.0f} MiB first, max {s['rss_max_first_half_mib']:.0f} in the first "
         f"half and {s['rss_max_second_half_mib']:.0f} in the second, {s['rss_last_mib']:.0f} last, "
-        f"{s['rss_idle_after_mib']:.0f} idle after; statuses {s['statuses']}.",
+        f"{s['rss_idle_after_mib']:.0f} idle after; median per minute "
+        f"{', '.join(str(m) for m in _per_minute(s['rss_mib']))} MiB; statuses {s['statuses']} "
+        "(an IncompleteReadError is a client that reused a connection the server had closed "
+        "while it waited out a Retry-After).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _per_minute(samples: list[list[float]]) -> list[int]:
+    minutes = sorted({int(t // 60) for t, _ in samples})
+    return [round(float(np.median([r for t, r in samples if int(t // 60) == m]))) for m in minutes]
+
+
+def _cpu() -> str:
+    """The CPU's model name and its wide-vector flags, from /proc/cpuinfo (Linux)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return "unknown CPU"
+    name = next(
+        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), "?"
+    )
+    flags = next(
+        (ln.split(":", 1)[1].split() for ln in info.splitlines() if ln.startswith("flags")), []
+    )
+    wide = [f for f in ("avx2", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
+    return f"{name}, {' '.join(wide) or 'no AVX2'}"
