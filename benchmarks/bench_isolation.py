@@ -150,6 +150,8 @@ async def _clients(
             if status == 200:
                 latencies[c].append(time.perf_counter() - start)
             elif status == 429:  # as a well-behaved client does
+                conn.close()  # the server may close an idle connection while this one waits
+                conn = None
                 await asyncio.sleep(float(headers.get("retry-after", 1)))
         if conn is not None:
             conn.close()
