@@ -26,7 +26,7 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 @pytest.fixture(scope="module")
 def client(tiny_encoder):  # type: ignore[no-untyped-def]
     app = create_app(ServerSettings(**LIMITS), tiny_encoder)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         wait_ready(c.get)
         yield c
 
@@ -34,7 +34,7 @@ def client(tiny_encoder):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def keyed(tiny_encoder):  # type: ignore[no-untyped-def]
     app = create_app(ServerSettings(api_key=KEY, **LIMITS), tiny_encoder)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -280,7 +280,7 @@ def test_cors_off_unless_configured(client, tiny_encoder) -> None:  # type: igno
     r = client.options("/embed", headers=h)
     assert "access-control-allow-origin" not in r.headers
     app = create_app(ServerSettings(cors_origins=("https://example.org",)), tiny_encoder)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         r = c.options("/embed", headers=h)
         assert r.headers["access-control-allow-origin"] == "https://example.org"
 
@@ -298,7 +298,7 @@ def test_settings_are_validated(tiny_encoder) -> None:  # type: ignore[no-untype
 
 def test_stopping_server_answers_503(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
     app = create_app(ServerSettings(), tiny_encoder)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         wait_ready(c.get)
         app.state.service.stop()
         r = c.post("/embed", json={"inputs": "late"})
@@ -319,13 +319,13 @@ def test_non_finite_vectors_never_reach_json(tiny_encoder) -> None:  # type: ign
             return np.full((len(ids), 32), np.nan, dtype=np.float32)
 
     app = create_app(ServerSettings(warmup=False), EncoderProxy(tiny_encoder, NaNBackend()))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         for path, body in (
             ("/embed", {"inputs": "x"}),
             ("/v1/embeddings", {"input": "x", "model": "m"}),
         ):
             r = c.post(path, json=body)
-            assert r.status_code == 500
+            assert r.status_code == 422  # that input cannot be embedded here: no retry helps
             parsed = json.loads(r.text)  # strict JSON, no NaN token
             assert "non-finite" in json.dumps(parsed)
             assert "NaN" not in r.text

@@ -97,3 +97,13 @@ def test_real_process_serves_and_stops_on_sigterm(tiny_model_dir) -> None:  # ty
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_isolation_flags_reach_the_settings(captured, tiny_model_dir, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    args = ["serve", "-m", str(tiny_model_dir), "--index", str(tmp_path / "f.db")]
+    args += ["--max-queue-wait", "0.5", "--index-lock-wait", "2", "--allowed-hosts", "a.internal"]
+    assert main([*args, "--allowed-hosts", "b.internal"]) == 0
+    settings = captured["app"].state.settings
+    assert settings.max_queue_wait_s == 0.5 and settings.index_lock_wait_s == 2.0
+    assert settings.allowed_hosts == ("a.internal", "b.internal")
+    assert captured["app"].state.service.batcher.max_queue_wait_s == 0.5

@@ -39,7 +39,7 @@ def index(tiny_encoder, tmp_path: Path):  # type: ignore[no-untyped-def]
 @pytest.fixture()
 def client(tiny_encoder, index):  # type: ignore[no-untyped-def]
     app = create_app(ServerSettings(max_inputs=4, max_k=50), tiny_encoder, index)
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         wait_ready(c.get)
         yield c
 

@@ -237,12 +237,13 @@ class Encoder:
 def validate_texts(texts: str | Iterable[str]) -> list[str]:
     """A list of strings, or an error naming the first bad item and why."""
     if isinstance(texts, str):
-        return [texts]
-    if texts is None or isinstance(texts, bytes | bytearray) or not isinstance(texts, Iterable):
+        items = [texts]  # checked like a list's items: a bare string is no exception
+    elif texts is None or isinstance(texts, bytes | bytearray) or not isinstance(texts, Iterable):
         raise TypeError(
             f"texts must be a string or an iterable of strings, got {type(texts).__name__}"
         )
-    items = list(texts)
+    else:
+        items = list(texts)
     for i, text in enumerate(items):
         if not isinstance(text, str):
             raise TypeError(f"input {i} is {type(text).__name__}, expected str")

@@ -46,8 +46,27 @@ class BackendError(DistilmarcoError):
     """A backend could not be built, exported or run."""
 
 
+class NonFiniteOutputError(BackendError):
+    """The model gave NaN or infinity for some inputs (``positions``: their indices in the call).
+
+    Typically an overflow in reduced precision (fp16, int8) triggered by those texts alone.
+    """
+
+    def __init__(self, message: str, positions: tuple[int, ...]) -> None:
+        super().__init__(message)
+        self.positions = positions
+
+
 class IndexStoreError(DistilmarcoError):
     """An index file is unusable: not ours, from a newer version, or damaged."""
+
+
+class IndexBusyError(IndexStoreError):
+    """Another connection held the index's write lock for longer than the wait allowed."""
+
+
+class IndexFullError(IndexStoreError):
+    """The disk (or the database's size limit) is full; the write was rolled back."""
 
 
 class ModelMismatchError(IndexStoreError):

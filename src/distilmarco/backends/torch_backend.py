@@ -4,6 +4,8 @@ on GPU. By default the encoder runs packed: per-token layers skip padding (see `
 from __future__ import annotations
 
 import logging
+import os
+import threading
 
 import numpy as np
 import torch
@@ -60,6 +62,23 @@ class PackedSentence(nn.Module):
 # from 2,048 to 16,384 there). GPUs want large batches to fill their cores.
 CPU_BATCH_TOKENS = 2048
 GPU_BATCH_TOKENS = 16384
+_fork_hook = threading.Lock()
+_fork_hook_set = False
+
+
+def _one_thread_after_fork() -> None:
+    """In a forked child, torch's OpenMP pool is the parent's and waiting on it hangs forever;
+    one thread never touches that pool."""
+    torch.set_num_threads(1)
+
+
+def reset_threads_in_forked_children() -> None:
+    """Once per process: children forked after this compute on one thread instead of hanging."""
+    global _fork_hook_set
+    with _fork_hook:
+        if not _fork_hook_set and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_one_thread_after_fork)
+            _fork_hook_set = True
 
 
 class TorchBackend:
@@ -73,6 +92,7 @@ class TorchBackend:
         packed: bool = True,
     ) -> None:
         self.device = resolve_device(device)
+        reset_threads_in_forked_children()
         self.batch_tokens = CPU_BATCH_TOKENS if self.device == "cpu" else GPU_BATCH_TOKENS
         if precision not in _DTYPES:
             raise InputError(

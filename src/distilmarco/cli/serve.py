@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 
 import typer
@@ -60,6 +61,23 @@ def serve(
     max_queue_tokens: int = typer.Option(
         131072, envvar=_env("MAX_QUEUE_TOKENS"), help="Queued tokens before answering 429"
     ),
+    max_queue_wait: float = typer.Option(
+        5.0,
+        envvar=_env("MAX_QUEUE_WAIT"),
+        help="Seconds a new request may expect to wait (at the measured speed) before 429",
+    ),
+    index_lock_wait: float = typer.Option(
+        5.0,
+        envvar=_env("INDEX_LOCK_WAIT"),
+        help="Seconds an index write waits for another writer's lock before 503",
+    ),
+    allowed_hosts: list[str] = typer.Option(
+        [],
+        "--allowed-hosts",
+        envvar=_env("ALLOWED_HOSTS"),
+        help="Host header names to answer (repeatable; '*' for any). Default: loopback names "
+        "when bound to loopback, else any",
+    ),
     max_body_bytes: int = typer.Option(
         8 * 1024 * 1024, envvar=_env("MAX_BODY_BYTES"), help="Largest request body"
     ),
@@ -102,6 +120,9 @@ def serve(
         max_batch_tokens=max_batch_tokens,
         max_wait_ms=max_wait_ms,
         max_queue_tokens=max_queue_tokens,
+        max_queue_wait_s=max_queue_wait,
+        index_lock_wait_s=index_lock_wait,
+        allowed_hosts=tuple(allowed_hosts),
         max_body_bytes=max_body_bytes,
         max_inputs=max_inputs,
         max_input_chars=max_input_chars,
@@ -120,8 +141,11 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.print(styled(("warning:", "yellow"), f" listening on {host} without an API key"))
     err.print(f"serving {encoder.model_id} on http://{host}:{port}  (docs: /docs)", highlight=False)
+    # uvicorn stops gracefully on SIGTERM, then raises the signal again to die by it (status 143);
+    # a handler of our own receives that second one, so a clean stop exits 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: log.info("stopped by SIGTERM"))
     uvicorn.run(
-        create_app(settings, encoder, opened),
+        create_app(settings, encoder, opened, close_index=True),
         host=host,
         port=port,
         log_level=log_level,

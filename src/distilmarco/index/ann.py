@@ -78,6 +78,7 @@ import json
 import logging
 import mmap
 import os
+import stat
 import struct
 import tempfile
 import threading
@@ -480,17 +481,24 @@ class AnnIndex:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError as exc:
             raise IndexStoreError(f"ANN file {path} is missing") from exc
+        except OSError as exc:
+            raise IndexStoreError(f"ANN file {path} cannot be opened: {exc}") from exc
         try:  # everything below reads this one inode, even if a save renames over ``path``
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise IndexStoreError(f"ANN file {path} is not a regular file")
             with open(fd, "rb", closefd=False) as f:
                 header = read_header(path, f)
             if os.fstat(fd).st_size != header["payload_bytes"] + header["_trailer"]:
                 raise IndexStoreError(f"ANN file {path} has the wrong length")
             ranges = _check_layout(path, header)
-            data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-            raw = np.frombuffer(data, np.uint8, count=header["payload_bytes"])
+            now = sum(hi - lo for lo, hi in ranges) <= VERIFY_NOW_BYTES
+            if now:  # read into private memory: a shared mapping dies (SIGBUS) if it is truncated
+                data, raw = huge_page_copy(fd, header["payload_bytes"])
+            else:
+                data = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+                raw = np.frombuffer(data, np.uint8, count=header["payload_bytes"])
             if structure_digest(raw, ranges) != header["xxh3_structure"]:
                 raise IndexStoreError(f"ANN file {path} is corrupt (checksum mismatch)")
-            now = sum(hi - lo for lo, hi in ranges) <= VERIFY_NOW_BYTES
             if now and vectors_digest(raw, ranges) != header["xxh3_vectors"]:
                 raise IndexStoreError(f"ANN file {path} is corrupt (vector checksum mismatch)")
             ann = cls._from_payload(path, header, raw)

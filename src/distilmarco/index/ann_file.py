@@ -46,6 +46,8 @@ def read_stamp(path: Path) -> AnnStamp:
             size = os.fstat(f.fileno()).st_size
     except FileNotFoundError as exc:
         raise IndexStoreError(f"ANN file {path} is missing") from exc
+    except OSError as exc:  # e.g. a folder in its place
+        raise IndexStoreError(f"ANN file {path} cannot be read: {exc}") from exc
     if size != header["payload_bytes"] + header["_trailer"]:
         raise IndexStoreError(f"ANN file {path} has the wrong length (truncated or extended)")
     return AnnStamp(

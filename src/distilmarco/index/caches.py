@@ -45,6 +45,7 @@ class Caches:
         self._ann: AnnIndex | None = None
         self._ann_saved_seq = -1
         self._ann_saved_generation = 0  # compactions the saved file includes
+        self._unsaveable = (-1, -1)  # (seq, generation) whose save failed
         self.last_ann_event = "not loaded"
         self._chunk_count = (-1, 0)
         self._documents = (-1, 0)  # (sequence, live documents)
@@ -130,10 +131,13 @@ class Caches:
             ):
                 return ann is not None
             generation = ann.generation  # read first: a compaction may finish during the save
+            if self._unsaveable == (ann.seq, generation):
+                return False  # failed for this very state already: not again on every search
             try:
                 ann.save(self.ann_path)
             except (OSError, IndexStoreError) as exc:
                 log.warning("could not save the ANN cache to %s: %s", self.ann_path, exc)
+                self._unsaveable = (ann.seq, generation)
                 return False
             self._ann_saved_seq, self._ann_saved_generation = ann.seq, generation
             log.info("saved ANN cache (%d vectors, seq %d)", len(ann), ann.seq)

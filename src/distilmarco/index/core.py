@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Mode = Literal["dense", "bm25", "hybrid"]
+EmbedFn = Callable[[list[str]], np.ndarray]  # texts -> raw (N, D) vectors, in place of the encoder
 MODES = ("dense", "bm25", "hybrid")
 DEFAULT_PATH = "distilmarco.db"
 ANN_THRESHOLD = 50_000  # live chunks above which dense search uses HNSW by default
@@ -240,7 +241,25 @@ class Index:
         *,
         replace: bool,
     ) -> int:
-        rows = self._embed_documents(*validate_documents(ids, texts, metadata))
+        return self.write(self.prepare(ids, texts, metadata), replace=replace)
+
+    def prepare(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        embed: EmbedFn | None = None,
+    ) -> list[DocumentRow]:
+        """Validate, chunk and embed documents without touching the file (the slow half of a
+        write); ``embed`` replaces the encoder's own batching (a server's shared queue)."""
+        checked = validate_documents(ids, texts, metadata)
+        if embed is None:
+            return self._embed_documents(*checked)
+        return self._embed_documents(*checked, embed=embed)
+
+    def write(self, rows: Sequence[DocumentRow], *, replace: bool) -> int:
+        """Store prepared rows in one short transaction (the fast half of a write)."""
         if not rows:
             return 0
         return self.store.put(
@@ -248,16 +267,19 @@ class Index:
         )
 
     def _embed_documents(
-        self, ids: list[str], texts: list[str], metas: list[str]
+        self, ids: list[str], texts: list[str], metas: list[str], embed: EmbedFn | None = None
     ) -> list[DocumentRow]:
         """Chunk and embed (no lock held): the slow part of every write happens here."""
         spans = [self._spans(text) for text in texts]
         passages = [text[s:e] for text, doc in zip(texts, spans, strict=True) for s, e in doc]
         if not passages:
             return []
-        vectors, stats = self.encoder.encode_with_stats(passages, truncation="count")
-        if stats.truncated:
-            log.warning("%d passage(s) were re-tokenised past the model limit", stats.truncated)
+        if embed is not None:
+            vectors = embed(passages)
+        else:
+            vectors, stats = self.encoder.encode_with_stats(passages, truncation="count")
+            if stats.truncated:
+                log.warning("%d passage(s) were re-tokenised past the model limit", stats.truncated)
         vectors = prepare(vectors, self.encoder.similarity)
         rows, at = [], 0
         for id_, text, meta, doc in zip(ids, texts, metas, spans, strict=True):
@@ -359,11 +381,13 @@ class Index:
         where: Mapping[str, Any] | None = None,
         mode: Mode = "dense",
         exact: bool | None = None,
+        embed: EmbedFn | None = None,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query``, each with its best passage.
 
         ``where`` keeps documents whose metadata equals every given value (a list: any of them).
         ``exact`` forces exact (True) or HNSW (False) dense search; None chooses by size.
+        ``embed`` embeds the query in place of the encoder (a server's shared queue).
         """
         if mode not in MODES:
             raise InputError(f"mode {mode!r} is not one of {', '.join(MODES)}")
@@ -372,10 +396,11 @@ class Index:
         k = _check_k(k)
         if mode == "bm25":
             return self._bm25(query, k, where)
+        vector = self._embed_query(query) if embed is None else embed([query])[0]
         if mode == "dense":
-            return self.search_vector(self._embed_query(query), k, where=where, exact=exact)
+            return self.search_vector(vector, k, where=where, exact=exact)
         depth = max(k, HYBRID_DEPTH)
-        dense = self.search_vector(self._embed_query(query), depth, where=where, exact=exact)
+        dense = self.search_vector(vector, depth, where=where, exact=exact)
         lexical = self._bm25(query, depth, where)
         by_id = {h.id: h for h in lexical} | {h.id: h for h in dense}
         fused = reciprocal_rank_fusion([[h.id for h in dense], [h.id for h in lexical]])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -44,10 +45,16 @@ def parse_where_pairs(pairs: Sequence[str]) -> dict[str, Scalar]:
     return out
 
 
+MAX_WHERE_VALUES = 10_000  # values in one where-clause, all keys together
+_PLAIN_KEY = re.compile(r'[^"\\]*')  # keys a quoted JSON path can name (no quote, no backslash)
+
+
 def compile_where(where: Mapping[str, Any], known_keys: Sequence[str]) -> tuple[str, list[Any]]:
     """SQL over ``documents.metadata`` for equality filters; a list value means "any of".
 
     Every key must occur in some stored document: a misspelt key is an error, not zero hits.
+    A key's values become one ``IN`` list (a chain of ORs would overflow SQLite's expression
+    depth near a thousand values).
     """
     if not isinstance(where, Mapping):
         raise InputError(
@@ -55,27 +62,57 @@ def compile_where(where: Mapping[str, Any], known_keys: Sequence[str]) -> tuple[
         )
     clauses: list[str] = []
     params: list[Any] = []
+    total = 0
     for key, value in where.items():
         if not isinstance(key, str) or key not in known_keys:
             raise InputError(
                 f"where-clause key {key!r} is not a metadata key of any document; "
                 f"known keys: {', '.join(known_keys) or '(none)'}"
             )
-        path = '$."' + key.replace('"', '\\"') + '"'
         values = list(value) if isinstance(value, list | tuple) else [value]
         if not values:
             raise InputError(f"where-clause key {key!r} has an empty list of values")
-        parts = []
+        total += len(values)
+        if total > MAX_WHERE_VALUES:
+            raise InputError(
+                f"the where-clause holds more than {MAX_WHERE_VALUES} values; filter on fewer"
+            )
         for v in values:
             _check_scalar(key, v)
-            if v is None:
-                parts.append("json_type(metadata, ?) = 'null'")
-                params.append(path)
-            else:
-                parts.append("json_extract(metadata, ?) = ?")
-                params.extend([path, int(v) if isinstance(v, bool) else v])
-        clauses.append("(" + " OR ".join(parts) + ")")
+        some = [int(v) if isinstance(v, bool) else v for v in values if v is not None]
+        null = len(some) < len(values)
+        if _PLAIN_KEY.fullmatch(key):
+            clause, args = _by_path('$."' + key + '"', some, null)
+        else:  # SQLite's JSON paths cannot quote these keys: match decoded keys instead
+            clause, args = _by_each(key, some, null)
+        clauses.append(clause)
+        params.extend(args)
     return " AND ".join(clauses) or "1", params
+
+
+def _by_path(path: str, values: list[Any], null: bool) -> tuple[str, list[Any]]:
+    parts, params = [], []
+    if values:
+        parts.append(f"json_extract(metadata, ?) IN ({', '.join('?' * len(values))})")
+        params.extend([path, *values])
+    if null:
+        parts.append("json_type(metadata, ?) = 'null'")
+        params.append(path)
+    return "(" + " OR ".join(parts) + ")", params
+
+
+def _by_each(key: str, values: list[Any], null: bool) -> tuple[str, list[Any]]:
+    parts = []
+    if values:
+        parts.append(f"j.value IN ({', '.join('?' * len(values))})")
+    if null:
+        parts.append("j.type = 'null'")
+    sql = (
+        "EXISTS (SELECT 1 FROM json_each(metadata) AS j WHERE j.key = ? AND ("
+        + " OR ".join(parts)
+        + "))"
+    )
+    return sql, [key, *values]
 
 
 def _check_scalar(key: str, value: object) -> None:

@@ -67,9 +67,21 @@ class StoreQueries:
     _reader: sqlite3.Connection
 
     @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """The reading connection's lock; SQLite errors become ``IndexStoreError``."""
+        with self._rlock:
+            try:
+                yield
+            except sqlite3.DatabaseError as exc:
+                raise IndexStoreError(
+                    f"reading {self.path} failed: {exc}; the file may be damaged (check it with "
+                    "PRAGMA integrity_check, restore a backup or rebuild the index)"
+                ) from exc
+
+    @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
         """A read transaction: every statement inside sees the same snapshot."""
-        with self._rlock:
+        with self._reading():
             self._reader.execute("BEGIN")
             try:
                 yield self._reader
@@ -79,7 +91,7 @@ class StoreQueries:
     @contextmanager
     def _read_one(self) -> Iterator[sqlite3.Connection]:
         """The reading connection for one statement, which SQLite runs as its own transaction."""
-        with self._rlock:
+        with self._reading():
             yield self._reader
 
     @staticmethod
@@ -104,7 +116,7 @@ class StoreQueries:
         return StoredDocument(row[1], row[2], json.loads(row[3]), row[4], int(n))
 
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
-        with self._rlock:
+        with self._reading():
             found: dict[str, str] = {}
             for lo in range(0, len(ids), _IN_BATCH):
                 part = list(ids[lo : lo + _IN_BATCH])
@@ -134,7 +146,7 @@ class StoreQueries:
             last = rows[-1][0]
 
     def doc_rows(self, ids: Sequence[str]) -> dict[str, int]:
-        with self._rlock:
+        with self._reading():
             return self._existing(self._reader, ids)
 
     def counts(self) -> Counts:
@@ -147,7 +159,7 @@ class StoreQueries:
         return Counts(int(seq), *map(int, n))
 
     def document_count(self) -> int:
-        with self._rlock:
+        with self._reading():
             return int(self._reader.execute("SELECT count(*) FROM documents").fetchone()[0])
 
     def chunk_count(self) -> tuple[int, int]:
@@ -158,7 +170,7 @@ class StoreQueries:
         return int(seq), int(n)
 
     def metadata_keys(self) -> list[str]:
-        with self._rlock:
+        with self._reading():
             return [
                 r[0] for r in self._reader.execute("SELECT key FROM metadata_keys ORDER BY key")
             ]
@@ -191,7 +203,7 @@ class StoreQueries:
 
     def passages(self, chunks: Sequence[int] | np.ndarray) -> dict[int, Passage]:
         """chunk id -> (document id, start, end, passage text, metadata JSON) for live chunks."""
-        with self._rlock:
+        with self._reading():
             out: dict[int, Passage] = {}
             for lo in range(0, len(chunks), _IN_BATCH):
                 part = [int(c) for c in chunks[lo : lo + _IN_BATCH]]
@@ -223,7 +235,7 @@ class StoreQueries:
 
     def doc_ids(self, rows: np.ndarray) -> dict[int, str]:
         """Document row id -> external id, for the rows that still exist."""
-        with self._rlock:
+        with self._reading():
             out: dict[int, str] = {}
             for lo in range(0, len(rows), _IN_BATCH):
                 part = [int(r) for r in rows[lo : lo + _IN_BATCH]]
@@ -237,7 +249,7 @@ class StoreQueries:
 
     def docs_matching(self, where_sql: str, params: Sequence[Any]) -> np.ndarray:
         """Row ids of documents whose metadata satisfies a compiled where-clause."""
-        with self._rlock:
+        with self._reading():
             rows = self._reader.execute(
                 f"SELECT doc FROM documents WHERE {where_sql}", list(params)
             )
@@ -254,12 +266,12 @@ class StoreQueries:
             f"JOIN documents d ON d.doc = c.doc {filt} GROUP BY c.doc "
             "ORDER BY best DESC, c.doc LIMIT ?"
         )
-        with self._rlock:
+        with self._reading():
             rows = self._reader.execute(sql, [match, *params, limit]).fetchall()
         return [(int(c), float(s)) for c, s in rows]
 
     def integrity_check(self) -> str:
-        with self._rlock:
+        with self._reading():
             return str(self._reader.execute("PRAGMA integrity_check").fetchone()[0])
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from distilmarco.errors import IndexStoreError, InputError
+from distilmarco.errors import IndexBusyError, IndexFullError, IndexStoreError, InputError
 from distilmarco.index.queries import Changes as Changes
 from distilmarco.index.queries import Counts as Counts
 from distilmarco.index.queries import StoredDocument as StoredDocument
@@ -171,23 +171,51 @@ class Store(StoreQueries):
 
     # --- transactions ------------------------------------------------------------------------
 
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another connection's lock before ``IndexBusyError``."""
+        with self._lock:
+            self.busy_timeout = seconds
+            self._db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction (BEGIN IMMEDIATE: waits up to the busy timeout for the lock)."""
+        """A write transaction (BEGIN IMMEDIATE: waits up to the busy timeout for the lock).
+
+        SQLite errors become ``IndexStoreError`` (``IndexBusyError`` for a lock held too long,
+        ``IndexFullError`` for a full disk); the transaction is always rolled back on failure.
+        """
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise IndexStoreError(
-                    f"could not lock {self.path} for writing ({exc}); another process is writing "
-                    "to it — try again or raise the busy timeout"
-                ) from exc
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
             try:
                 yield self._db
                 self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                # SQLite may already have rolled back (a full disk does): ROLLBACK would then
+                # raise "no transaction is active" and hide the real error.
+                if self._db.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(exc) from exc
                 raise
+
+    def _error(self, exc: sqlite3.Error) -> IndexStoreError:
+        """Our error for a failed write; nothing of the transaction was kept."""
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            return IndexBusyError(
+                f"could not lock {self.path} for writing within {self.busy_timeout:g} s ({text}): "
+                "another process is writing to it; try again"
+            )
+        if "full" in text:
+            return IndexFullError(
+                f"writing to {self.path} failed: {text}; nothing was written, free some disk "
+                "space and try again"
+            )
+        return IndexStoreError(f"writing to {self.path} failed: {text}; nothing was written")
 
     @staticmethod
     def bump(db: sqlite3.Connection) -> int:
@@ -198,7 +226,7 @@ class Store(StoreQueries):
     # --- meta --------------------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]:
-        with self._rlock:
+        with self._reading():
             return dict(self._reader.execute("SELECT key, value FROM meta").fetchall())
 
     def set_meta(self, values: Mapping[str, str]) -> None:
@@ -212,7 +240,7 @@ class Store(StoreQueries):
 
     def seq(self) -> tuple[int, int]:
         """(sequence number, highest sequence whose tombstones were pruned)."""
-        with self._rlock:
+        with self._reading():
             seq, pruned = self._reader.execute("SELECT seq, pruned FROM state").fetchone()
         return int(seq), int(pruned)
 

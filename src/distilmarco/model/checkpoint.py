@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 from pathlib import Path
 
 import torch
@@ -51,7 +52,7 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(pickled, map_location="cpu", weights_only=True)
         except Exception as exc:  # torch raises several types for unsafe or damaged pickles
-            raise CheckpointError(f"could not read {pickled} safely: {exc}") from exc
+            raise CheckpointError(refused_pickle(pickled, exc)) from exc
         if not isinstance(state, dict):
             raise CheckpointError(f"{pickled} does not hold a state dict")
         return state
@@ -114,3 +115,16 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], arch: Architect
                 f"the config implies {tuple(target.shape)}"
             )
     module.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+
+
+def refused_pickle(path: Path, exc: Exception) -> str:
+    """Why a pickled checkpoint was refused, without torch's advice to turn the safety off."""
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc):
+        return (
+            f"could not read {path} safely, so it was refused: it is a pickle that holds more than "
+            "plain tensors, and loading it would run code stored in the file, which distilmarco "
+            "never does. Convert "
+            "the checkpoint to model.safetensors with the tool that made it (from a source you "
+            "trust), or use a safetensors copy of the model"
+        )
+    return f"could not read {path} as a checkpoint (it may be damaged): {exc}"

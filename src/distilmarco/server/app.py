@@ -1,7 +1,8 @@
 """``create_app(settings, encoder, index=None)``: the FastAPI application.
 
-Layers, outermost first: metrics -> CORS (only when origins are configured) -> API key (only when
-one is set) -> body limit -> routes. Library errors turn into HTTP answers in ``http_errors``.
+Layers, outermost first: metrics -> host and path checks -> CORS (only when origins are
+configured) -> API key (only when one is set) -> body limit -> routes. Library errors turn into
+HTTP answers in ``http_errors``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from distilmarco.encoder import Encoder
 from distilmarco.errors import DistilmarcoError
 from distilmarco.index.validate import display_name, folder_fingerprint
 from distilmarco.server.auth import ApiKeyMiddleware
+from distilmarco.server.guards import RequestGuardMiddleware, allowed_hosts
 from distilmarco.server.http_errors import (
     ApiError,
     error_response,
@@ -65,8 +67,13 @@ def _add_offline_docs(app: FastAPI) -> None:
         )
 
 
-def create_app(settings: ServerSettings, encoder: Encoder, index: Any = None) -> FastAPI:
-    """A ready-to-serve app; the inference worker starts and warms up in the app's lifespan."""
+def create_app(
+    settings: ServerSettings, encoder: Encoder, index: Any = None, *, close_index: bool = False
+) -> FastAPI:
+    """A ready-to-serve app; the inference worker starts and warms up in the app's lifespan.
+
+    With ``close_index`` the index is closed when the app stops (WAL checkpointed, an in-memory
+    ANN cache saved): for a server that owns it."""
     settings = settings.validate()
     metrics = Metrics()
     service = EmbeddingService(encoder, settings, metrics)
@@ -81,6 +88,8 @@ def create_app(settings: ServerSettings, encoder: Encoder, index: Any = None) ->
         finally:
             # uvicorn has already let in-flight requests finish; drain the queue and stop.
             await asyncio.to_thread(service.stop)
+            if close_index and index is not None:
+                await asyncio.to_thread(index.close)
 
     app = FastAPI(
         title="distilmarco",
@@ -169,6 +178,9 @@ def create_app(settings: ServerSettings, encoder: Encoder, index: Any = None) ->
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(
+        RequestGuardMiddleware, hosts=allowed_hosts(settings.host, settings.allowed_hosts)
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics, known_paths=lambda: known)
     return app
 

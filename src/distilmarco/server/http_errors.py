@@ -15,12 +15,15 @@ from starlette.responses import Response
 
 from distilmarco.errors import (
     DistilmarcoError,
+    IndexBusyError,
+    IndexFullError,
     IndexStoreError,
     InputError,
     MissingExtraError,
+    NonFiniteOutputError,
     NotFoundError,
 )
-from distilmarco.server.batching import QueueFullError, ServerClosedError
+from distilmarco.server.batching import ClientGoneError, QueueFullError, ServerClosedError
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +38,11 @@ _KINDS: dict[int, tuple[str, str | None, str]] = {
     415: ("invalid_request_error", "unsupported_media_type", "Validation"),
     422: ("invalid_request_error", "invalid_value", "Validation"),
     429: ("requests", "rate_limit_exceeded", "Overloaded"),
+    499: ("invalid_request_error", "client_closed_request", "Cancelled"),
     500: ("server_error", "internal_error", "Backend"),
     501: ("server_error", "not_implemented", "Backend"),
     503: ("server_error", "unavailable", "Unavailable"),
+    507: ("server_error", "insufficient_storage", "Storage"),
 }
 
 
@@ -87,6 +92,16 @@ def from_library(exc: Exception) -> ApiError:
         return ApiError(429, str(exc), headers={"Retry-After": str(exc.retry_after)})
     if isinstance(exc, ServerClosedError):
         return ApiError(503, str(exc), headers={"Retry-After": "5"})
+    if isinstance(exc, ClientGoneError):
+        return ApiError(499, str(exc))
+    if isinstance(exc, NonFiniteOutputError):
+        # the text itself cannot be embedded by this deployment: retrying it will not help
+        return ApiError(422, str(exc), code="non_finite_output")
+    if isinstance(exc, IndexBusyError):
+        return ApiError(503, str(exc), headers={"Retry-After": "1"})
+    if isinstance(exc, IndexFullError):
+        log.error("index write failed: %s", exc)
+        return ApiError(507, str(exc))
     if isinstance(exc, NotFoundError):
         return ApiError(404, str(exc))
     if isinstance(exc, InputError | TypeError | ValueError):

@@ -1,7 +1,10 @@
-"""Request limits: body size (enforced while reading, chunked bodies too), UTF-8, inputs, characters.
+"""Request limits: body size (enforced while reading, chunked bodies too), JSON content type,
+UTF-8, inputs, characters.
 
 ``BodyLimitMiddleware`` reads the whole body before the app sees it, stopping at the first byte
 over the limit, then replays it; so no route ever holds more than ``max_body_bytes`` of a request.
+The rest of an oversized body is read and dropped before the 413 goes out (up to
+``DRAIN_LIMIT``): a client still sending would otherwise see the connection reset, not the 413.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from distilmarco.server.http_errors import ApiError, error_response
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+DRAIN_LIMIT = 64 << 20  # bytes of an oversized body read and dropped so its sender sees the 413
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over ``max_bytes``; 422 for JSON bodies that are not valid UTF-8."""
+    """413 for bodies over ``max_bytes``; 415 for bodies that are not JSON; 422 for JSON bodies
+    that are not valid UTF-8."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -36,6 +41,8 @@ class BodyLimitMiddleware:
                 await self._fail(scope, send, ApiError(400, "Content-Length is not a number"))
                 return
             if too_big:
+                if b"100-continue" not in headers.get(b"expect", b"").lower():
+                    await _drain(receive, DRAIN_LIMIT)  # the client sends it anyway
                 await self._fail(scope, send, self._too_large())
                 return
         chunks: list[bytes] = []
@@ -48,12 +55,25 @@ class BodyLimitMiddleware:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
+                if message.get("more_body", False):
+                    await _drain(receive, DRAIN_LIMIT)
                 await self._fail(scope, send, self._too_large())
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
         body = b"".join(chunks)
-        if body and _is_json(headers.get(b"content-type")):
+        if body and not _is_json(headers.get(b"content-type")):
+            kind = headers.get(b"content-type", b"").decode("latin-1") or "none"
+            await self._fail(
+                scope,
+                send,
+                ApiError(
+                    415,
+                    f"the body must be JSON: send 'Content-Type: application/json' (got {kind})",
+                ),
+            )
+            return
+        if body:
             try:
                 body.decode("utf-8")
             except UnicodeDecodeError as exc:
@@ -87,9 +107,21 @@ async def _drain_nothing() -> Message:
     return {"type": "http.disconnect"}
 
 
+async def _drain(receive: Receive, limit: int) -> None:
+    """Read and drop the rest of a body, at most ``limit`` bytes of it."""
+    seen = 0
+    while seen <= limit:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        seen += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
+
+
 def _is_json(content_type: bytes | None) -> bool:
     if content_type is None:
-        return True  # FastAPI parses bodies without a content type as JSON
+        return False
     kind = content_type.split(b";", 1)[0].strip().lower()
     return kind == b"application/json" or kind.endswith(b"+json")
 

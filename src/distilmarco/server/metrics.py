@@ -77,7 +77,12 @@ class Metrics:
         )
         self.rejected = Counter(
             "distilmarco_rejected_requests",
-            "Requests refused because the queue was full",
+            "Requests refused because the queue was full or its wait too long",
+            registry=r,
+        )
+        self.abandoned = Counter(
+            "distilmarco_abandoned_requests",
+            "Requests dropped because their client disconnected",
             registry=r,
         )
         self.ready = Gauge("distilmarco_ready", "1 once warm-up has finished", registry=r)

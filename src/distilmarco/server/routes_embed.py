@@ -6,7 +6,7 @@ import base64
 import json
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from distilmarco.server.http_errors import ApiError
@@ -49,7 +49,7 @@ def add_embedding_routes(router: FastAPI, service: EmbeddingService, model_name:
         tags=["OpenAI"],
         summary="Embeddings, OpenAI-compatible",
     )
-    async def openai_embeddings(req: EmbeddingsRequest) -> Response:
+    async def openai_embeddings(req: EmbeddingsRequest, request: Request) -> Response:
         """Vectors for ``input``. Unit length when the model compares by cosine (as OpenAI's are)."""
         if req.dimensions is not None and req.dimensions != dimension:
             raise ApiError(
@@ -58,7 +58,9 @@ def add_embedding_routes(router: FastAPI, service: EmbeddingService, model_name:
                 param="dimensions",
             )
         texts = [req.input] if isinstance(req.input, str) else req.input
-        out = await service.embed(texts, truncate=None, normalize=cosine, param="input")
+        out = await service.embed(
+            texts, truncate=None, normalize=cosine, param="input", receive=request.receive
+        )
         if req.encoding_format == "base64":
             little = out.vectors.astype("<f4", copy=False)
             items: list = [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
@@ -87,11 +89,15 @@ def add_embedding_routes(router: FastAPI, service: EmbeddingService, model_name:
         tags=["text-embeddings-inference"],
         summary="Embeddings, TEI-compatible",
     )
-    async def tei_embed(req: EmbedRequest) -> Response:
+    async def tei_embed(req: EmbedRequest, request: Request) -> Response:
         """One vector per input (a list of lists even for one string)."""
         texts = [req.inputs] if isinstance(req.inputs, str) else req.inputs
         out = await service.embed(
-            texts, truncate=req.truncate, normalize=req.normalize, param="inputs"
+            texts,
+            truncate=req.truncate,
+            normalize=req.normalize,
+            param="inputs",
+            receive=request.receive,
         )
         return json_response(out.vectors.tolist())
 
@@ -102,10 +108,12 @@ def add_embedding_routes(router: FastAPI, service: EmbeddingService, model_name:
         tags=["text-embeddings-inference"],
         summary="Score a source sentence against others",
     )
-    async def similarity(req: SimilarityRequest) -> Response:
+    async def similarity(req: SimilarityRequest, request: Request) -> Response:
         """The model's own similarity (cosine for msmarco-distilbert-base-v4), one per sentence."""
         texts = [req.inputs.source_sentence, *req.inputs.sentences]
-        out = await service.embed(texts, truncate=req.truncate, normalize=False, param="inputs")
+        out = await service.embed(
+            texts, truncate=req.truncate, normalize=False, param="inputs", receive=request.receive
+        )
         scores = score(out.vectors[0], out.vectors[1:], service.encoder.similarity)
         return json_response([float(x) for x in scores])
 

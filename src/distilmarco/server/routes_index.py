@@ -1,7 +1,8 @@
 """``POST /search`` and the document routes, when an index is attached.
 
-Everything that touches the model (search embeds the query; writes embed the documents) runs on
-the inference thread, in queue order with the embedding batches; plain reads run in a thread pool.
+Route work runs in a thread pool: the model work inside it (a search's query, a write's passages)
+goes through the shared fair queue like any embedding request, so the inference thread never
+waits on SQLite, and a writer blocked on another process's lock holds up no one else.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 def add_index_routes(
     app: FastAPI, service: EmbeddingService, index: Index, settings: ServerSettings
 ) -> None:
-    worker = service.batcher
+    embed = service.embed_blocking
+    index.store.set_busy_timeout(settings.index_lock_wait_s)
 
     @app.post("/search", response_model=SearchResponse, responses=_ERRORS, tags=["index"])
     async def search(req: SearchRequest) -> Response:
@@ -48,10 +50,10 @@ def add_index_routes(
             raise ApiError(422, f"k {req.k} is larger than the limit {settings.max_k}", param="k")
 
         def run() -> list[dict[str, Any]]:
-            hits = index.search(req.query, req.k, where=req.where, mode=req.mode)
+            hits = index.search(req.query, req.k, where=req.where, mode=req.mode, embed=embed)
             return [_hit(h, index.get(h.id).text if req.include_text else None) for h in hits]
 
-        results = await worker.call(run)
+        results = await asyncio.to_thread(run)
         return json_response({"query": req.query, "mode": req.mode, "results": results})
 
     @app.get("/documents/{id:path}", response_model=DocumentOut, responses=_ERRORS, tags=["index"])
@@ -69,7 +71,8 @@ def add_index_routes(
         """Add or replace one document (chunked and embedded before it is written)."""
         check_texts([doc.text], 1, settings.max_body_bytes, "text")
         check_unicode([id, doc.metadata], "document")
-        written = await worker.call(lambda: index.upsert([id], [doc.text], [doc.metadata]))
+        rows = await asyncio.to_thread(index.prepare, [id], [doc.text], [doc.metadata], embed=embed)
+        written = await asyncio.to_thread(index.write, rows, replace=True)
         return json_response({"ids": [id], "count": written})
 
     @app.delete(
@@ -78,7 +81,7 @@ def add_index_routes(
     async def delete_document(id: str) -> Response:
         """Remove one document; 404 when it does not exist."""
         check_unicode(id, "id")
-        removed = await worker.call(lambda: index.delete([id]))
+        removed = await asyncio.to_thread(index.delete, [id])
         if not removed:
             raise ApiError(404, f"no document with id {id!r}")
         return json_response({"ids": [id], "count": removed})
@@ -105,10 +108,10 @@ def add_index_routes(
                 if taken:
                     shown = ", ".join(repr(i) for i in taken[:5])
                     raise ApiError(409, f"{len(taken)} id(s) already exist: {shown}")
-            write = index.upsert if batch.upsert else index.add
-            return write(ids, [d.text for d in docs], [d.metadata for d in docs])
+            texts, metas = [d.text for d in docs], [d.metadata for d in docs]
+            return index.write(index.prepare(ids, texts, metas, embed=embed), replace=batch.upsert)
 
-        written = await worker.call(run)
+        written = await asyncio.to_thread(run)
         return json_response({"ids": ids, "count": written}, status=201)
 
 

@@ -5,12 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from starlette.types import Receive
 
 from distilmarco.encoder import Encoder, normalize_rows
-from distilmarco.server.batching import BatchReport, MicroBatcher, QueueFullError
+from distilmarco.server.batching import (
+    BatchReport,
+    ClientGoneError,
+    MicroBatcher,
+    QueueFullError,
+)
 from distilmarco.server.http_errors import ApiError
 from distilmarco.server.limits import check_texts
 from distilmarco.server.metrics import Metrics
@@ -43,6 +51,7 @@ class EmbeddingService:
             max_batch_tokens=settings.max_batch_tokens,
             run_tokens=encoder.batch_tokens,
             max_queue_tokens=settings.max_queue_tokens,
+            max_queue_wait_s=settings.max_queue_wait_s,
             max_wait_s=settings.max_wait_ms / 1000.0,
             on_batch=self._observe,
             on_idle=release_memory(),
@@ -85,8 +94,16 @@ class EmbeddingService:
     # --- embedding ------------------------------------------------------------------------
 
     async def embed(
-        self, texts: Sequence[str], *, truncate: bool | None, normalize: bool, param: str
+        self,
+        texts: Sequence[str],
+        *,
+        truncate: bool | None,
+        normalize: bool,
+        param: str,
+        receive: Receive | None = None,
     ) -> Embedded:
+        """Vectors for ``texts``; with ``receive`` (the request's), a client that hangs up while
+        its request waits or runs has it dropped (``ClientGoneError``)."""
         s = self.settings
         check_texts(texts, s.max_inputs, s.max_input_chars, param)
         tokenize = self.encoder.tokenizer.encode
@@ -107,18 +124,58 @@ class EmbeddingService:
             )
         if truncated:
             self.metrics.truncated.inc(truncated)
-        try:
-            vectors = await self.batcher.embed(tokenized.ids)
-        except QueueFullError:
-            self.metrics.rejected.inc()
-            raise
+        vectors = await self.wait(self._submit(tokenized.ids), receive)
         if normalize:
             vectors = normalize_rows(vectors)
         return Embedded(vectors, int(tokenized.lengths.sum()), truncated)
 
+    def _submit(self, ids: list[np.ndarray]) -> Future[np.ndarray]:
+        try:
+            return self.batcher.submit(ids)
+        except QueueFullError:
+            self.metrics.rejected.inc()
+            raise
+
+    async def wait(self, future: Future[np.ndarray], receive: Receive | None) -> np.ndarray:
+        """The batcher's answer, or ``ClientGoneError`` (and the work dropped) when the client
+        disconnects first."""
+        result = asyncio.wrap_future(future)
+        watcher = asyncio.ensure_future(until_disconnected(receive)) if receive else None
+        try:
+            waiting: set[asyncio.Future[Any]] = {result}
+            if watcher is not None:
+                waiting.add(watcher)
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            self.batcher.cancel(future)
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        if result in done:
+            return result.result()
+        self.batcher.cancel(future)
+        self.metrics.abandoned.inc()
+        raise ClientGoneError("the client closed the connection; its request was dropped")
+
+    def embed_blocking(self, texts: list[str]) -> np.ndarray:
+        """Raw vectors through the shared queue, for code running in a worker thread (index
+        writes and searches): their model work interleaves fairly with every other request."""
+        tokenized = self.encoder.tokenizer.encode(texts)
+        if tokenized.truncated.any():
+            self.metrics.truncated.inc(int(tokenized.truncated.sum()))
+        return self._submit(tokenized.ids).result()
+
+
+async def until_disconnected(receive: Receive) -> None:
+    """Returns once the ASGI server reports that the client went away (the body is read)."""
+    while (await receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # a server that repeats empty body messages is not spun on
+
 
 def release_memory() -> Callable[[], None] | None:
-    """glibc's ``malloc_trim(0)``: returns freed heap pages to the OS when the worker goes idle.
+    """glibc's ``malloc_trim(0)``: returns freed heap pages to the OS; the worker calls it when
+    it goes idle and at least every ``RELEASE_EVERY_S`` under unbroken load.
 
     Batches of varying shapes leave freed activation memory in malloc's arenas. Measured here
     (all-MiniLM-L6-v2, twelve 4-second bursts alternating 32 and 128 clients): RSS went from 376

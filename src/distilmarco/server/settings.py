@@ -19,6 +19,12 @@ class ServerSettings:
     max_batch_tokens: int = 16384
     max_wait_ms: float = 2.0
     max_queue_tokens: int = 131072
+    # shed (429) when a new request's first step would end later than this, at measured speed
+    max_queue_wait_s: float = 5.0
+    # how long an index write waits for another writer's lock before answering 503
+    index_lock_wait_s: float = 5.0
+    # Host header values accepted; empty: loopback names only when bound to loopback, else any
+    allowed_hosts: tuple[str, ...] = ()
     # limits per request
     max_body_bytes: int = 8 * 1024 * 1024
     max_inputs: int = 2048
@@ -50,6 +56,14 @@ class ServerSettings:
             )
         if not 0 <= self.max_wait_ms <= 1000:
             raise InputError(f"max_wait_ms must be between 0 and 1000, got {self.max_wait_ms}")
+        if not 0 < self.max_queue_wait_s <= 3600:
+            raise InputError(
+                f"max_queue_wait_s must be between 0 and 3600, got {self.max_queue_wait_s}"
+            )
+        if not 0 <= self.index_lock_wait_s <= 600:
+            raise InputError(
+                f"index_lock_wait_s must be between 0 and 600, got {self.index_lock_wait_s}"
+            )
         if self.api_key is not None and len(self.api_key) < 8:
             raise InputError("api_key must be at least 8 characters long")
         return self
