@@ -25,6 +25,23 @@ from distilmarco.errors import BackendError
 from distilmarco.model.st_format import SentenceModelSpec
 
 STS_SENTENCES = 300
+# Inputs where TensorFlow Text's own normalisation would differ from BertNormalizer's: they pass
+# through our in-graph normaliser and must tokenise as ours do.
+AWKWARD = [
+    "Café déjà vu, naïve İstanbul",
+    "ＡＢＣ full-width",
+    "ﬁne ﬀ ligatures",
+    "x² and ½",
+    "straße",
+    "ctrl\x00char\x07",
+    "soft\u00adhyphen and \u200bzero width",
+    "\u00a0no-break space",
+    "ǅ title case",
+    "中文字符 emoji 😀",
+    "tab\tnew\nline",
+]
+# Where they still differ (listed in the README).
+KNOWN_DIFFERENCES = ["[CLS] hello [SEP]", "ΣΣ"]
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -72,24 +89,30 @@ def test_in_graph_tokenisation_equals_ours(
 ) -> None:
     tf, _ = import_tf()
     loaded = tf.saved_model.load(str(minilm_savedmodel))
-    texts = sts_sentences(sts_test, STS_SENTENCES) + long_texts(sts_test)
+    texts = sts_sentences(sts_test, STS_SENTENCES) + long_texts(sts_test) + AWKWARD
+    texts += KNOWN_DIFFERENCES
     got = loaded.signatures["tokenize"](texts=tf.constant(texts))
     ids, mask = got["input_ids"].numpy(), got["attention_mask"].numpy().astype(bool)
     ours = minilm_encoder.tokenizer.encode(texts).ids
     assert ids.shape[1] == max(len(x) for x in ours) == minilm_encoder.max_seq_length
-    for i, expected in enumerate(ours):
-        assert ids[i][mask[i]].tolist() == expected.tolist(), texts[i]
-        assert not mask[i][len(expected) :].any()
+    same = [ids[i][mask[i]].tolist() == expected.tolist() for i, expected in enumerate(ours)]
+    differ = [t for t, ok in zip(texts, same, strict=True) if not ok]
+    assert differ == KNOWN_DIFFERENCES
+    assert all(row[: row.sum()].all() for row in mask)  # right padding: real tokens first
 
 
 @pytest.mark.slow
 def test_tensorflow_backend_full_size_distilbert_with_512_tokens(
-    make_model: Callable[..., Path], sts_test: list[tuple[str, str, float]], tmp_path: Path
+    make_model: Callable[..., Path],
+    sts_test: list[tuple[str, str, float]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setenv("DISTILMARCO_CACHE", str(tmp_path))
     folder = make_model("full-size-distilbert", full_size=True, max_seq_length=512, layout="st2")
     texts = sts_sentences(sts_test, STS_SENTENCES) + long_texts(sts_test)
     reference = Encoder(folder).encode(texts)
-    backend = Encoder(folder, backend="tensorflow", cache_dir=tmp_path)
+    backend = Encoder(folder, backend="tensorflow")
     assert backend.info.backend == "tensorflow"
     cos = cosines(backend.encode(texts), reference)
     assert cos.min() >= 0.99999, (cos.argmin(), cos.min())

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 SAVEDMODEL_VERSION = 1
 MANIFEST = "distilmarco-export.json"
 OUTPUT_NAME = "sentence_embedding"
+# What BertNormalizer's clean_text removes: NUL, U+FFFD and control / format characters other than
+# tab, newline and carriage return (which it turns into spaces, as the pre-tokenizer splits on them).
+_CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\p{Cf}\p{Co}\x{fffd}]"
 
 
 def import_tf() -> tuple[Any, Any]:
@@ -68,17 +71,31 @@ def build_serving_module(spec: SentenceModelSpec) -> Any:
                 tf.constant(settings.vocab), tf.range(len(settings.vocab), dtype=tf.int64)
             )
             self.table = tf.lookup.StaticVocabularyTable(init, num_oov_buckets=1)
+            # Normalisation is done below, as BertNormalizer does it; TensorFlow Text's own
+            # lower_case applies NFKC case folding, which rewrites ligatures, full-width letters
+            # and superscripts that the model's tokenizer keeps.
             self.tokenizer = tf_text.BertTokenizer(
                 self.table,
                 token_out_type=tf.int64,
                 unknown_token=settings.unk_token,
-                lower_case=settings.lower_case,
+                lower_case=False,
                 max_chars_per_token=settings.max_chars_per_word,
             )
 
+        def normalise(self, texts: Any) -> Any:
+            """BertNormalizer: drop control characters, spaces for Unicode spaces (no-break
+            space included); if uncased, NFD, strip accents, lower-case."""
+            texts = tf.strings.regex_replace(texts, _CONTROL, "")
+            texts = tf.strings.regex_replace(texts, r"\p{Zs}", " ")
+            if settings.lower_case:
+                texts = tf_text.normalize_utf8(texts, "NFD")
+                texts = tf.strings.regex_replace(texts, r"\p{Mn}", "")
+                texts = tf.strings.lower(texts, encoding="utf-8")
+            return texts
+
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="texts")])
         def tokenize(self, texts: Any) -> dict[str, Any]:
-            pieces = self.tokenizer.tokenize(texts).merge_dims(-2, -1)  # (B, None) ragged
+            pieces = self.tokenizer.tokenize(self.normalise(texts)).merge_dims(-2, -1)  # (B, None)
             pieces = pieces[:, : settings.max_length - 2]
             rows = tf.shape(texts, out_type=tf.int64)[0]
 
