@@ -31,6 +31,7 @@ class TensorFlowBackend:
     name = "tensorflow"
     device = "cpu"
     precision = "fp32"
+    # Not tuned for TensorFlow: the torch backend's CPU budget, the same working-set reasoning.
     batch_tokens = 2048
 
     def __init__(self, path: Path, threads: int | None = None) -> None:
