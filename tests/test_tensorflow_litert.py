@@ -102,12 +102,16 @@ def test_signatures_cover_every_length_up_to_the_limit() -> None:
     shapes = signatures(256)
     assert [(s.name, s.batch, s.length) for s in shapes] == [
         ("len32", 64, 32),
+        ("len32x1", 1, 32),
         ("len64", 32, 64),
+        ("len64x1", 1, 64),
         ("len128", 16, 128),
+        ("len128x1", 1, 128),
         ("len256", 8, 256),
+        ("len256x1", 1, 256),
     ]
-    assert [s.length for s in signatures(384)] == [32, 64, 128, 256, 384]
-    assert [s.length for s in signatures(512)][-1] == 512
+    assert [s.length for s in signatures(384) if s.batch > 1] == [32, 64, 128, 256, 384]
+    assert [(s.name, s.batch) for s in signatures(512)][-2:] == [("len512", 4), ("len512x1", 1)]
 
 
 @pytest.mark.slow
@@ -120,7 +124,8 @@ def test_litert_cache_reused_and_batches_split_and_padded(
     stamp = path.stat().st_mtime_ns
     assert litert_model(spec, "fp32", litert_cache) == path and path.stat().st_mtime_ns == stamp
     backend = LiteRTBackend.from_spec(spec, cache_dir=litert_cache)
-    # 70 texts: more rows than the len32 signature's batch of 64, so two calls, one padded.
+    # 70 texts: more rows than the len32 signature's batch of 64: one batched call, then the
+    # 6 rows left one by one through len32x1.
     texts = [f"text number {i} " + "word " * (i % 9) for i in range(70)]
     ids = minilm_encoder.tokenizer.encode(texts).ids
     width = max(len(x) for x in ids)
@@ -130,7 +135,10 @@ def test_litert_cache_reused_and_batches_split_and_padded(
     got = backend.embed(input_ids, (input_ids != 0).astype(np.int64))
     assert backend.signature_for(width).name == "len32"
     assert backend.signature_for(33).name == "len64"
-    assert cosines(got, minilm_encoder.encode(texts)).min() >= 0.99999
+    reference = minilm_encoder.encode(texts)
+    assert cosines(got, reference).min() >= 0.99999
+    one = backend.embed(input_ids[:1, :9], (input_ids[:1, :9] != 0).astype(np.int64))
+    assert cosines(one, reference[:1]).min() >= 0.99999
 
 
 def test_damaged_litert_export_is_not_valid(tmp_path: Path) -> None:

@@ -75,22 +75,35 @@ class LiteRTBackend:
         return cls(path, precision, signatures(spec.max_seq_length), threads)
 
     def signature_for(self, length: int) -> Signature:
+        """The batched signature of the shortest length that holds ``length`` tokens."""
         for sig in self.shapes:
-            if sig.length >= length:
+            if sig.length >= length and not sig.name.endswith("x1"):
                 return sig
         raise InputError(f"a batch of {length} tokens is longer than the model's limit")
+
+    def _run(self, sig: Signature, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(n <= sig.batch, T <= sig.length) rows through ``sig``, padded with mask 0."""
+        n, length = ids.shape
+        padded_ids = np.zeros((sig.batch, sig.length), dtype=np.int32)
+        padded_mask = np.zeros((sig.batch, sig.length), dtype=np.int32)
+        padded_ids[:n, :length] = ids
+        padded_mask[:n, :length] = mask
+        result = self.runners[sig.name](input_ids=padded_ids, attention_mask=padded_mask)
+        return np.asarray(next(iter(result.values()))[:n], dtype=np.float32)
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         rows, length = input_ids.shape
         sig = self.signature_for(length)
-        runner = self.runners[sig.name]
+        single = next((s for s in self.shapes if s.name == f"{sig.name}x1"), sig)
         out: list[np.ndarray] = []
         for start in range(0, rows, sig.batch):
-            n = min(sig.batch, rows - start)
-            ids = np.zeros((sig.batch, sig.length), dtype=np.int32)
-            mask = np.zeros((sig.batch, sig.length), dtype=np.int32)
-            ids[:n, :length] = input_ids[start : start + n]
-            mask[:n, :length] = attention_mask[start : start + n]
-            result = runner(input_ids=ids, attention_mask=mask)
-            out.append(np.asarray(next(iter(result.values()))[:n], dtype=np.float32))
+            ids = input_ids[start : start + sig.batch]
+            mask = attention_mask[start : start + sig.batch]
+            if len(ids) * 2 <= sig.batch and single is not sig:
+                # Few rows: one-row calls cost a row each, a padded batch costs the whole batch.
+                out.extend(
+                    self._run(single, ids[i : i + 1], mask[i : i + 1]) for i in range(len(ids))
+                )
+            else:
+                out.append(self._run(sig, ids, mask))
         return np.concatenate(out, axis=0)

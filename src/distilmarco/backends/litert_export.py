@@ -1,10 +1,10 @@
 """LiteRT (TFLite) export of our PyTorch sentence module through ``litert-torch``.
 
 The converter traces static shapes only (a dynamic batch axis fails in its lowering), so the file
-holds one signature per sequence length, ``len32`` / ``len64`` / ``len128`` / ``len256`` / ``len512`` up to
-the model's ``max_seq_length`` (which is added if it is not one of them), each for a fixed batch of
-``SIGNATURE_TOKENS // length`` rows; the signatures share one copy of the weights. The backend
-pads a batch up to the shortest signature that fits it. int8 is dynamic-range quantisation by
+holds two signatures per sequence length, ``len32`` / ``len64`` / ``len128`` / ``len256`` / ``len512``
+up to the model's ``max_seq_length`` (which is added if it is not one of them): one for a fixed
+batch of ``SIGNATURE_TOKENS // length`` rows and one for a single row (``len32x1``); all share one
+copy of the weights. The backend pads a batch up to the shortest length that fits it. int8 is dynamic-range quantisation by
 ``ai-edge-quantizer`` (int8 weights per channel, activations quantised at run time).
 
 Conversion runs in a subprocess, as the ONNX export does: the converter imports JAX and patches
@@ -31,7 +31,7 @@ from distilmarco.model.st_format import SentenceModelSpec
 log = logging.getLogger(__name__)
 
 # Bump when the exported signatures change: old cache entries are then ignored.
-LITERT_VERSION = 1
+LITERT_VERSION = 2
 LENGTHS = (32, 64, 128, 256, 512)
 SIGNATURE_TOKENS = 2048
 PRECISIONS = ("fp32", "int8")
@@ -49,9 +49,16 @@ class Signature:
 
 
 def signatures(max_seq_length: int) -> tuple[Signature, ...]:
-    """The fixed (batch, length) shapes exported for a model with this length limit."""
+    """The fixed (batch, length) shapes exported for a model with this length limit: per length
+    a batched one and a one-row one (for single queries and a batch's last few rows)."""
     lengths = sorted({n for n in LENGTHS if n < max_seq_length} | {max_seq_length})
-    return tuple(Signature(f"len{n}", max(1, SIGNATURE_TOKENS // n), n) for n in lengths)
+    out = []
+    for n in lengths:
+        batch = max(1, SIGNATURE_TOKENS // n)
+        out.append(Signature(f"len{n}", batch, n))
+        if batch > 1:
+            out.append(Signature(f"len{n}x1", 1, n))
+    return tuple(out)
 
 
 def _version(package: str) -> str:
