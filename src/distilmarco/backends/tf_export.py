@@ -44,7 +44,6 @@ _CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\p{Cf}\p{Co}\x{fffd}]"
 
 def import_tf() -> tuple[Any, Any]:
     """``tensorflow`` and ``tensorflow_text``, or a MissingExtraError naming the extra."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # C++ INFO lines on stderr otherwise
     try:
         import tensorflow as tf
         import tensorflow_text as tf_text
