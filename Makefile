@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml
 	# torch first: this pins the local CPU wheel, so nothing later pulls a CUDA build.
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[all,test]'
+	# The LiteRT converter without its declared dependencies (see the 'litert' extra in pyproject).
+	$(BIN)/python -m pip install -q --no-deps 'litert-torch==0.10.*' 'litert-converter==0.5.*'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -70,6 +70,11 @@ COMBOS = (
     Combo("openvino-fp32", "ours openvino fp32", "distilmarco", "openvino", "fp32"),
     Combo("openvino-bf16", "ours openvino bf16", "distilmarco", "openvino", "bf16"),
     Combo("openvino-int8", "ours openvino static int8 (NNCF)", "distilmarco", "openvino", "int8"),
+    # TensorFlow runs the SavedModel's embed_ids signature; LiteRT pads each batch further, to
+    # the fixed (batch, length) shape of the signature that holds it.
+    Combo("tensorflow-fp32", "ours tensorflow fp32", "distilmarco", "tensorflow", "fp32", False),
+    Combo("litert-fp32", "ours litert fp32", "distilmarco", "litert", "fp32", False),
+    Combo("litert-int8", "ours litert int8", "distilmarco", "litert", "int8", False),
 )
 BY_KEY = {c.key: c for c in COMBOS}
 
@@ -301,21 +306,33 @@ def main(out_dir: Path, quick: bool) -> None:
 
 def our_padding(folder: Path, w: Workload, combo: Combo) -> float:
     """Padding fraction of our length-sorted token-budget batches (what the batch layout holds)."""
+    from distilmarco.backends.litert_backend import LiteRTBackend
+    from distilmarco.backends.litert_export import signatures
     from distilmarco.backends.onnx_backend import OnnxBackend
     from distilmarco.backends.openvino_backend import OpenVinoBackend
+    from distilmarco.backends.tensorflow_backend import TensorFlowBackend
     from distilmarco.backends.torch_backend import CPU_BATCH_TOKENS
     from distilmarco.encoder import plan_batches
+    from distilmarco.model.st_format import SentenceModelSpec
 
     budgets = {
         "torch": CPU_BATCH_TOKENS,
         "onnx": OnnxBackend.batch_tokens,
         "openvino": OpenVinoBackend.batch_tokens,
+        "tensorflow": TensorFlowBackend.batch_tokens,
+        "litert": LiteRTBackend.batch_tokens,
     }
     lengths = np.array(w.lengths)
+    shapes = signatures(SentenceModelSpec.from_folder(folder).max_seq_length)
     real = padded = 0
     for rows in plan_batches(lengths, budgets[combo.backend]):
         real += int(lengths[rows].sum())
-        padded += int(lengths[rows].max()) * len(rows)
+        width = int(lengths[rows].max())
+        if combo.backend == "litert":  # padded on to the signature's fixed (batch, length)
+            sig = next(s for s in shapes if s.length >= width)
+            padded += sig.batch * sig.length * -(-len(rows) // sig.batch)
+        else:
+            padded += width * len(rows)
     return 1.0 - real / padded if padded else 0.0
 
 

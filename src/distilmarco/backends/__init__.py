@@ -8,6 +8,8 @@ A backend runs the whole sentence pipeline (encoder, pooling, heads) on one padd
 | torch    | fp32, bf16, fp16 (GPU)| cpu, cuda, mps  | (core)                         |
 | onnx     | fp32, int8 (dynamic)  | cpu             | ``distilmarco[onnx]``          |
 | openvino | fp32, bf16, int8 (static, NNCF) | cpu   | ``distilmarco[onnx,openvino]`` |
+| tensorflow | fp32                | cpu             | ``distilmarco[tensorflow]``    |
+| litert   | fp32, int8            | cpu             | ``distilmarco[litert]``        |
 
 ``auto`` on a GPU is torch; on a CPU it is the fastest engine for the precision, measured on this
 machine the first time and remembered (``auto.py``). The chosen backend reports its own ``name``
@@ -29,7 +31,7 @@ from distilmarco.model.st_format import SentenceModelSpec
 
 log = logging.getLogger(__name__)
 
-BackendName = Literal["auto", "torch", "onnx", "openvino"]
+BackendName = Literal["auto", "torch", "onnx", "openvino", "tensorflow", "litert"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 BACKENDS: tuple[str, ...] = get_args(BackendName)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -151,6 +153,14 @@ def _build(
         from distilmarco.backends.onnx_backend import OnnxBackend
 
         return OnnxBackend.from_spec(spec, precision, device, threads, cache_dir)
+    if name == "tensorflow":
+        from distilmarco.backends.tensorflow_backend import TensorFlowBackend
+
+        return TensorFlowBackend.from_spec(spec, precision, device, threads, cache_dir)
+    if name == "litert":
+        from distilmarco.backends.litert_backend import LiteRTBackend
+
+        return LiteRTBackend.from_spec(spec, precision, device, threads, cache_dir)
     from distilmarco.backends.openvino_backend import OpenVinoBackend
 
     return OpenVinoBackend.from_spec(spec, precision, device, threads, cache_dir, calibration)

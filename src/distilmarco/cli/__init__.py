@@ -10,6 +10,7 @@ import typer
 from distilmarco.cli import apps as _apps  # noqa: F401
 from distilmarco.cli import embed as _embed  # noqa: F401  (registers commands)
 from distilmarco.cli import evaluate as _evaluate  # noqa: F401
+from distilmarco.cli import export as _export  # noqa: F401
 from distilmarco.cli import index as _index  # noqa: F401
 from distilmarco.cli import serve as _serve  # noqa: F401
 from distilmarco.cli import train as _train  # noqa: F401

@@ -32,7 +32,12 @@ _UNUSED_PREFIXES = (
     "embeddings.token_type_ids",
 )
 
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "tf_model.h5",
+    "pytorch_model.bin",
+)
 
 
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
@@ -43,6 +48,11 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         return _load_sharded(index)
+    keras = folder / "tf_model.h5"
+    if keras.is_file():  # TensorFlow's weights, read with h5py: no pickle, no TensorFlow
+        from distilmarco.model.h5_weights import read_h5_state_dict
+
+        return read_h5_state_dict(keras)
     pickled = folder / "pytorch_model.bin"
     if pickled.is_file():
         log.warning(
