@@ -266,7 +266,9 @@ def test_server_info_reports_the_precision_run(
     monkeypatch.setenv("DISTILMARCO_CACHE", str(tmp_path))
     monkeypatch.setattr(OpenVinoBackend, "runs", lambda self: "f32")  # a CPU without bf16
     enc = Encoder(tiny_model_dir, backend="openvino", precision="bf16", threads=1)
-    with TestClient(create_app(ServerSettings(warmup=False), enc)) as client:
+    with TestClient(
+        create_app(ServerSettings(warmup=False), enc), base_url="http://127.0.0.1"
+    ) as client:
         wait_ready(client.get)
         info = client.get("/info").json()
     assert (info["backend"], info["precision"]) == ("openvino", "fp32")

@@ -177,8 +177,8 @@ def test_non_finite_output_is_never_returned(tiny_encoder: Encoder) -> None:
 
 
 def test_invalid_options_are_refused(tiny_model_dir: Path) -> None:
-    with pytest.raises(InputError, match="backend 'tensorflow' is not one of"):
-        Encoder(tiny_model_dir, backend="tensorflow")
+    with pytest.raises(InputError, match="backend 'jax' is not one of"):
+        Encoder(tiny_model_dir, backend="jax")
     with pytest.raises(InputError, match="precision 'fp8' is not one of"):
         Encoder(tiny_model_dir, precision="fp8")
     with pytest.raises(InputError, match="fp16 needs a GPU"):

@@ -111,7 +111,9 @@ def test_server_names_the_model(tiny_encoder) -> None:  # type: ignore[no-untype
 
     name = display_name(tiny_encoder.model_id)
     assert name == "tiny-distilbert-mean" and "/" not in name
-    with TestClient(create_app(ServerSettings(), tiny_encoder)) as client:
+    with TestClient(
+        create_app(ServerSettings(), tiny_encoder), base_url="http://127.0.0.1"
+    ) as client:
         assert client.get("/v1/models").json()["data"][0]["id"] == name
         info = client.get("/info").json()
         assert info["model_name"] == name and info["model_id"] == name

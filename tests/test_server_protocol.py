@@ -47,6 +47,8 @@ def test_loopback_server_answers_only_loopback_hosts(tiny_encoder, index) -> Non
             r.status_code == 400 and "host 'attacker.example' is not allowed" in r.json()["error"]
         )
         assert "x" not in index
+        r = c.post("/v1/embeddings", json={"input": ["a"]}, headers={"Host": "attacker.example"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "host_not_allowed"
     widened = ServerSettings(warmup=False, allowed_hosts=("search.internal",))
     with client_for(create_app(widened, tiny_encoder)) as c:
         assert c.get("/health", headers={"Host": "search.internal:8080"}).status_code == 200

@@ -16,7 +16,7 @@ from distilmarco.server import ServerSettings, create_app
 
 @pytest.fixture(scope="module")
 def client(tiny_encoder):  # type: ignore[no-untyped-def]
-    with TestClient(create_app(ServerSettings(), tiny_encoder)) as c:
+    with TestClient(create_app(ServerSettings(), tiny_encoder), base_url="http://127.0.0.1") as c:
         yield c
 
 

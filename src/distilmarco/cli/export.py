@@ -13,7 +13,7 @@ from distilmarco.model.hub import DEFAULT_MODEL
 FORMATS = ("savedmodel", "tflite")
 
 
-@app.command()
+@app.command(epilog="\b\nExample: distilmarco export --format savedmodel -o exported/")
 def export(
     output: Path = typer.Option(
         ..., "--output", "-o", help="SavedModel: a new folder; tflite: a .tflite file"

@@ -75,6 +75,7 @@ class RequestGuardMiddleware:
                     400,
                     f"host {raw!r} is not allowed; this server answers to "
                     f"{', '.join(sorted(self.hosts))} (widen with --allowed-hosts)",
+                    code="host_not_allowed",
                 )
         raw_path = scope.get("raw_path") or b""
         try:
@@ -84,5 +85,6 @@ class RequestGuardMiddleware:
                 400,
                 f"the URL path is not valid UTF-8 once its %-escapes are decoded "
                 f"(byte {exc.start}): {exc.reason}",
+                code="invalid_path",
             )
         return None
