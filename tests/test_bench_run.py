@@ -9,12 +9,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import benchmarks  # noqa: E402
-from benchmarks import run  # noqa: E402
-from benchmarks.workloads import flops_per_text, st_padding_fraction  # noqa: E402
+import benchmarks
+from benchmarks import run
+from benchmarks.workloads import flops_per_text, st_padding_fraction
 
 FAKE = """
 import json
