@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from distilmarco import Encoder
-from distilmarco.errors import MissingExtraError
+from distilmarco.errors import InputError, MissingExtraError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -34,6 +34,15 @@ def test_litert_backend_names_the_extra(
     hide(monkeypatch, "ai_edge_litert", "ai_edge_litert.interpreter")
     with pytest.raises(MissingExtraError, match=r"distilmarco\[litert\]"):
         Encoder(tiny_model_dir, backend="litert")
+
+
+def test_tensorflow_family_refuses_other_precisions_and_devices(tiny_model_dir: Path) -> None:
+    with pytest.raises(InputError, match="precision 'bf16' is not available on the litert backend"):
+        Encoder(tiny_model_dir, backend="litert", precision="bf16")
+    with pytest.raises(InputError, match="litert backend runs on device 'cpu' only"):
+        Encoder(tiny_model_dir, backend="litert", device="cuda")
+    with pytest.raises(InputError, match="'int8' is not available on the tensorflow backend"):
+        Encoder(tiny_model_dir, backend="tensorflow", precision="int8")
 
 
 def test_h5_reader_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

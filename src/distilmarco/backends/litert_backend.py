@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from distilmarco.backends.cpu import default_threads
-from distilmarco.backends.litert_export import PRECISIONS, Signature, litert_model, signatures
+from distilmarco.backends.litert_export import Signature, litert_model, signatures
+from distilmarco.backends.onnx_backend import check_precision
 from distilmarco.errors import BackendError, InputError, MissingExtraError
 from distilmarco.model.st_format import SentenceModelSpec
 
@@ -63,15 +64,9 @@ class LiteRTBackend:
         threads: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
     ) -> LiteRTBackend:
-        if precision not in PRECISIONS:
-            raise InputError(
-                f"precision {precision!r} is not available on the litert backend; "
-                f"choose one of {PRECISIONS}"
-            )
-        if device not in ("cpu", "auto"):
-            raise InputError(f"the litert backend runs on device 'cpu' only, got {device!r}")
+        kind = check_precision(cls.name, precision, device)
         _import_interpreter()
-        path = litert_model(spec, precision, cache_dir)
+        path = litert_model(spec, kind, cache_dir)
         return cls(path, precision, signatures(spec.max_seq_length), threads)
 
     def signature_for(self, length: int) -> Signature:
