@@ -198,7 +198,7 @@ def library_throughput(model: Path, texts: list[str], repeats: int) -> tuple[flo
 
 def _mean_tokens(model: Path, texts: list[str]) -> float:
     from distilmarco.model.st_format import SentenceModelSpec
-    from distilmarco.tokenize import Tokenizer
+    from distilmarco.tokenizer import Tokenizer
 
     spec = SentenceModelSpec.from_folder(model)
     tok = Tokenizer.from_folder(spec.transformer_folder, spec.max_seq_length, spec.do_lower_case)

@@ -111,7 +111,7 @@ def part_sts(quick: bool) -> dict[str, Any]:
 def part_speed(quick: bool) -> dict[str, Any]:
     import distilmarco
     from distilmarco.model.st_format import SentenceModelSpec
-    from distilmarco.tokenize import Tokenizer
+    from distilmarco.tokenizer import Tokenizer
     from distilmarco.training.data import read_examples
 
     base = minilm_folder()

@@ -22,7 +22,7 @@ from distilmarco.backends.static_int8 import (
 )
 from distilmarco.errors import BackendError, InputError
 from distilmarco.model.st_format import SentenceModelSpec
-from distilmarco.tokenize import Tokenizer
+from distilmarco.tokenizer import Tokenizer
 
 pytest.importorskip("nncf")
 CALIBRATION = [f"calibration sentence number {i} about {w}" for i, w in enumerate("abcdefghij")]

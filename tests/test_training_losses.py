@@ -73,7 +73,7 @@ class Pair:
 
         from distilmarco.model.sentence import load_sentence_module
         from distilmarco.model.st_format import SentenceModelSpec
-        from distilmarco.tokenize import Tokenizer
+        from distilmarco.tokenizer import Tokenizer
 
         spec = SentenceModelSpec.from_folder(folder)
         # float64, so that rounding in the model cannot hide or fake a difference in the loss

@@ -20,7 +20,7 @@ from distilmarco.backends import Backend, create_backend
 from distilmarco.errors import BackendError, InputError, TruncationError
 from distilmarco.model.hub import DEFAULT_MODEL, resolve
 from distilmarco.model.st_format import SentenceModelSpec, Similarity
-from distilmarco.tokenize import Tokenizer
+from distilmarco.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from typing import Literal
 from distilmarco.backends.outliers import ffn_output_layer, split_outliers
 from distilmarco.errors import BackendError, MissingExtraError
 from distilmarco.model.st_format import SentenceModelSpec
-from distilmarco.tokenize import Tokenizer
+from distilmarco.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

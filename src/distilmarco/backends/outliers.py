@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from distilmarco.tokenize import Tokenizer
+from distilmarco.tokenizer import Tokenizer
 
 OUTLIER_CHANNELS = 32
 CALIBRATION_TEXTS = 256

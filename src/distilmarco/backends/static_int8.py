@@ -43,7 +43,7 @@ import numpy as np
 from distilmarco.backends.export import export_dir, onnx_model, sha256_file
 from distilmarco.errors import BackendError, InputError, MissingExtraError
 from distilmarco.model.st_format import SentenceModelSpec
-from distilmarco.tokenize import Tokenizer
+from distilmarco.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 

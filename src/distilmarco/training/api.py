@@ -16,7 +16,7 @@ from distilmarco.errors import InputError
 from distilmarco.model.hub import DEFAULT_MODEL, resolve
 from distilmarco.model.sentence import load_sentence_module
 from distilmarco.model.st_format import SentenceModelSpec
-from distilmarco.tokenize import Tokenizer
+from distilmarco.tokenizer import Tokenizer
 from distilmarco.training.card import write_card
 from distilmarco.training.config import TrainConfig, TrainResult
 from distilmarco.training.data import Requirements, read_examples, summarize

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from distilmarco.encoder import pad_batch
-from distilmarco.tokenize import Tokenizer
+from distilmarco.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch
 from distilmarco.errors import InputError
 from distilmarco.model.sentence import SentenceModule
 from distilmarco.model.st_write import Layout, save_sentence_model
-from distilmarco.tokenize import Tokenizer
+from distilmarco.tokenizer import Tokenizer
 from distilmarco.training.batch import Batch, Tokens, collate
 from distilmarco.training.config import EvalRecord, TrainConfig, TrainResult
 from distilmarco.training.data import Example, margins_of, read_examples
