@@ -168,6 +168,7 @@ def search_case(n: int, n_queries: int, keep: Path | None = None) -> dict[str, A
 
 def _measure(folder: Path, n: int, n_queries: int) -> dict[str, Any]:
     from distilmarco.index import Index
+    from distilmarco.index.sqlite import SqliteStorage
 
     build = synthetic_index(folder, n)
     db = folder / "s.db"
@@ -180,7 +181,8 @@ def _measure(folder: Path, n: int, n_queries: int) -> dict[str, Any]:
     t = time.perf_counter()
     index.search_vector(queries[0], 10, exact=False)
     first_ann_s = time.perf_counter() - t
-    graphs = index.caches.ann()
+    assert isinstance(index.store, SqliteStorage)
+    graphs = index.store.caches.ann()
     graphs.wait_verified()  # the stored vectors' check, and the move onto huge pages, are done
     settled_s = open_s + time.perf_counter() - t
     ann_p50, ann_p99, approx = latency(lambda q: index.search_vector(q, 10, exact=False), queries)

@@ -13,7 +13,7 @@ import pytest
 from distilmarco.errors import IndexStoreError, InputError, ModelMismatchError, NotFoundError
 from distilmarco.index import Index
 from distilmarco.index.chunking import ChunkConfig, chunk_spans
-from distilmarco.index.search import reciprocal_rank_fusion
+from distilmarco.index.scoring import reciprocal_rank_fusion
 from distilmarco.index.store import APPLICATION_ID, MIGRATIONS
 
 DOCS = {
@@ -360,7 +360,7 @@ def test_optimize_prunes_tombstones_and_old_caches_rebuild(tmp_path: Path, tiny_
             raw.close()
         hits = first.search("topic", 20)  # older than the pruned tombstones: rebuilt, not replayed
         assert sorted(h.id for h in hits) == sorted(ids[5:])
-        assert first.caches.matrix().live == 15
+        assert first.store.caches.matrix().live == 15
         assert first.search("rewritten document seven", 1)[0].id == "d7"
 
 
@@ -372,7 +372,7 @@ def test_float16_matrix_rescores_to_float32_results(index: Index, tiny_encoder) 
             np.testing.assert_allclose(
                 [h.score for h in rescored], [h.score for h in full], rtol=1e-6
             )
-        assert half.caches.matrix().matrix.dtype == np.float16
+        assert half.store.caches.matrix().matrix.dtype == np.float16
     with pytest.raises(InputError, match="matrix_dtype 'int4'"):
         Index(index.path, matrix_dtype="int4")  # type: ignore[arg-type]
 

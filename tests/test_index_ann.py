@@ -59,7 +59,9 @@ def reopen_and_compare(db: Path, encoder, expect_event: str) -> None:  # type: i
     with Index(db, encoder) as ix:
         exact = results(ix, exact=True)
         approx = results(ix, exact=False)
-        assert ix.caches.last_ann_event.startswith(expect_event), ix.caches.last_ann_event
+        assert ix.store.caches.last_ann_event.startswith(expect_event), (
+            ix.store.caches.last_ann_event
+        )
         # HNSW is approximate (and its multi-threaded build is not deterministic): near-equal
         # results, and every document it returns scored exactly as exact search scores it.
         scored = {(n, *pair) for n, result in enumerate(exact) for pair in result}
@@ -68,7 +70,7 @@ def reopen_and_compare(db: Path, encoder, expect_event: str) -> None:  # type: i
         for n, query in enumerate(QUERIES):
             full = {h.id: round(h.score, 5) for h in ix.search(query, 10_000, exact=True)}
             assert all(full[i] == score for i, score in approx[n])
-        ann = ix.caches.ann()
+        ann = ix.store.caches.ann()
         chunks = ix.store.counts().chunks
         assert len(ann) == chunks and ann.seq == ix.store.counts().seq
     # the file on disk was repaired (or kept) and now covers the store
@@ -115,9 +117,11 @@ def test_damaged_vectors_of_a_big_file_are_found_after_loading_and_rebuilt(  # t
     with pytest.raises(IndexStoreError, match="damaged"):
         loaded.save(tmp_path / "copy.ann")
     with Index(built, tiny_encoder) as ix:
-        ix.caches.ann().wait_verified()
+        ix.store.caches.ann().wait_verified()
         ix.search(QUERIES[0], 5, exact=False)  # the next use rebuilds, and saves a sound file
-        assert ix.caches.last_ann_event.startswith("rebuilt: ANN file"), ix.caches.last_ann_event
+        assert ix.store.caches.last_ann_event.startswith("rebuilt: ANN file"), (
+            ix.store.caches.last_ann_event
+        )
     assert AnnIndex.load(path).wait_verified()
     reopen_and_compare(built, tiny_encoder, "loaded")
 
@@ -149,7 +153,7 @@ def test_foreign_or_future_ann_file_is_rebuilt(built: Path, tmp_path: Path, tiny
 
     backup = tmp_path / "backup.db"
     with Index(built) as ix:  # a consistent copy of the store at its current sequence
-        ix.store._db.execute(f"VACUUM INTO '{backup}'")
+        ix.store.db.backup(backup)
     with Index(built, tiny_encoder) as ix:
         ix.add(["late"], ["a document added after the backup"])
         ix.optimize()
@@ -507,7 +511,7 @@ def test_index_close_waits_for_a_compaction_and_saves_it(
         ix.search("lift on a wing", 3)  # loads the file
         ix.delete([f"d{i}" for i in range(100)])  # a third of the slots
         ix.search("lift on a wing", 3)  # catches up: the compaction starts, held at the gate
-        ann = ix.caches.ann()
+        ann = ix.store.caches.ann()
         assert ann.compacting == 1 and ann.generation == 0
         threading.Timer(0.5, release.set).start()  # lets it finish once close() is waiting
     assert ann.compacting == 0 and ann.generation == 1

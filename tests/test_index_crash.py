@@ -199,7 +199,7 @@ def check_store(db: Path, encoder, must_have: dict[str, int], rng: random.Random
             assert per_doc[doc.id] == len(spans), (doc.id, per_doc[doc.id], len(spans))
             assert doc.text.startswith(doc.id)
         # the ANN cache, loaded from its file (maybe stale or torn) and caught up, agrees with the store
-        ann = index.caches.ann(persist=False)
+        ann = index.store.caches.ann(persist=False)
         with sqlite3.connect(db) as raw2:
             chunk_ids = {r[0] for r in raw2.execute("SELECT chunk FROM chunks")}
         assert set(ann.keys().tolist()) == chunk_ids

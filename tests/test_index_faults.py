@@ -64,12 +64,11 @@ def test_keys_with_quotes_and_backslashes_can_be_filtered(
 
 
 def test_a_full_disk_keeps_the_real_error_and_the_data(index: Index) -> None:
-    db = index.store._db
-    pages = db.execute("PRAGMA page_count").fetchone()[0]
-    db.execute(f"PRAGMA max_page_count = {pages}")  # the file may not grow: as a full disk
+    store = index.store.db
+    store.set_max_pages(store.page_count())  # the file may not grow: as a full disk
     with pytest.raises(IndexFullError, match=r"full.*nothing was written"):
         index.add(["big"], ["a long document about planes and wings " * 2000])
-    db.execute("PRAGMA max_page_count = 1073741823")
+    store.set_max_pages(None)
     assert index.count() == 3 and "big" not in index
     index.add(["big"], ["now it fits"])
     assert index.get("big").text == "now it fits"
@@ -99,7 +98,7 @@ def test_a_folder_at_the_ann_path_is_rebuilt_around(tiny_encoder, tmp_path: Path
         for _ in range(3):
             assert {h.id for h in idx.search("planes", k=2)} == {"a", "b"}
         assert idx.stats().ann["valid"] is False
-        assert "rebuilt" in idx.caches.last_ann_event
+        assert "rebuilt" in idx.store.caches.last_ann_event
 
 
 def test_a_truncated_ann_file_never_kills_the_process(tiny_model_dir, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

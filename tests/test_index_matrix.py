@@ -11,9 +11,11 @@ import pytest
 
 from distilmarco.errors import InputError
 from distilmarco.index import Index
-from distilmarco.index.rescore import rescore
-from distilmarco.index.search import VectorMatrix, best_per_document, quantize_int8
-from distilmarco.index.store import Changes, ChunkRow, DocumentRow, Store
+from distilmarco.index.matrix import VectorMatrix, quantize_int8
+from distilmarco.index.reader import Candidates, Changes
+from distilmarco.index.scoring import best_per_document, rescore
+from distilmarco.index.storage import ChunkRow, DocumentRow
+from distilmarco.index.store import Store
 
 DIM = 768
 
@@ -56,14 +58,14 @@ def test_reduced_matrix_top10_equals_float32_brute_force(synthetic, dtype: str) 
             np.testing.assert_allclose(
                 [h.score for h in hits], (vectors @ q)[truth], rtol=1e-5, atol=1e-6
             )
-        assert reduced.caches.matrix().matrix.dtype == np.dtype(dtype)
+        assert reduced.store.caches.matrix().matrix.dtype == np.dtype(dtype)
 
 
 def test_int8_matrix_is_a_quarter_and_document_vectors_dequantised(synthetic) -> None:  # type: ignore[no-untyped-def]
     db, vectors = synthetic
     with Index(db, matrix_dtype="int8") as small, Index(db) as full:
-        m = small.caches.matrix()
-        assert m.matrix.nbytes == full.caches.matrix().matrix.nbytes // 4
+        m = small.store.caches.matrix()
+        assert m.matrix.nbytes == full.store.caches.matrix().matrix.nbytes // 4
         ids, means = small.all_vectors()
         assert ids[:3] == ["d0", "d1", "d2"]
         cos = np.einsum("ij,ij->i", means, vectors)  # one chunk per document: its own vector
@@ -122,9 +124,9 @@ def test_rescore_reads_only_what_can_matter_and_equals_rescoring_all() -> None:
     chunks = np.argsort(-(vectors @ query))[:80]
     read: list[int] = []
 
-    def fetch(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def fetch(ids: np.ndarray) -> Candidates:
         read.extend(ids.tolist())
-        return ids, docs[ids], vectors[ids]
+        return Candidates(ids, docs[ids], vectors[ids], {})
 
     truth = rescore(fetch, chunks, None, query, "cosine", 10)
     assert len(read) == 80
@@ -140,9 +142,11 @@ def test_rescore_reads_only_what_can_matter_and_equals_rescoring_all() -> None:
     np.testing.assert_array_equal(got[1], truth[1])
     assert len(read) <= 20  # 10 documents of 2 chunks each; nothing else came near
 
-    def fetch_single(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def fetch_single(ids: np.ndarray) -> Candidates:
         read.extend(ids.tolist())
-        return ids, ids, vectors[ids]  # one chunk per document (the document is the chunk)
+        return Candidates(
+            ids, ids, vectors[ids], {}
+        )  # one chunk per document (the document is the chunk)
 
     read.clear()  # the k winners are read, and only what comes within the margin of them
     got = rescore(fetch_single, chunks, approx, query, "cosine", 10)

@@ -15,7 +15,7 @@ from distilmarco import Encoder
 from distilmarco.cli import main
 from distilmarco.errors import ModelMismatchError
 from distilmarco.index import Index
-from distilmarco.index.validate import display_name, folder_fingerprint
+from distilmarco.index.identity import display_name, folder_fingerprint
 
 DOCS = {"wing": "Wings make lift so planes fly.", "boat": "Boats float on water."}
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from test_server_support import wait_ready
 
-from distilmarco.index.validate import display_name
+from distilmarco.index.identity import display_name
 from distilmarco.server import ServerSettings, create_app
 
 LIMITS = dict(max_inputs=8, max_input_chars=2000, max_body_bytes=20_000)

@@ -17,7 +17,7 @@ import openai
 import pytest
 from test_server_support import EncoderProxy, HeldBackend, running, wait_ready_url
 
-from distilmarco.index.validate import display_name
+from distilmarco.index.identity import display_name
 from distilmarco.server import ServerSettings, create_app
 
 KEY = "live-test-key-0123"

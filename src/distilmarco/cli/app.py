@@ -15,7 +15,7 @@ from rich.text import Text
 
 if TYPE_CHECKING:
     from distilmarco.encoder import Encoder
-    from distilmarco.index.validate import Engine
+    from distilmarco.index.identity import Engine
 
 # One name per concept, the same in every command (tests/test_cli_vocabulary.py checks them).
 VOCABULARY: dict[str, tuple[str, ...]] = {
@@ -163,7 +163,7 @@ def engine(
     backend: str | None, precision: str | None, device: str, batch_tokens: int | None
 ) -> Engine:
     """The engine options of a command, as the library takes them."""
-    from distilmarco.index.validate import Engine
+    from distilmarco.index.identity import Engine
 
     return Engine(backend, precision, device, batch_tokens)
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from distilmarco.encoder import Encoder
     from distilmarco.index import Index
-    from distilmarco.index.validate import Engine
+    from distilmarco.index.identity import Engine
 
 IndexOption = typer.Option(None, "--index", help="Index file (see `distilmarco index`)")
 OutputOption = typer.Option(

@@ -26,7 +26,7 @@ from distilmarco.cli.app import (
 
 if TYPE_CHECKING:
     from distilmarco.index import Index
-    from distilmarco.index.validate import Engine
+    from distilmarco.index.identity import Engine
 
 index_app = typer.Typer(
     help="Build and search a semantic index (one SQLite file).",

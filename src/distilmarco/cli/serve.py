@@ -110,7 +110,7 @@ def serve(
         from distilmarco.errors import MissingExtraError
 
         raise MissingExtraError(exc.name or "fastapi", "server", "distilmarco serve") from exc
-    from distilmarco.index.validate import Engine
+    from distilmarco.index.identity import Engine
 
     settings = ServerSettings(
         host=host,

@@ -14,8 +14,8 @@ from pathlib import Path
 from distilmarco.errors import IndexStoreError
 from distilmarco.index.ann import AnnIndex
 from distilmarco.index.ann_file import read_stamp
-from distilmarco.index.scan import merge_pages, scan_changes
-from distilmarco.index.search import VectorMatrix
+from distilmarco.index.matrix import VectorMatrix
+from distilmarco.index.reader import merge_pages, scan_changes
 from distilmarco.index.store import Store
 
 log = logging.getLogger(__name__)

@@ -1,46 +1,41 @@
-"""``Index``: documents in, passages out. Composes the store (truth), the chunker, the encoder and
-the search caches; every piece lives in its own module.
+"""``Index``: documents in, passages out. Composes the storage (the truth and its search, behind the
+``Storage`` protocol), the chunker and the encoder.
 
-Write path: validate -> chunk -> embed (no lock held) -> one short write transaction.
-Read path: dense (exact matrix or HNSW + full-precision rescoring), BM25 (FTS5), or hybrid (RRF).
+Write path: validate -> chunk -> embed (no lock held) -> one short write (``Storage.put``).
+Read path: check and embed the query here, then ``storage.searcher`` (``searcher.py`` for SQLite).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from distilmarco.errors import InputError, NotFoundError
-from distilmarco.index.caches import Caches
 from distilmarco.index.chunking import ChunkConfig, chunk_spans
-from distilmarco.index.filters import compile_where
-from distilmarco.index.queries import Passage
-from distilmarco.index.rescore import MARGIN, rescore
-from distilmarco.index.search import (
-    MATRIX_DTYPES,
-    best_per_document,
-    fts_query,
-    prepare,
-    reciprocal_rank_fusion,
-)
-from distilmarco.index.store import ChunkRow, DocumentRow, Store, StoredDocument
-from distilmarco.index.validate import (
+from distilmarco.index.identity import (
     Engine,
-    check_ids,
     check_same_model,
-    content_hash,
     load_recorded_encoder,
     model_meta,
-    validate_documents,
 )
+from distilmarco.index.searcher import AnnPolicy
+from distilmarco.index.sqlite import SqliteStorage
+from distilmarco.index.storage import (
+    ChunkRow,
+    DocumentRow,
+    Hit,
+    Storage,
+    StoredDocument,
+    VectorSpace,
+)
+from distilmarco.index.validate import check_ids, content_hash, validate_documents
+from distilmarco.vectors import prepare
 
 if TYPE_CHECKING:
     from distilmarco.encoder import Encoder
@@ -51,26 +46,9 @@ Mode = Literal["dense", "bm25", "hybrid"]
 EmbedFn = Callable[[list[str]], np.ndarray]  # texts -> raw (N, D) vectors, in place of the encoder
 MODES = ("dense", "bm25", "hybrid")
 DEFAULT_PATH = "distilmarco.db"
-ANN_THRESHOLD = 50_000  # live chunks above which dense search uses HNSW by default
-HYBRID_DEPTH = 100  # documents each ranking contributes to the fusion
 
 Document = StoredDocument
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One search result: a document and its best passage (``text[start:end]`` of the document).
-
-    ``score`` is the model's similarity for dense search (cosine for msmarco-distilbert-base-v4),
-    the BM25 score for ``bm25`` and the reciprocal-rank-fusion score for ``hybrid``.
-    """
-
-    id: str
-    score: float
-    passage: str
-    start: int
-    end: int
-    metadata: dict[str, Any] = field(default_factory=dict)
+__all__ = ["Document", "Hit", "Index", "IndexStats"]
 
 
 @dataclass(frozen=True)
@@ -114,25 +92,24 @@ class Index:
         *,
         chunk_tokens: int | None = None,
         chunk_overlap: int | None = None,
-        ann: Literal["auto", "always", "never"] = "auto",
+        ann: AnnPolicy = "auto",
         matrix_dtype: Literal["float32", "float16", "int8"] = "float32",
         busy_timeout: float = 30.0,
         create: bool = True,
         engine: Engine | None = None,
     ) -> None:
-        if ann not in ("auto", "always", "never"):
-            raise InputError(f"ann {ann!r} is not one of 'auto', 'always', 'never'")
-        if matrix_dtype not in MATRIX_DTYPES:
-            raise InputError(
-                f"matrix_dtype {matrix_dtype!r} is not one of {', '.join(MATRIX_DTYPES)}"
-            )
-        self.matrix_dtype = matrix_dtype
         self.path = Path(path)
-        self.ann_policy = ann
-        self.store = Store(self.path, busy_timeout=busy_timeout, create=create)
+        self.store: Storage = SqliteStorage(
+            self.path,
+            self._vector_space,
+            ann=ann,
+            matrix_dtype=matrix_dtype,
+            busy_timeout=busy_timeout,
+            create=create,
+        )
         self._encoder: Encoder | None = None
         self._chunk_request = (chunk_tokens, chunk_overlap)
-        self._caches: Caches | None = None
+        self._space: VectorSpace | None = None
         self._chunking: ChunkConfig | None = None
         if (
             engine is not None
@@ -153,10 +130,7 @@ class Index:
         self.close()
 
     def close(self) -> None:
-        """Save a caught-up ANN cache if one is in memory (after any compaction of it that is
-        running), then close the file."""
-        if self._caches is not None:
-            self._caches.close()
+        """Close the storage (it first saves what its caches have caught up)."""
         self.store.close()
 
     # --- the model ------------------------------------------------------------------------------
@@ -201,17 +175,15 @@ class Index:
             "chunk_overlap": str(self.chunking.overlap),
         }
 
-    @property
-    def caches(self) -> Caches:
-        if self._caches is None:
+    def _vector_space(self) -> VectorSpace:
+        """The stored vectors' length and similarity: as recorded, else the encoder's."""
+        if self._space is None:
             meta = self.store.meta()
             if "dimension" in meta:
-                dim, sim = int(meta["dimension"]), meta["similarity"]
+                self._space = VectorSpace(int(meta["dimension"]), meta["similarity"])
             else:
-                dim, sim = self.encoder.dimension, self.encoder.similarity
-            ann_path = self.path.with_name(self.path.name + ".ann")
-            self._caches = Caches(self.store, dim, sim, ann_path, self.matrix_dtype)
-        return self._caches
+                self._space = VectorSpace(self.encoder.dimension, self.encoder.similarity)
+        return self._space
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -301,18 +273,16 @@ class Index:
     def reindex(self, encoder: Encoder | str | os.PathLike[str]) -> int:
         """Re-embed every document with ``encoder`` (another model or chunking) in one transaction."""
         new = self._as_encoder(encoder)
-        self._encoder, self._caches = new, None
+        self._encoder, self._space = new, None
         window, overlap = self._chunk_request
         self._chunking = ChunkConfig.for_model(new.max_seq_length, window, overlap)
-        expect_seq, _ = self.store.seq()
-        docs = list(self.store.iter_documents())
+        expect_seq = self.store.sequence()
+        docs = list(self.store.documents())
         rows = self._embed_documents(
             [d.id for d in docs], [d.text for d in docs], ["{}"] * len(docs)
         )
-        doc_rows = self.store.doc_rows([d.id for d in docs])
-        rows_by_doc = {doc_rows[r.id]: r.chunks for r in rows if r.id in doc_rows}
-        self.store.replace_all(rows_by_doc, self._model_meta(), expect_seq)
-        self._caches = None  # rebuilt for the new dimension and similarity on next use
+        self.store.replace_passages(rows, self._model_meta(), expect_seq)
+        self._space = None  # the storage now records the new model's
         return len(docs)
 
     # --- reading ------------------------------------------------------------------------------
@@ -334,10 +304,10 @@ class Index:
 
     def documents(self) -> Iterator[Document]:
         """Every document (id, text, metadata, ...) in insertion order."""
-        return self.store.iter_documents()
+        return self.store.documents()
 
     def ids(self) -> list[str]:
-        return [d.id for d in self.store.iter_documents()]
+        return [d.id for d in self.store.documents()]
 
     def content_hashes(self, ids: Sequence[str]) -> dict[str, str]:
         """id -> SHA-256 of the stored text, for the ids that exist (incremental indexing)."""
@@ -346,32 +316,23 @@ class Index:
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """Document vectors (N, D), row i for ids[i]: the mean of the document's chunk vectors,
         re-normalised for cosine models (for a one-chunk document, its chunk's vector)."""
-        found = self.store.doc_vectors(list(ids), self.caches.dimension)
+        space = self._vector_space()
+        found = self.store.passage_vectors(ids)
         missing = [i for i in ids if i not in found]
         if missing:
             raise NotFoundError(f"{len(missing)} id(s) not in the index, e.g. {missing[0]!r}")
         out = (
             np.stack([found[i].mean(axis=0) for i in ids])
             if ids
-            else np.zeros((0, self.caches.dimension), np.float32)
+            else np.zeros((0, space.dimension), np.float32)
         )
-        return prepare(out, self.caches.similarity)
+        return prepare(out, space.similarity)
 
     def all_vectors(self) -> tuple[list[str], np.ndarray]:
         """Every document's vector at once (same definition as ``vectors``), with the ids in
         insertion order: one pass over the in-memory matrix, for clustering or duplicate mining."""
-        m = self.caches.matrix()
-        docs, matrix = m.docs[m.alive], m.rows()[m.alive]
-        order = np.argsort(docs, kind="stable")
-        docs, matrix = docs[order], matrix[order]
-        rows, first, counts = np.unique(docs, return_index=True, return_counts=True)
-        if not len(rows):
-            return [], np.zeros((0, self.caches.dimension), np.float32)
-        means = np.add.reduceat(matrix, first, axis=0) / counts[:, None]
-        names = self.store.doc_ids(rows)  # a document deleted since the scan is left out
-        keep = np.asarray([int(r) in names for r in rows], dtype=bool)
-        ids = [names[int(r)] for r in rows[keep]]
-        return ids, prepare(means[keep], self.caches.similarity)
+        ids, means = self.store.document_means()
+        return ids, prepare(means, self._vector_space().similarity)
 
     def search(
         self,
@@ -395,16 +356,12 @@ class Index:
             raise InputError("query must be a non-empty string")
         k = _check_k(k)
         if mode == "bm25":
-            return self._bm25(query, k, where)
-        vector = self._embed_query(query) if embed is None else embed([query])[0]
+            return self.store.searcher.bm25(query, k, where=where)
+        raw = self._embed_query(query) if embed is None else embed([query])[0]
+        vector = self._query_vector(raw)
         if mode == "dense":
-            return self.search_vector(vector, k, where=where, exact=exact)
-        depth = max(k, HYBRID_DEPTH)
-        dense = self.search_vector(vector, depth, where=where, exact=exact)
-        lexical = self._bm25(query, depth, where)
-        by_id = {h.id: h for h in lexical} | {h.id: h for h in dense}
-        fused = reciprocal_rank_fusion([[h.id for h in dense], [h.id for h in lexical]])
-        return [_rescored(by_id[i], score) for i, score in fused[:k]]
+            return self.store.searcher.dense(vector, k, where=where, exact=exact)
+        return self.store.searcher.hybrid(query, vector, k, where=where, exact=exact)
 
     def _embed_query(self, query: str) -> np.ndarray:
         return self.encoder.encode([query], truncation="count")[0]
@@ -420,115 +377,35 @@ class Index:
     ) -> list[Hit]:
         """Documents nearest to ``vector`` (e.g. ``vectors([id])[0]`` for "more like this")."""
         k = _check_k(k)
-        dim, similarity = self.caches.dimension, self.caches.similarity
+        query = self._query_vector(vector)
+        return self.store.searcher.dense(
+            query, k, where=where, exclude_ids=exclude_ids, exact=exact
+        )
+
+    def _query_vector(self, vector: np.ndarray) -> np.ndarray:
+        """A query vector checked against the stored ones and prepared (unit length for cosine)."""
+        space = self._vector_space()
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
-        if query.shape != (dim,) or not np.isfinite(query).all():
-            raise InputError(f"query vector must be {dim} finite numbers, got shape {query.shape}")
-        query = prepare(query, similarity)
-        if where is None and not exclude_ids and self._use_ann(exact):
-            return self._ann_search(query, k)
-        m = self.caches.matrix()
-        mask = None
-        if where:
-            sql, params = compile_where(where, self.store.metadata_keys())
-            mask = np.isin(m.docs, self.store.docs_matching(sql, params))
-        if exclude_ids:
-            excluded = np.fromiter(self.store.doc_rows(list(exclude_ids)).values(), dtype=np.int64)
-            keep = ~np.isin(m.docs, excluded)
-            mask = keep if mask is None else mask & keep
-        scores = m.scores(query, similarity, mask)
-        if m.exact:
-            pos, best = best_per_document(scores, m.docs, k)
-            live = np.isfinite(best)
-            return self._hits(m.keys[pos[live]], best[live])
-        # A float16 or int8 matrix only nominates: rescore the best candidates at full precision.
-        pos, best = best_per_document(scores, m.docs, max(4 * k, 40))
-        return self._rescored_hits(m.keys[pos[np.isfinite(best)]], query, k)
-
-    def _use_ann(self, exact: bool | None) -> bool:
-        if exact is not None:
-            return not exact
-        if self.ann_policy != "auto":
-            return self.ann_policy == "always"
-        return (
-            self.caches.similarity != "manhattan" and self.caches.chunk_count()[1] >= ANN_THRESHOLD
-        )
-
-    def _ann_search(self, query: np.ndarray, k: int) -> list[Hit]:
-        """HNSW candidates, rescored with the store's full-precision vectors, best chunk per doc."""
-        ann = self.caches.ann()
-        # twice k documents' worth of chunks: HNSW scores are float32-exact (see ``rescore``), and
-        # a Panorama part prunes the harder the fewer results it keeps (200k clustered vectors,
-        # ef 160, median of four passes: 1.37 / 1.46 / 1.59 ms for 10 / 20 / 40 results)
-        want = math.ceil(2 * k * max(1.0, self.caches.chunks_per_document(ann)))
-        while True:  # widen until the candidates span k documents (or hold everything)
-            chunks, approx = ann.search_scored(query, want)
-            hits = self._rescored_hits(chunks, query, k, approx, ann.score_margin)
-            if len(hits) >= k or want >= len(ann):
-                return hits
-            want *= 4
-
-    def _rescored_hits(
-        self,
-        chunks: np.ndarray,
-        query: np.ndarray,
-        k: int,
-        approx: np.ndarray | None = None,
-        margin: float = MARGIN,
-    ) -> list[Hit]:
-        """Score candidate chunks with the store's float32 vectors; best chunk per document."""
-        passages: dict[int, Passage] = {}
-
-        def fetch(some: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            keys, docs, vectors, found = self.store.candidates(some, self.caches.dimension)
-            passages.update(found)
-            return keys, docs, vectors
-
-        keys, scores = rescore(fetch, chunks, approx, query, self.caches.similarity, k, margin)
-        return self._hits(keys, scores, passages)
-
-    def _bm25(self, query: str, k: int, where: Mapping[str, Any] | None) -> list[Hit]:
-        match = fts_query(query)
-        if match is None:
-            return []
-        sql, params = compile_where(where, self.store.metadata_keys()) if where else (None, [])
-        rows = self.store.bm25(match, k, sql, params)
-        return self._hits(
-            np.asarray([c for c, _ in rows], np.int64), np.asarray([s for _, s in rows])
-        )
-
-    def _hits(
-        self, chunks: np.ndarray, scores: np.ndarray, passages: dict[int, Passage] | None = None
-    ) -> list[Hit]:
-        """Hits for chunk ids, with their passages (read now unless already at hand)."""
-        info = self.store.passages(chunks) if passages is None else passages
-        hits = []
-        for chunk, score in zip(chunks.tolist(), scores.tolist(), strict=True):
-            if chunk in info:  # a concurrent delete may have removed it since the scan
-                id_, start, end, passage, meta = info[chunk]
-                metadata = {} if meta == "{}" else json.loads(meta)  # the common case, cheaply
-                hits.append(Hit(id_, float(score), passage, start, end, metadata))
-        return hits
+        if query.shape != (space.dimension,) or not np.isfinite(query).all():
+            raise InputError(
+                f"query vector must be {space.dimension} finite numbers, got shape {query.shape}"
+            )
+        return prepare(query, space.similarity)
 
     # --- maintenance ----------------------------------------------------------------------------
 
     def optimize(self) -> None:
-        """Bring the ANN file up to date with the store and save it (e.g. after a bulk add), then
-        forget the tombstones it covers (caches in other processes older than that rebuild)."""
-        if self.store.counts().chunks:
-            self.caches.ann(persist=False)
-            if self.caches.save_ann():
-                self.store.prune_tombstones(self.caches.saved_seq)
+        """Bring the derived search structures (the ANN file) up to date with the documents and
+        save them, e.g. after a bulk add."""
+        self.store.optimize()
 
     def optimize_if_large(self) -> None:
-        """``optimize`` when dense search would use HNSW (above ``ANN_THRESHOLD`` chunks)."""
-        if self._use_ann(None) and self.caches.similarity != "manhattan":
-            self.optimize()
+        """``optimize`` when dense search would use them (past ``searcher.ANN_THRESHOLD``)."""
+        self.store.optimize(if_large=True)
 
     def stats(self) -> IndexStats:
         counts = self.store.counts()
         meta = self.store.meta()
-        size = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
 
         def num(key: str) -> int | None:
             return int(meta[key]) if key in meta else None
@@ -546,8 +423,8 @@ class Index:
             similarity=meta.get("similarity"),
             chunk_window=num("chunk_window"),
             chunk_overlap=num("chunk_overlap"),
-            file_bytes=size,
-            ann=self.caches.ann_file_stamp() if "dimension" in meta else {"present": False},
+            file_bytes=self.store.size_bytes(),
+            ann=self.store.cache_stats(),
             model_name=meta.get("model_name"),
             fingerprint=meta.get("fingerprint"),
             backend=meta.get("backend"),
@@ -562,7 +439,3 @@ def _check_k(k: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
         raise InputError(f"k must be a positive integer, got {k!r}")
     return int(k)
-
-
-def _rescored(hit: Hit, score: float) -> Hit:
-    return Hit(hit.id, score, hit.passage, hit.start, hit.end, hit.metadata)

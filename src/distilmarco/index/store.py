@@ -5,10 +5,10 @@ One file in WAL mode. Tables: ``documents`` (external id, text, JSON metadata, c
 ``chunks_fts`` (FTS5 over the passages, for BM25), ``tombstones`` (chunks removed, with the
 sequence that removed them, so caches can catch up) and ``state`` (the sequence number, bumped in
 every write transaction). Row ids come from AUTOINCREMENT and are never reused, so a cache keyed by
-chunk id can replay the changes since its sequence (``scan.scan_changes``) without ambiguity.
+chunk id can replay the changes since its sequence (``StoreReader.scan``) without ambiguity.
 
 The store knows nothing about models or embeddings: callers hand it finished rows. This module
-opens, migrates and writes; the reading queries live in ``queries.py`` (``StoreQueries``).
+opens, migrates and writes; the reading queries live in ``reader.py`` (``store.reader``).
 """
 
 from __future__ import annotations
@@ -18,24 +18,21 @@ import logging
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from distilmarco.errors import IndexBusyError, IndexFullError, IndexStoreError, InputError
-from distilmarco.index.queries import Changes as Changes
-from distilmarco.index.queries import Counts as Counts
-from distilmarco.index.queries import StoredDocument as StoredDocument
-from distilmarco.index.queries import StoreQueries
-from distilmarco.index.queries import blobs_to_matrix as blobs_to_matrix
+from distilmarco.index.reader import StoreReader, existing_ids
+from distilmarco.index.storage import ChunkRow as ChunkRow
+from distilmarco.index.storage import DocumentRow as DocumentRow
+from distilmarco.index.storage import ModelCheck
 
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x444D4958  # "DMIX": marks the file as a distilmarco index
-READER_CACHE_KIB = 65536  # the reading connection's page cache (SQLite's default: 2,000 KiB)
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE state (id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL,
@@ -69,26 +66,9 @@ CREATE VIRTUAL TABLE chunks_fts USING fts5(text, tokenize = 'porter unicode61 re
 MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
 
 
-@dataclass(frozen=True)
-class ChunkRow:
-    """One passage of a document, ready to store: span in the document text and its vector."""
-
-    start: int
-    end: int
-    vector: np.ndarray  # (D,) float32
-
-
-@dataclass(frozen=True)
-class DocumentRow:
-    id: str
-    text: str
-    metadata_json: str
-    content_hash: str
-    chunks: tuple[ChunkRow, ...]
-
-
-class Store(StoreQueries):
-    """A connection to one index file. Thread-safe (one lock); many processes may share the file."""
+class Store:
+    """The writing connection to one index file, and its ``reader``. Thread-safe (one lock per
+    connection); many processes may share the file."""
 
     def __init__(
         self, path: str | Path, *, busy_timeout: float = 30.0, create: bool = True
@@ -101,8 +81,7 @@ class Store(StoreQueries):
             raise InputError(f"index path {self.path} is a folder, expected a file")
         if not self.path.parent.is_dir():
             raise InputError(f"folder {self.path.parent} of index {self.path.name} does not exist")
-        self._lock = threading.RLock()  # the writing connection
-        self._rlock = threading.RLock()  # the reading one: reads never wait behind a writer
+        self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -113,14 +92,7 @@ class Store(StoreQueries):
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
             self._migrate()
-            self._reader = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self._reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            self._reader.execute("PRAGMA query_only = ON")
-            # Room for the B-trees' inner pages at 1M chunks (about 13 MiB), so a search's random
-            # rows cost one page read each: 10 candidates 106 -> 79 us.
-            self._reader.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
+            self.reader = StoreReader(self.path, busy_timeout)
         except sqlite3.DatabaseError as exc:
             self._close_quietly()
             raise IndexStoreError(f"{self.path} is not a usable distilmarco index: {exc}") from exc
@@ -160,10 +132,10 @@ class Store(StoreQueries):
                 db.execute(f"PRAGMA user_version = {number + 1}")
 
     def close(self) -> None:
-        with self._lock, self._rlock:
+        with self._lock:
             self._db.close()
-            if hasattr(self, "_reader"):
-                self._reader.close()
+            if hasattr(self, "reader"):
+                self.reader.close()
 
     def _close_quietly(self) -> None:
         with suppress(sqlite3.Error, AttributeError):
@@ -174,8 +146,19 @@ class Store(StoreQueries):
     def set_busy_timeout(self, seconds: float) -> None:
         """How long a write waits for another connection's lock before ``IndexBusyError``."""
         with self._lock:
-            self.busy_timeout = seconds
+            self.busy_timeout = self.reader.busy_timeout = seconds
             self._db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
+    def page_count(self) -> int:
+        """Pages the file holds now."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA page_count").fetchone()[0])
+
+    def set_max_pages(self, pages: int | None) -> None:
+        """Let the file grow to at most ``pages`` pages (None: SQLite's limit); a write that needs
+        more fails as on a full disk (``IndexFullError``), for tests and size-capped deployments."""
+        with self._lock:
+            self._db.execute(f"PRAGMA max_page_count = {int(pages or 0x3FFFFFFF)}")
 
     @contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
@@ -226,8 +209,7 @@ class Store(StoreQueries):
     # --- meta --------------------------------------------------------------------------------
 
     def meta(self) -> dict[str, str]:
-        with self._reading():
-            return dict(self._reader.execute("SELECT key, value FROM meta").fetchall())
+        return self.reader.meta()
 
     def set_meta(self, values: Mapping[str, str]) -> None:
         with self.write() as db:
@@ -240,9 +222,14 @@ class Store(StoreQueries):
 
     def seq(self) -> tuple[int, int]:
         """(sequence number, highest sequence whose tombstones were pruned)."""
-        with self._reading():
-            seq, pruned = self._reader.execute("SELECT seq, pruned FROM state").fetchone()
-        return int(seq), int(pruned)
+        return self.reader.seq()
+
+    def chunk_count(self) -> tuple[int, int]:
+        """(sequence, number of chunks) in one snapshot (see ``StoreReader``)."""
+        return self.reader.chunk_count()
+
+    def document_count(self) -> int:
+        return self.reader.document_count()
 
     # --- writing -----------------------------------------------------------------------------
 
@@ -252,7 +239,7 @@ class Store(StoreQueries):
         *,
         replace: bool,
         meta: Mapping[str, str] | None = None,
-        check: Callable[[Mapping[str, str], Mapping[str, str]], None] | None = None,
+        check: ModelCheck | None = None,
     ) -> int:
         """Insert documents in one transaction; with ``replace`` existing ids are overwritten.
 
@@ -264,7 +251,7 @@ class Store(StoreQueries):
                 check(dict(db.execute("SELECT key, value FROM meta").fetchall()), meta)
             if meta:
                 self._set_meta(db, meta)
-            existing = self._existing(db, [r.id for r in rows])
+            existing = existing_ids(db, [r.id for r in rows])
             if existing and not replace:
                 shown = ", ".join(repr(i) for i in sorted(existing)[:5])
                 raise InputError(
@@ -280,21 +267,22 @@ class Store(StoreQueries):
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id in one transaction; returns how many existed."""
         with self.write() as db:
-            existing = self._existing(db, ids)
+            existing = existing_ids(db, ids)
             if not existing:
                 return 0
             seq = self.bump(db)
             self._delete_docs(db, list(existing.values()), seq)
         return len(existing)
 
-    def replace_all(
+    def replace_passages(
         self,
-        rows_by_doc: Mapping[int, Sequence[ChunkRow]],
+        chunks_by_id: Mapping[str, Sequence[ChunkRow]],
         meta: Mapping[str, str],
         expect_seq: int,
     ) -> None:
-        """Swap every document's chunks and vectors (``reindex``) in one transaction, provided
-        nothing was written since ``expect_seq`` (the snapshot the new vectors were made from)."""
+        """Swap the chunks and vectors of the named documents (``reindex``) in one transaction,
+        provided nothing was written since ``expect_seq`` (the snapshot the new vectors were made
+        from)."""
         with self.write() as db:
             now = int(db.execute("SELECT seq FROM state").fetchone()[0])
             if now != expect_seq:
@@ -303,10 +291,13 @@ class Store(StoreQueries):
                     f"-> {now}); nothing was replaced, run reindex again"
                 )
             seq = self.bump(db)
-            for doc, chunks in rows_by_doc.items():
-                self._delete_chunks(db, [doc], seq)
-                text = db.execute("SELECT text FROM documents WHERE doc = ?", (doc,)).fetchone()[0]
-                self._insert_chunks(db, doc, text, chunks, seq)
+            rows = existing_ids(db, list(chunks_by_id))
+            for id_, chunks in chunks_by_id.items():
+                if id_ not in rows:
+                    continue
+                self._delete_chunks(db, [rows[id_]], seq)
+                text = db.execute("SELECT text FROM documents WHERE doc = ?", (rows[id_],))
+                self._insert_chunks(db, rows[id_], text.fetchone()[0], chunks, seq)
             self._set_meta(db, meta)
 
     def _insert(self, db: sqlite3.Connection, row: DocumentRow, seq: int) -> None:
@@ -349,6 +340,11 @@ class Store(StoreQueries):
             db.executemany("DELETE FROM vectors WHERE chunk = ?", pairs)
             db.executemany("DELETE FROM chunks WHERE chunk = ?", pairs)
             db.executemany("INSERT INTO tombstones VALUES (?, ?)", [(k, seq) for k in keys])
+
+    def backup(self, path: str | Path) -> None:
+        """Write a consistent copy of the file, as of now, to ``path`` (which must not exist)."""
+        with self._lock:
+            self._db.execute("VACUUM INTO ?", (str(path),))
 
     def prune_tombstones(self, upto: int) -> None:
         """Forget removals up to ``upto`` (once a saved cache covers them); caches older rebuild."""

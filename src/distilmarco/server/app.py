@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, Response
 import distilmarco
 from distilmarco.encoder import Encoder
 from distilmarco.errors import DistilmarcoError
-from distilmarco.index.validate import display_name, folder_fingerprint
+from distilmarco.index.identity import display_name, folder_fingerprint
 from distilmarco.server.auth import ApiKeyMiddleware
 from distilmarco.server.guards import RequestGuardMiddleware, allowed_hosts
 from distilmarco.server.http_errors import (

@@ -1,92 +1,17 @@
-"""Exact search, document-level aggregation and rank fusion: pure functions over arrays, plus the
-in-memory matrix of chunk vectors that exact search scans (caught up from the store by sequence).
+"""The in-memory matrix of every live chunk vector that exact dense search scans, caught up from
+the store by sequence number; float32, or float16/int8 to save memory (then candidates are rescored).
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from distilmarco.index.store import Changes
+from distilmarco import vectors as vec
+from distilmarco.index.reader import Changes
 
-RRF_K = 60  # the constant of Cormack et al. (2009)
 _BLOCK = 65536  # rows per matmul block: bounds the temporary score arrays
-_WORD = re.compile(r"\w+", re.UNICODE)
-_FEW = 256  # candidates up to which ``best_per_document`` checks for one chunk per document
-
-
-def prepare(vectors: np.ndarray, similarity: str) -> np.ndarray:
-    """Vectors as stored and searched: unit length for cosine, unchanged otherwise."""
-    vectors = np.asarray(vectors, dtype=np.float32)
-    if similarity != "cosine":
-        return vectors
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
-    return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
-
-
-def similarity_scores(matrix: np.ndarray, query: np.ndarray, similarity: str) -> np.ndarray:
-    """Score of every row against one prepared query; higher is better for every similarity."""
-    if similarity in ("cosine", "dot"):
-        return matrix @ query
-    diff = matrix - query
-    if similarity == "euclidean":
-        return -np.sqrt(np.einsum("ij,ij->i", diff, diff))
-    return -np.abs(diff).sum(axis=1)  # manhattan
-
-
-def best_per_document(
-    chunk_scores: np.ndarray, docs: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of the best-scoring chunk of each of the top ``k`` documents, and their scores.
-
-    Ties between documents are broken by the lower position (the older chunk), deterministically.
-    """
-    if k <= 0 or len(chunk_scores) == 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    if len(docs) <= _FEW and len(set(docs.tolist())) == len(docs):
-        # every chunk its own document (a search's rescored candidates, usually): 6 us, not 32
-        keep = np.argsort(-chunk_scores, kind="stable")[:k]
-        return keep, chunk_scores[keep]
-    want = min(len(chunk_scores), k)
-    while True:
-        # The top `want` chunks hold the top k documents once they span k distinct documents;
-        # with every chunk tied with the want-th, so that ties go to the earlier chunk.
-        if want < len(chunk_scores):
-            cand = np.argpartition(-chunk_scores, want - 1)[:want]
-            cut = chunk_scores[cand].min()
-            if np.isfinite(cut):  # (-inf marks a filtered-out row: never reported)
-                cand = np.flatnonzero(chunk_scores >= cut)
-        else:
-            cand = np.arange(len(chunk_scores))
-        cand = cand[np.lexsort((cand, -chunk_scores[cand]))]
-        _, first = np.unique(docs[cand], return_index=True)
-        if len(first) >= k or want == len(chunk_scores):
-            keep = cand[np.sort(first)][:k]
-            return keep, chunk_scores[keep]
-        want = min(len(chunk_scores), want * 4)
-
-
-def reciprocal_rank_fusion(
-    rankings: Sequence[Sequence[str]], k: int = RRF_K
-) -> list[tuple[str, float]]:
-    """Fuse ranked id lists: score(id) = sum over lists of 1 / (k + rank), rank from 1."""
-    scores: dict[str, float] = {}
-    for ranking in rankings:
-        for rank, id_ in enumerate(ranking, start=1):
-            scores[id_] = scores.get(id_, 0.0) + 1.0 / (k + rank)
-    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
-
-
-def fts_query(text: str) -> str | None:
-    """An FTS5 MATCH expression: every distinct word of ``text``, quoted, joined by OR."""
-    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
-    if not words:
-        return None
-    return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-
 
 MATRIX_DTYPES = ("float32", "float16", "int8")
 
@@ -168,7 +93,7 @@ class VectorMatrix:
                 block = self.matrix[lo:hi].astype(np.float32)
                 out[lo:hi] = (block @ query) * self.scales[lo:hi]
             else:
-                out[lo:hi] = similarity_scores(self.rows(lo, hi), query, similarity)
+                out[lo:hi] = vec.scores(self.rows(lo, hi), query, similarity)
         allowed = self.alive if mask is None else self.alive & mask
         out[~allowed] = -np.inf
         return out
