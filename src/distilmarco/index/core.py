@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -17,24 +17,21 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from distilmarco.errors import InputError, NotFoundError
-from distilmarco.index.chunking import ChunkConfig, chunk_spans
+from distilmarco.index.chunking import ChunkConfig
 from distilmarco.index.identity import (
     Engine,
     check_same_model,
-    load_recorded_encoder,
-    model_meta,
 )
+from distilmarco.index.model import EmbedFn, IndexModel
 from distilmarco.index.searcher import AnnPolicy
 from distilmarco.index.sqlite import SqliteStorage
 from distilmarco.index.storage import (
-    ChunkRow,
     DocumentRow,
     Hit,
     Storage,
     StoredDocument,
-    VectorSpace,
 )
-from distilmarco.index.validate import check_ids, content_hash, validate_documents
+from distilmarco.index.validate import check_ids, validate_documents
 from distilmarco.vectors import prepare
 
 if TYPE_CHECKING:
@@ -43,7 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Mode = Literal["dense", "bm25", "hybrid"]
-EmbedFn = Callable[[list[str]], np.ndarray]  # texts -> raw (N, D) vectors, in place of the encoder
 MODES = ("dense", "bm25", "hybrid")
 DEFAULT_PATH = "distilmarco.db"
 
@@ -101,25 +97,21 @@ class Index:
         self.path = Path(path)
         self.store: Storage = SqliteStorage(
             self.path,
-            self._vector_space,
+            lambda: self.model.space(),
             ann=ann,
             matrix_dtype=matrix_dtype,
             busy_timeout=busy_timeout,
             create=create,
         )
-        self._encoder: Encoder | None = None
-        self._chunk_request = (chunk_tokens, chunk_overlap)
-        self._space: VectorSpace | None = None
-        self._chunking: ChunkConfig | None = None
         if (
             engine is not None
             and encoder is not None
             and not isinstance(encoder, str | os.PathLike)
         ):
             raise InputError("give an Encoder or an engine to build one, not both")
-        self._engine = engine or Engine()
+        self.model = IndexModel(self.store.meta, engine or Engine(), chunk_tokens, chunk_overlap)
         if encoder is not None:
-            self._set_encoder(self._as_encoder(encoder))
+            self.model.use(self.model.as_encoder(encoder))
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -138,52 +130,12 @@ class Index:
     @property
     def encoder(self) -> Encoder:
         """The encoder; loads the model the index records if none was given."""
-        if self._encoder is None:
-            self._set_encoder(load_recorded_encoder(self.store.meta(), self._engine))
-        assert self._encoder is not None
-        return self._encoder
-
-    def _as_encoder(self, encoder: Encoder | str | os.PathLike[str]) -> Encoder:
-        """An Encoder as given, or one for a model name on this index's engine (the recorded
-        one, else ``auto`` at exact fp32)."""
-        if isinstance(encoder, str | os.PathLike):
-            return self._engine.encoder(encoder, recorded=self.store.meta())
-        return encoder
-
-    def _set_encoder(self, encoder: Encoder) -> None:
-        # An index from before fingerprints gets one recorded with its next write.
-        check_same_model(self.store.meta(), model_meta(encoder))
-        self._encoder = encoder
-        meta = self.store.meta()
-        window, overlap = self._chunk_request
-        if "chunk_window" in meta and window is None and overlap is None:
-            window, overlap = int(meta["chunk_window"]), int(meta["chunk_overlap"])
-        self._chunking = ChunkConfig.for_model(encoder.max_seq_length, window, overlap)
+        return self.model.encoder
 
     @property
     def chunking(self) -> ChunkConfig:
         """How documents are cut into passages (needs the encoder's tokenizer and limit)."""
-        if self._chunking is None:
-            _ = self.encoder  # loading the recorded model sets the chunking
-        assert self._chunking is not None
-        return self._chunking
-
-    def _model_meta(self) -> dict[str, str]:
-        return {
-            **model_meta(self.encoder),
-            "chunk_window": str(self.chunking.window),
-            "chunk_overlap": str(self.chunking.overlap),
-        }
-
-    def _vector_space(self) -> VectorSpace:
-        """The stored vectors' length and similarity: as recorded, else the encoder's."""
-        if self._space is None:
-            meta = self.store.meta()
-            if "dimension" in meta:
-                self._space = VectorSpace(int(meta["dimension"]), meta["similarity"])
-            else:
-                self._space = VectorSpace(self.encoder.dimension, self.encoder.similarity)
-        return self._space
+        return self.model.chunking
 
     # --- writing ------------------------------------------------------------------------------
 
@@ -234,37 +186,12 @@ class Index:
         """Store prepared rows in one short transaction (the fast half of a write)."""
         if not rows:
             return 0
-        return self.store.put(
-            rows, replace=replace, meta=self._model_meta(), check=check_same_model
-        )
+        return self.store.put(rows, replace=replace, meta=self.model.meta(), check=check_same_model)
 
     def _embed_documents(
         self, ids: list[str], texts: list[str], metas: list[str], embed: EmbedFn | None = None
     ) -> list[DocumentRow]:
-        """Chunk and embed (no lock held): the slow part of every write happens here."""
-        spans = [self._spans(text) for text in texts]
-        passages = [text[s:e] for text, doc in zip(texts, spans, strict=True) for s, e in doc]
-        if not passages:
-            return []
-        if embed is not None:
-            vectors = embed(passages)
-        else:
-            vectors, stats = self.encoder.encode_with_stats(passages, truncation="count")
-            if stats.truncated:
-                log.warning("%d passage(s) were re-tokenised past the model limit", stats.truncated)
-        vectors = prepare(vectors, self.encoder.similarity)
-        rows, at = [], 0
-        for id_, text, meta, doc in zip(ids, texts, metas, spans, strict=True):
-            chunks = tuple(ChunkRow(s, e, vectors[at + i]) for i, (s, e) in enumerate(doc))
-            at += len(doc)
-            rows.append(DocumentRow(id_, text, meta, content_hash(text), chunks))
-        return rows
-
-    def _spans(self, text: str) -> list[tuple[int, int]]:
-        if len(text) <= self.chunking.window // 2:  # a token covers >= 1 character: one chunk
-            return [(0, len(text))]
-        offsets = self.encoder.tokenizer.offsets(text)
-        return chunk_spans(offsets, len(text), self.chunking)
+        return self.model.embed_documents(ids, texts, metas, embed)
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id; returns how many of them existed."""
@@ -272,17 +199,14 @@ class Index:
 
     def reindex(self, encoder: Encoder | str | os.PathLike[str]) -> int:
         """Re-embed every document with ``encoder`` (another model or chunking) in one transaction."""
-        new = self._as_encoder(encoder)
-        self._encoder, self._space = new, None
-        window, overlap = self._chunk_request
-        self._chunking = ChunkConfig.for_model(new.max_seq_length, window, overlap)
+        self.model.switch(self.model.as_encoder(encoder))
         expect_seq = self.store.sequence()
         docs = list(self.store.documents())
         rows = self._embed_documents(
             [d.id for d in docs], [d.text for d in docs], ["{}"] * len(docs)
         )
-        self.store.replace_passages(rows, self._model_meta(), expect_seq)
-        self._space = None  # the storage now records the new model's
+        self.store.replace_passages(rows, self.model.meta(), expect_seq)
+        self.model.forget_space()  # the storage now records the new model's
         return len(docs)
 
     # --- reading ------------------------------------------------------------------------------
@@ -316,7 +240,7 @@ class Index:
     def vectors(self, ids: Sequence[str]) -> np.ndarray:
         """Document vectors (N, D), row i for ids[i]: the mean of the document's chunk vectors,
         re-normalised for cosine models (for a one-chunk document, its chunk's vector)."""
-        space = self._vector_space()
+        space = self.model.space()
         found = self.store.passage_vectors(ids)
         missing = [i for i in ids if i not in found]
         if missing:
@@ -332,7 +256,7 @@ class Index:
         """Every document's vector at once (same definition as ``vectors``), with the ids in
         insertion order: one pass over the in-memory matrix, for clustering or duplicate mining."""
         ids, means = self.store.document_means()
-        return ids, prepare(means, self._vector_space().similarity)
+        return ids, prepare(means, self.model.space().similarity)
 
     def search(
         self,
@@ -384,7 +308,7 @@ class Index:
 
     def _query_vector(self, vector: np.ndarray) -> np.ndarray:
         """A query vector checked against the stored ones and prepared (unit length for cosine)."""
-        space = self._vector_space()
+        space = self.model.space()
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         if query.shape != (space.dimension,) or not np.isfinite(query).all():
             raise InputError(
