@@ -133,13 +133,13 @@ def test_rescore_reads_only_what_can_matter_and_equals_rescoring_all() -> None:
     exact_scores = vectors @ query
     order = np.argsort(-exact_scores, kind="stable")
     first_per_doc = order[np.sort(np.unique(docs[order], return_index=True)[1])][:10]
-    assert truth[0].tolist() == first_per_doc.tolist()  # independent: numpy over everything
+    assert truth.chunks.tolist() == first_per_doc.tolist()  # independent: numpy over everything
 
     read.clear()  # accurate approximations (f16 rounding): far fewer rows read, same answer
     approx = vectors.astype(np.float16).astype(np.float32)[chunks] @ query
     got = rescore(fetch, chunks, approx, query, "cosine", 10)
-    assert got[0].tolist() == truth[0].tolist()
-    np.testing.assert_array_equal(got[1], truth[1])
+    assert got.chunks.tolist() == truth.chunks.tolist()
+    np.testing.assert_array_equal(got.scores, truth.scores)
     assert len(read) <= 20  # 10 documents of 2 chunks each; nothing else came near
 
     def fetch_single(ids: np.ndarray) -> Candidates:
@@ -150,12 +150,15 @@ def test_rescore_reads_only_what_can_matter_and_equals_rescoring_all() -> None:
 
     read.clear()  # the k winners are read, and only what comes within the margin of them
     got = rescore(fetch_single, chunks, approx, query, "cosine", 10)
-    assert got[0].tolist() == chunks[np.argsort(-exact_scores[chunks], kind="stable")][:10].tolist()
+    assert (
+        got.chunks.tolist()
+        == chunks[np.argsort(-exact_scores[chunks], kind="stable")][:10].tolist()
+    )
     assert 10 <= len(read) < 15
 
     read.clear()  # approximations that all look alike: everything has to be read
     got = rescore(fetch, chunks, np.ones(len(chunks), np.float32), query, "cosine", 10)
-    assert got[0].tolist() == truth[0].tolist() and sorted(read) == sorted(chunks.tolist())
+    assert got.chunks.tolist() == truth.chunks.tolist() and sorted(read) == sorted(chunks.tolist())
 
     read.clear()  # euclidean: approximate distances give no bound, all candidates are read
     rescore(fetch, chunks, approx, query, "euclidean", 10)

@@ -177,10 +177,10 @@ class Index:
     ) -> list[DocumentRow]:
         """Validate, chunk and embed documents without touching the file (the slow half of a
         write); ``embed`` replaces the encoder's own batching (a server's shared queue)."""
-        checked = validate_documents(ids, texts, metadata)
+        docs = validate_documents(ids, texts, metadata)
         if embed is None:
-            return self._embed_documents(*checked)
-        return self._embed_documents(*checked, embed=embed)
+            return self._embed_documents(docs.ids, docs.texts, docs.metadata_json)
+        return self._embed_documents(docs.ids, docs.texts, docs.metadata_json, embed)
 
     def write(self, rows: Sequence[DocumentRow], *, replace: bool) -> int:
         """Store prepared rows in one short transaction (the fast half of a write)."""

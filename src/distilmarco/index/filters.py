@@ -6,6 +6,7 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from distilmarco.errors import InputError
@@ -49,7 +50,15 @@ MAX_WHERE_VALUES = 10_000  # values in one where-clause, all keys together
 _PLAIN_KEY = re.compile(r'[^"\\]*')  # keys a quoted JSON path can name (no quote, no backslash)
 
 
-def compile_where(where: Mapping[str, Any], known_keys: Sequence[str]) -> tuple[str, list[Any]]:
+@dataclass(frozen=True)
+class SqlFilter:
+    """A compiled ``where``: an SQL condition over ``documents.metadata`` and its parameters."""
+
+    sql: str
+    params: tuple[Any, ...]
+
+
+def compile_where(where: Mapping[str, Any], known_keys: Sequence[str]) -> SqlFilter:
     """SQL over ``documents.metadata`` for equality filters; a list value means "any of".
 
     Every key must occur in some stored document: a misspelt key is an error, not zero hits.
@@ -87,7 +96,7 @@ def compile_where(where: Mapping[str, Any], known_keys: Sequence[str]) -> tuple[
             clause, args = _by_each(key, some, null)
         clauses.append(clause)
         params.extend(args)
-    return " AND ".join(clauses) or "1", params
+    return SqlFilter(" AND ".join(clauses) or "1", tuple(params))
 
 
 def _by_path(path: str, values: list[Any], null: bool) -> tuple[str, list[Any]]:

@@ -11,11 +11,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from distilmarco.errors import IndexStoreError
+from distilmarco.index.filters import SqlFilter
+from distilmarco.index.scoring import Ranked
 from distilmarco.index.storage import Counts, StoredDocument
 
 if TYPE_CHECKING:
@@ -259,17 +261,16 @@ class StoreReader:
                 )
             return out
 
-    def docs_matching(self, where_sql: str, params: Sequence[Any]) -> np.ndarray:
+    def docs_matching(self, where: SqlFilter) -> np.ndarray:
         """Row ids of documents whose metadata satisfies a compiled where-clause."""
         with self._reading():
-            rows = self._db.execute(f"SELECT doc FROM documents WHERE {where_sql}", list(params))
+            rows = self._db.execute(f"SELECT doc FROM documents WHERE {where.sql}", where.params)
             return np.asarray([r[0] for r in rows], dtype=np.int64)
 
-    def bm25(
-        self, match: str, limit: int, where_sql: str | None, params: Sequence[Any]
-    ) -> list[tuple[int, float]]:
-        """(best chunk id, BM25 score) per document, best first. Higher scores are better."""
-        filt = f"WHERE {where_sql}" if where_sql else ""
+    def bm25(self, match: str, limit: int, where: SqlFilter | None) -> Ranked:
+        """The best chunk of each of the ``limit`` best documents by BM25 (higher is better)."""
+        filt = f"WHERE {where.sql}" if where else ""
+        params = where.params if where else ()
         sql = (
             "SELECT m.chunk, max(m.score) AS best FROM (SELECT rowid AS chunk, -rank AS score "
             "FROM chunks_fts WHERE chunks_fts MATCH ?) AS m JOIN chunks c USING (chunk) "
@@ -278,7 +279,7 @@ class StoreReader:
         )
         with self._reading():
             rows = self._db.execute(sql, [match, *params, limit]).fetchall()
-        return [(int(c), float(s)) for c, s in rows]
+        return Ranked(np.asarray([c for c, _ in rows], np.int64), np.asarray([s for _, s in rows]))
 
     def integrity_check(self) -> str:
         with self._reading():

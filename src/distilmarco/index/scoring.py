@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,6 +27,15 @@ MARGIN = 2e-3  # times max(1, |k-th score|, |q| * the largest |x| read): float16
 FEW_ROWS = 256  # candidates scored without BLAS (see ``_scores``)
 _FEW = 256  # candidates up to which ``best_per_document`` checks for one chunk per document
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Chunk ids and their scores, best first (the best chunk of each document)."""
+
+    chunks: np.ndarray  # (N,) int64
+    scores: np.ndarray  # (N,) higher is better
+
 
 # chunk ids -> the live ones among them, with their document row ids and float32 vectors
 Fetch = Callable[[np.ndarray], "Candidates"]
@@ -90,9 +100,9 @@ def rescore(
     similarity: str,
     k: int,
     margin: float = MARGIN,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(chunk ids, float32 scores) of the best chunk of each of the top ``k`` documents among
-    ``chunks``, best first. ``approx`` (higher is better), if given, limits what is read:
+) -> Ranked:
+    """The best chunk of each of the top ``k`` documents among ``chunks`` with its float32 score,
+    best first. ``approx`` (higher is better), if given, limits what is read:
     ``margin`` is twice the most it can be off, relative to the scale below."""
     if approx is None or similarity not in ("cosine", "dot"):
         approx, end = None, len(chunks)  # no bound on how far off an approximate distance is
@@ -106,14 +116,14 @@ def rescore(
         scores = _scores(vectors, query, similarity)
         pos, best = best_per_document(scores, docs, k)
         if end == len(chunks) or approx is None:
-            return keys[pos], best
+            return Ranked(keys[pos], best)
         if len(best) >= k:
             kth = float(best[-1])
             scale = max(1.0, abs(kth), _norm(query) * _max_norm(vectors))
             # approx is sorted best first: the candidates still within the margin end here
             reach = int(np.searchsorted(-approx, -(kth - margin * scale), side="right"))
             if reach <= end:
-                return keys[pos], best
+                return Ranked(keys[pos], best)
             grow = min(len(chunks), reach)
         else:  # fewer than k documents in hand: no k-th score to bound by yet
             grow = min(len(chunks), 2 * end)

@@ -20,6 +20,7 @@ from distilmarco.index.filters import compile_where
 from distilmarco.index.reader import Candidates, Passage
 from distilmarco.index.scoring import (
     MARGIN,
+    Ranked,
     best_per_document,
     fts_query,
     reciprocal_rank_fusion,
@@ -62,11 +63,8 @@ class Searcher:
         if match is None:
             return []
         reader = self.store.reader
-        sql, params = compile_where(where, reader.metadata_keys()) if where else (None, [])
-        rows = reader.bm25(match, k, sql, params)
-        return self._hits(
-            np.asarray([c for c, _ in rows], np.int64), np.asarray([s for _, s in rows])
-        )
+        filt = compile_where(where, reader.metadata_keys()) if where else None
+        return self._hits(reader.bm25(match, k, filt))
 
     def hybrid(
         self,
@@ -108,8 +106,8 @@ class Searcher:
         reader = self.store.reader
         mask = None
         if where:
-            sql, params = compile_where(where, reader.metadata_keys())
-            mask = np.isin(m.docs, reader.docs_matching(sql, params))
+            filt = compile_where(where, reader.metadata_keys())
+            mask = np.isin(m.docs, reader.docs_matching(filt))
         if exclude_ids:
             excluded = np.fromiter(reader.doc_rows(list(exclude_ids)).values(), dtype=np.int64)
             keep = ~np.isin(m.docs, excluded)
@@ -118,7 +116,7 @@ class Searcher:
         if m.exact:
             pos, best = best_per_document(scores, m.docs, k)
             live = np.isfinite(best)
-            return self._hits(m.keys[pos[live]], best[live])
+            return self._hits(Ranked(m.keys[pos[live]], best[live]))
         # A float16 or int8 matrix only nominates: rescore the best candidates at full precision.
         pos, best = best_per_document(scores, m.docs, max(4 * k, RESCORE_DEPTH))
         return self._rescored(m.keys[pos[np.isfinite(best)]], query, k)
@@ -152,16 +150,14 @@ class Searcher:
             passages.update(found.passages)
             return found
 
-        keys, scores = rescore(fetch, chunks, approx, query, self.caches.similarity, k, margin)
-        return self._hits(keys, scores, passages)
+        ranked = rescore(fetch, chunks, approx, query, self.caches.similarity, k, margin)
+        return self._hits(ranked, passages)
 
-    def _hits(
-        self, chunks: np.ndarray, scores: np.ndarray, passages: dict[int, Passage] | None = None
-    ) -> list[Hit]:
-        """Hits for chunk ids, with their passages (read now unless already at hand)."""
-        info = self.store.reader.passages(chunks) if passages is None else passages
+    def _hits(self, ranked: Ranked, passages: dict[int, Passage] | None = None) -> list[Hit]:
+        """Hits for ranked chunks, with their passages (read now unless already at hand)."""
+        info = self.store.reader.passages(ranked.chunks) if passages is None else passages
         hits = []
-        for chunk, score in zip(chunks.tolist(), scores.tolist(), strict=True):
+        for chunk, score in zip(ranked.chunks.tolist(), ranked.scores.tolist(), strict=True):
             p = info.get(chunk)
             if p is not None:  # a concurrent delete may have removed it since the scan
                 meta = {} if p.metadata_json == "{}" else json.loads(p.metadata_json)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from distilmarco.errors import InputError
@@ -14,9 +15,18 @@ def content_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class CheckedDocuments:
+    """A batch that passed ``validate_documents``: ids, texts and canonical metadata JSON."""
+
+    ids: list[str]
+    texts: list[str]
+    metadata_json: list[str]
+
+
 def validate_documents(
     ids: Sequence[str], texts: Sequence[str], metadata: Sequence[Mapping[str, Any] | None] | None
-) -> tuple[list[str], list[str], list[str]]:
+) -> CheckedDocuments:
     """Check a whole batch before anything is embedded or written; errors name the position."""
     ids = check_ids(ids, allow_duplicates=False)
     if isinstance(texts, str) or not isinstance(texts, Sequence):
@@ -39,7 +49,7 @@ def validate_documents(
         raise InputError(f"got {len(ids)} ids but {len(metadata)} metadata entries")
     else:
         metas = [metadata_json(m, i) for i, m in enumerate(metadata)]
-    return ids, list(texts), metas
+    return CheckedDocuments(ids, list(texts), metas)
 
 
 def check_ids(ids: Sequence[str], *, allow_duplicates: bool) -> list[str]:
