@@ -13,6 +13,7 @@ import pytest
 from distilmarco.errors import IndexStoreError, InputError, ModelMismatchError, NotFoundError
 from distilmarco.index import Index
 from distilmarco.index.chunking import ChunkConfig, chunk_spans
+from distilmarco.index.model import IndexModel
 from distilmarco.index.scoring import reciprocal_rank_fusion
 from distilmarco.index.store import APPLICATION_ID, MIGRATIONS
 
@@ -380,16 +381,16 @@ def test_float16_matrix_rescores_to_float32_results(index: Index, tiny_encoder) 
 def test_reindex_refuses_when_the_index_changed_meanwhile(
     index: Index, tiny_encoder, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    embed = Index._embed_documents
+    embed = IndexModel.embed_documents
 
     def embed_then_someone_writes(self, ids, texts, metas):  # type: ignore[no-untyped-def]
         rows = embed(self, ids, texts, metas)
-        if self is index:
+        if self is index.model:
             with Index(index.path, tiny_encoder) as other:
                 other.add(["late"], ["written by another process during the reindex"])
         return rows
 
-    monkeypatch.setattr(Index, "_embed_documents", embed_then_someone_writes)
+    monkeypatch.setattr(IndexModel, "embed_documents", embed_then_someone_writes)
     with pytest.raises(IndexStoreError, match="changed while it was being re-embedded"):
         index.reindex(tiny_encoder)
     monkeypatch.undo()

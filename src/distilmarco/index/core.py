@@ -179,19 +179,14 @@ class Index:
         write); ``embed`` replaces the encoder's own batching (a server's shared queue)."""
         docs = validate_documents(ids, texts, metadata)
         if embed is None:
-            return self._embed_documents(docs.ids, docs.texts, docs.metadata_json)
-        return self._embed_documents(docs.ids, docs.texts, docs.metadata_json, embed)
+            return self.model.embed_documents(docs.ids, docs.texts, docs.metadata_json)
+        return self.model.embed_documents(docs.ids, docs.texts, docs.metadata_json, embed)
 
     def write(self, rows: Sequence[DocumentRow], *, replace: bool) -> int:
         """Store prepared rows in one short transaction (the fast half of a write)."""
         if not rows:
             return 0
         return self.store.put(rows, replace=replace, meta=self.model.meta(), check=check_same_model)
-
-    def _embed_documents(
-        self, ids: list[str], texts: list[str], metas: list[str], embed: EmbedFn | None = None
-    ) -> list[DocumentRow]:
-        return self.model.embed_documents(ids, texts, metas, embed)
 
     def delete(self, ids: Sequence[str]) -> int:
         """Remove documents by id; returns how many of them existed."""
@@ -202,7 +197,7 @@ class Index:
         self.model.switch(self.model.as_encoder(encoder))
         expect_seq = self.store.sequence()
         docs = list(self.store.documents())
-        rows = self._embed_documents(
+        rows = self.model.embed_documents(
             [d.id for d in docs], [d.text for d in docs], ["{}"] * len(docs)
         )
         self.store.replace_passages(rows, self.model.meta(), expect_seq)
