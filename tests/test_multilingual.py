@@ -226,3 +226,17 @@ def test_vocab_txt_settings_follow_transformers(tmp_path: Path, settings: dict[s
     ours = Tokenizer.from_folder(tmp_path, 128, do_lower_case=False)
     for text, ids in zip(TEXTS, ours.encode(TEXTS).ids, strict=True):
         assert ids.tolist() == ref(text)["input_ids"], text
+
+
+def test_info_says_which_models_are_english_only(
+    tiny_multilingual: dict[str, Path], minilm_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distilmarco import Encoder
+    from distilmarco.cli import main
+
+    english = Encoder(minilm_dir).info.languages
+    assert english.startswith("English-only (uncased WordPiece, 30,522 tokens)")
+    multi = Encoder(tiny_multilingual["st6-json"]).info.languages
+    assert multi == "multilingual (cased WordPiece, 119,547 tokens)"
+    assert main(["info", str(minilm_dir), "--backend", "torch"]) == 0
+    assert "English-only" in capsys.readouterr().out

@@ -32,6 +32,28 @@ class Tokenized:
         return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
 
 
+@dataclass(frozen=True)
+class VocabularyFacts:
+    size: int
+    cased: bool
+    non_ascii_share: float  # of the whole words (no ## pieces): accents, other scripts
+
+    @property
+    def english_only(self) -> bool:
+        """An English vocabulary has almost no whole words outside ASCII (all-MiniLM-L6-v2's
+        uncased vocabulary: 3 of 21,722); a multilingual one has many."""
+        return self.non_ascii_share < 0.01
+
+    def describe(self) -> str:
+        kind = "cased" if self.cased else "uncased"
+        if self.english_only:
+            return (
+                f"English-only ({kind} WordPiece, {self.size:,} tokens): other languages are cut "
+                "into short pieces and match poorly"
+            )
+        return f"multilingual ({kind} WordPiece, {self.size:,} tokens)"
+
+
 class Tokenizer:
     """Turns texts into token ids, truncated to ``max_length`` (special tokens included)."""
 
@@ -99,6 +121,16 @@ class Tokenizer:
         """The vocabulary's whole words (letters only: no word pieces, no special tokens),
         sorted."""
         return sorted(w for w in self._full.get_vocab() if w.isalpha() and len(w) > 1)
+
+    def vocabulary(self) -> VocabularyFacts:
+        """What the vocabulary says about the languages the model can read."""
+        words = self.words()
+        foreign = sum(1 for w in words if not w.isascii())
+        return VocabularyFacts(
+            size=self._full.get_vocab_size(),
+            cased=any(w != w.lower() for w in words),
+            non_ascii_share=foreign / max(len(words), 1),
+        )
 
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Character spans of every token of ``text``, without special tokens or truncation."""
