@@ -1,8 +1,8 @@
 """Distillation with ``distilmarco.distill`` on all-MiniLM-L6-v2 (the packaged real model).
 
 - **Smaller student**: MiniLM (6 layers) distilled into a 3-layer student initialised from its
-  layers 1, 3 and 5, on English sentences of the shared data (STS-B train sentences, Banking77
-  train, Cranfield abstracts split into sentences), MSE, best step by STS-B dev Spearman. Test:
+  layers 1, 3 and 5, on English sentences of the shared data (every third of the deduplicated
+  STS-B train sentences, Banking77 train texts and Cranfield abstract sentences), MSE, best step by STS-B dev Spearman. Test:
   STS-B test Spearman against the teacher, and encode throughput of both on the STS-B test
   sentences (torch fp32, one thread, interleaved rounds in one process).
 - **Cross-lingual**: Tatoeba bitext accuracy (translation -> English, MTEB's figure) of the
@@ -241,8 +241,8 @@ def write_markdown(out_dir: Path, quick: bool) -> None:
         sp = s["speed"]
         lines += [
             f"**Smaller student**: 6 -> 3 layers (teacher layers {s['layers']}), MSE on "
-            f"{s['sentences']:,} English sentences (STS-B train, Banking77 train, Cranfield "
-            f"sentences), {o['epochs']} epoch(s), batch {o['batch_size']}, lr {o['lr']}, "
+            f"{s['sentences']:,} English sentences (every third of the deduplicated STS-B train "
+            f"sentences, Banking77 train texts and Cranfield sentences), {o['epochs']} epoch(s), batch {o['batch_size']}, lr {o['lr']}, "
             f"max_seq_length {o['max_seq_length']}, {s['steps']} steps in "
             f"{s['train_seconds']:.0f} s; the step with the best STS-B dev Spearman kept "
             f"(step {s['best_step']}, dev {s['best_dev_spearman']:.4f}).",
