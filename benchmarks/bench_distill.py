@@ -274,9 +274,10 @@ def write_markdown(out_dir: Path, quick: bool) -> None:
             + " |",
             "",
             f"Student initialised from MiniLM, distilled from MiniLM on rows {t['train_rows']} of "
-            f"every language ({o['epochs']} epochs, batch {o['batch_size']}, lr {o['lr']}, "
+            f"every language ({o['epochs']} epoch(s), batch {o['batch_size']}, lr {o['lr']}, "
             f"{t['steps']} steps in {t['train_seconds']:.0f} s), scored on rows 800-999 "
-            "(200 pairs per language):",
+            "(200 pairs per language: 200 candidates instead of 1,000, so higher figures than "
+            "the row above):",
             "",
             "| language | before: to English | after: to English | before: from English | "
             "after: from English |",
