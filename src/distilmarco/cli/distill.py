@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from distilmarco.cli.app import app, err, out
+from distilmarco.cli.app import MODEL_ENV, app, err, out
 from distilmarco.errors import InputError
 
 
@@ -40,7 +40,12 @@ def distill(
         ..., help="Parallel sentences: TSV (source<TAB>translation...) or a Tatoeba folder"
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the student model"),
-    teacher: str = typer.Option(..., "--teacher", help="Teacher: Hub id or local folder"),
+    teacher: str | None = typer.Option(
+        None,
+        "--teacher",
+        envvar=MODEL_ENV,
+        help="Teacher: Hub id or local folder (default: msmarco-distilbert-base-v4)",
+    ),
     student: str | None = typer.Option(None, "--student", help="Student: Hub id or local folder"),
     layers: str | None = typer.Option(
         None, "--layers", help="Instead of --student: keep K teacher layers (3) or these (1,3,5)"
@@ -74,6 +79,7 @@ def distill(
     of each source sentence, for the source and its translations)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from distilmarco.model.hub import DEFAULT_MODEL
     from distilmarco.training import distill as run_distill
     from distilmarco.training.parallel import RowRange
 
@@ -94,7 +100,7 @@ def distill(
 
         result = run_distill(
             data,
-            teacher,
+            teacher or DEFAULT_MODEL,
             output,
             student=student,
             layers=parse_layers(layers),

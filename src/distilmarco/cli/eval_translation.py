@@ -12,6 +12,7 @@ from rich import box
 from rich.table import Table
 
 from distilmarco.cli.app import (
+    MODEL_ENV,
     BackendOption,
     BatchTokensOption,
     DeviceOption,
@@ -111,7 +112,12 @@ def translation(
 )
 def mse(
     data: Path = typer.Argument(..., help="Parallel sentences: TSV or a Tatoeba folder"),
-    teacher: str = typer.Option(..., "--teacher", help="Teacher: Hub id or local folder"),
+    teacher: str | None = typer.Option(
+        None,
+        "--teacher",
+        envvar=MODEL_ENV,
+        help="Teacher: Hub id or local folder (default: msmarco-distilbert-base-v4)",
+    ),
     model: str | None = ModelOption,
     rows: str | None = RowsOption,
     languages: str | None = LanguagesOption,
@@ -127,19 +133,22 @@ def mse(
 
     how = engine(backend, precision, device, batch_tokens)
     student_enc = make_encoder(model, how)
-    results = evaluate_mse(make_encoder(teacher, how), student_enc, _sets(data, rows, languages))
+    teacher_enc = make_encoder(teacher, how)
+    results = evaluate_mse(teacher_enc, student_enc, _sets(data, rows, languages))
     if as_json:
         out.print_json(
             json.dumps(
                 {
-                    "teacher": teacher,
+                    "teacher": teacher_enc.model_id,
                     "model": student_enc.model_id,
                     "sets": [asdict(r) for r in results],
                 }
             )
         )
         return
-    table = Table(title=f"MSE x 100, {student_enc.model_id} against {teacher}", box=box.SIMPLE)
+    table = Table(
+        title=f"MSE x 100, {student_enc.model_id} against {teacher_enc.model_id}", box=box.SIMPLE
+    )
     for col in ("set", "sentences", "sources", "translations"):
         table.add_column(col)
     for r in results:
