@@ -122,7 +122,7 @@ def test_k_layer_student_is_the_teachers_layers(
     assert student.spec.transformer.num_layers == 2
 
 
-@pytest.mark.parametrize("layout", ["st6", "st2"])
+@pytest.mark.parametrize("layout", ["st6", pytest.param("st2", marks=pytest.mark.slow)])
 def test_distilled_student_loads_in_sentence_transformers(
     make_model: Callable[..., Path], tmp_path: Path, pairs_tsv: Path, layout: str
 ) -> None:
@@ -158,6 +158,7 @@ def test_distilled_student_loads_in_sentence_transformers(
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_distillation_lowers_the_mse(
     make_model: Callable[..., Path], tmp_path: Path, pairs_tsv: Path
 ) -> None:

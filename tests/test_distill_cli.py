@@ -12,6 +12,7 @@ from distilmarco.cli import main
 from distilmarco.cli.distill import parse_layers
 from distilmarco.errors import InputError
 
+TORCH = ("--backend", "torch")  # no ONNX export of the tiny models
 PAIRS = [
     ("The cat sleeps.", "Die Katze schläft."),
     ("I like tea.", "Me gusta el té."),
@@ -41,6 +42,7 @@ def test_parse_layers() -> None:
         parse_layers("three")
 
 
+@pytest.mark.slow
 def test_distill_then_evaluate_through_the_cli(
     make_model: Callable[..., Path],
     tiny_model_dir: Path,
@@ -64,13 +66,15 @@ def test_distill_then_evaluate_through_the_cli(
     assert set(report["evaluations"][0]["metrics"]) == {"negative_mse", "accuracy"}
     assert json.loads((out / "config.json").read_text())["n_layers"] == 2
 
-    code = main(["eval", "translation", str(tatoeba), "-m", str(out), "--rows", "1:", "--json"])
+    code = main(
+        ["eval", "translation", str(tatoeba), "-m", str(out), "--rows", "1:", "--json", *TORCH]
+    )
     assert code == 0
     sets = json.loads(capsys.readouterr().out)["sets"]
     assert [(s["name"], s["pairs"]) for s in sets] == [("deu", 3), ("spa", 3)]
     assert all(0 <= s["src2trg"] <= 1 for s in sets)
 
-    code = main(["eval", "translation", str(tatoeba), "-m", str(out), "--languages", "spa"])
+    code = main(["eval", "translation", str(tatoeba), "-m", str(out), "--languages", "spa", *TORCH])
     shown = capsys.readouterr().out
     assert code == 0 and "spa->eng" in shown and "eng->spa" in shown and "deu" not in shown
 
