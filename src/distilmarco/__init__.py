@@ -8,7 +8,7 @@ from distilmarco.index import Hit, Index
 from distilmarco.model.hub import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from distilmarco.training import train
+    from distilmarco.training import distill, train
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -18,6 +18,7 @@ __all__ = [
     "EncoderInfo",
     "Hit",
     "Index",
+    "distill",
     "train",
 ]
 __version__ = "0.1.0"
@@ -29,4 +30,8 @@ def __getattr__(name: str) -> Any:
         from distilmarco.training import train
 
         return train
+    if name == "distill":
+        from distilmarco.training import distill
+
+        return distill
     raise AttributeError(f"module 'distilmarco' has no attribute {name!r}")

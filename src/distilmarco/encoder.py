@@ -69,6 +69,7 @@ class EncoderInfo:
     precision: str
     device: str
     files: tuple[str, ...]
+    languages: str = ""  # what the vocabulary can read, e.g. "English-only (uncased ...)"
 
 
 class Encoder:
@@ -155,6 +156,7 @@ class Encoder:
                     str(p.relative_to(spec.folder)) for p in spec.folder.rglob("*") if p.is_file()
                 )
             ),
+            languages=self.tokenizer.vocabulary().describe(),
         )
 
     # --- encoding --------------------------------------------------------------------------

@@ -32,6 +32,28 @@ class Tokenized:
         return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
 
 
+@dataclass(frozen=True)
+class VocabularyFacts:
+    size: int
+    cased: bool
+    non_ascii_share: float  # of the whole words (no ## pieces): accents, other scripts
+
+    @property
+    def english_only(self) -> bool:
+        """An English vocabulary has almost no whole words outside ASCII (all-MiniLM-L6-v2's
+        uncased vocabulary: 3 of 21,722); a multilingual one has many."""
+        return self.non_ascii_share < 0.01
+
+    def describe(self) -> str:
+        kind = "cased" if self.cased else "uncased"
+        if self.english_only:
+            return (
+                f"English-only ({kind} WordPiece, {self.size:,} tokens): other languages are cut "
+                "into short pieces and match poorly"
+            )
+        return f"multilingual ({kind} WordPiece, {self.size:,} tokens)"
+
+
 class Tokenizer:
     """Turns texts into token ids, truncated to ``max_length`` (special tokens included)."""
 
@@ -100,6 +122,16 @@ class Tokenizer:
         sorted."""
         return sorted(w for w in self._full.get_vocab() if w.isalpha() and len(w) > 1)
 
+    def vocabulary(self) -> VocabularyFacts:
+        """What the vocabulary says about the languages the model can read."""
+        words = self.words()
+        foreign = sum(1 for w in words if not w.isascii())
+        return VocabularyFacts(
+            size=self._full.get_vocab_size(),
+            cased=any(w != w.lower() for w in words),
+            non_ascii_share=foreign / max(len(words), 1),
+        )
+
     def offsets(self, text: str) -> list[tuple[int, int]]:
         """Character spans of every token of ``text``, without special tokens or truncation."""
         if self.lowercase:
@@ -109,15 +141,18 @@ class Tokenizer:
 
 
 def _wordpiece_from_vocab(folder: Path) -> HFTokenizer:
-    lower = True
-    cfg = folder / "tokenizer_config.json"
-    if cfg.is_file():
-        try:
-            lower = bool(json.loads(cfg.read_text(encoding="utf-8")).get("do_lower_case", True))
-        except json.JSONDecodeError as exc:
-            raise ModelFormatError(f"{cfg} is not valid JSON: {exc}") from exc
+    """BERT's WordPiece pipeline with the checkpoint's own text handling from
+    ``tokenizer_config.json``: ``do_lower_case`` (default true), ``strip_accents`` (default: the
+    same as lower-casing) and ``tokenize_chinese_chars`` (CJK characters split apart, default
+    true). Cased multilingual vocabularies set ``do_lower_case`` false and keep accents."""
+    settings = _vocab_settings(folder / "tokenizer_config.json")
     tok = HFTokenizer(WordPiece.from_file(str(folder / "vocab.txt"), unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=lower, strip_accents=None)
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True,
+        handle_chinese_chars=settings.split_cjk,
+        strip_accents=settings.strip_accents,
+        lowercase=settings.lowercase,
+    )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     if cls_id is None or sep_id is None:
@@ -125,3 +160,37 @@ def _wordpiece_from_vocab(folder: Path) -> HFTokenizer:
     tok.post_processor = processors.BertProcessing(("[SEP]", sep_id), ("[CLS]", cls_id))
     tok.decoder = decoders.WordPiece()
     return tok
+
+
+@dataclass(frozen=True)
+class VocabSettings:
+    lowercase: bool
+    strip_accents: bool | None  # None: strip when lower-casing, as BERT does
+    split_cjk: bool
+
+
+def _vocab_settings(cfg: Path) -> VocabSettings:
+    raw: dict[str, object] = {}
+    if cfg.is_file():
+        try:
+            loaded = json.loads(cfg.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ModelFormatError(f"{cfg} is not valid JSON: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ModelFormatError(f"{cfg} must hold a JSON object")
+        raw = loaded
+    flags: dict[str, bool | None] = {}
+    for key, default in (
+        ("do_lower_case", True),
+        ("strip_accents", None),
+        ("tokenize_chinese_chars", True),
+    ):
+        value = raw.get(key, default)
+        if value is not None and not isinstance(value, bool):
+            raise ModelFormatError(f"{cfg}: {key} must be true, false or null, got {value!r}")
+        flags[key] = value
+    return VocabSettings(
+        lowercase=bool(flags["do_lower_case"]),
+        strip_accents=flags["strip_accents"],
+        split_cjk=flags["tokenize_chinese_chars"] is not False,
+    )

@@ -8,7 +8,9 @@ import sys
 import typer
 
 from distilmarco.cli import apps as _apps  # noqa: F401
+from distilmarco.cli import distill as _distill  # noqa: F401
 from distilmarco.cli import embed as _embed  # noqa: F401  (registers commands)
+from distilmarco.cli import eval_translation as _eval_translation  # noqa: F401
 from distilmarco.cli import evaluate as _evaluate  # noqa: F401
 from distilmarco.cli import export as _export  # noqa: F401
 from distilmarco.cli import index as _index  # noqa: F401

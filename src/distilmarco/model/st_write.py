@@ -109,7 +109,7 @@ def _write_transformer(
     module: SentenceModule, spec: SentenceModelSpec, folder: Path, layout: Layout, max_len: int
 ) -> None:
     source = spec.transformer_folder
-    shutil.copyfile(source / "config.json", folder / "config.json")
+    _write_config(source / "config.json", folder / "config.json", spec)
     for name in TOKENIZER_FILES:
         if (source / name).is_file():
             shutil.copyfile(source / name, folder / name)
@@ -131,6 +131,20 @@ def _write_transformer(
         if spec.do_lower_case:
             bert_cfg["do_lower_case"] = True
     _write_json(folder / "sentence_bert_config.json", bert_cfg)
+
+
+_LAYER_KEYS = {"distilbert": "n_layers", "bert": "num_hidden_layers"}
+
+
+def _write_config(source: Path, target: Path, spec: SentenceModelSpec) -> None:
+    """The source ``config.json``, with the layer count of a student cut from a deeper model."""
+    raw = json.loads(source.read_text(encoding="utf-8"))
+    key = _LAYER_KEYS[spec.transformer.architecture]
+    if raw.get(key, spec.transformer.num_layers) == spec.transformer.num_layers:
+        shutil.copyfile(source, target)
+        return
+    raw[key] = spec.transformer.num_layers
+    _write_json(target, raw)
 
 
 def normalise_keys_keep_unused(

@@ -1,6 +1,7 @@
-"""Fine-tuning: losses, a no-duplicates sampler, data readers, hard-negative mining, the trainer."""
+"""Fine-tuning and distillation: losses, a no-duplicates sampler, data readers, hard-negative mining, the trainer."""
 
 from distilmarco.training.api import train
 from distilmarco.training.config import EvalRecord, TrainConfig, TrainResult
+from distilmarco.training.distill import distill
 
-__all__ = ["EvalRecord", "TrainConfig", "TrainResult", "train"]
+__all__ = ["EvalRecord", "TrainConfig", "TrainResult", "distill", "train"]

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distilmarco.errors import FormatError, InputError
 from distilmarco.textio import jsonl_objects
 
@@ -35,7 +37,8 @@ _HEADER_NAMES = {
     "text",
 }
 
-Label = float | tuple[float, ...] | tuple[tuple[float, ...], ...] | None
+# np.ndarray: a teacher vector computed in memory (distillation), not read from a file.
+Label = float | tuple[float, ...] | tuple[tuple[float, ...], ...] | np.ndarray | None
 
 
 @dataclass(frozen=True)

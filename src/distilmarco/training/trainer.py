@@ -55,6 +55,8 @@ class Job:
     config: TrainConfig
     steps_per_epoch: int
     dev: DevEvaluator | None = None
+    # Examples made in memory (distillation's texts with teacher vectors) instead of ``data``.
+    examples: Callable[[], Iterator[Example]] | None = None
 
 
 def choose_precision(requested: str, device: str) -> str:
@@ -167,7 +169,7 @@ def run(job: Job, *, resume: bool = False, progress: ProgressHook | None = None)
     done = False
     for epoch in range(state.epoch, cfg.epochs):
         skip = state.batch_in_epoch if epoch == state.epoch else 0
-        for index, examples in enumerate(_epoch_batches(job.data, sampler, epoch)):
+        for index, examples in enumerate(_epoch_batches(job, sampler, epoch)):
             if index < skip:
                 continue  # trained on before the checkpoint this run resumed from
             started = time.perf_counter()
@@ -229,8 +231,9 @@ def _columns(examples: list[Example]) -> list[list[str]]:
     return [list(col) for col in zip(*(ex.texts for ex in examples), strict=True)]
 
 
-def _epoch_batches(data: Path, sampler: SamplerConfig, epoch: int) -> Iterator[list[Example]]:
-    return batches(read_examples(data), sampler, epoch)
+def _epoch_batches(job: Job, sampler: SamplerConfig, epoch: int) -> Iterator[list[Example]]:
+    source = job.examples() if job.examples is not None else read_examples(job.data)
+    return batches(source, sampler, epoch)
 
 
 def _embedder(
