@@ -222,6 +222,7 @@ def test_bf16_on_cpu_stays_close(
     assert enc.info.precision == "bf16" and out.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_auto_without_measuring_prefers_onnx_and_says_so(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -10,6 +10,7 @@ from conftest import StsVectors
 from scipy.stats import spearmanr
 
 
+@pytest.mark.slow
 @pytest.mark.xdist_group("sts_minilm")
 def test_sts_benchmark_spearman_matches_published(sts_minilm: StsVectors) -> None:
     rho = spearmanr(sts_minilm.cosines(), np.array([r[2] for r in sts_minilm.pairs])).statistic
