@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-train clean chromium
+.PHONY: demo test test-fast lint bench bench-train clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,18 @@ chromium:
 		echo "installing Debian's chromium for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# pytest-xdist processes (0: none). Tests that share a heavy session fixture carry an
+# xdist_group mark; --dist loadgroup keeps each group on one worker.
+WORKERS ?= 0
+PYTEST := $(BIN)/pytest -q -n $(WORKERS) --dist loadgroup
+
+# Everything, slow tests included (real data, full-size models, exports, live servers).
 test: lint chromium
-	$(BIN)/pytest -q
+	$(PYTEST)
+
+# The same minus the tests marked slow (each over a few seconds): a quick check while editing.
+test-fast: lint chromium
+	$(PYTEST) -m "not slow"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

@@ -7,10 +7,16 @@ import csv
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    from distilmarco import Encoder
 
 # The first `backend="auto"` for a model measures every engine (seconds per tiny model made in a
 # test); the tests of that measurement unset this themselves.
@@ -147,6 +153,17 @@ def _to_st2(folder: Path, max_seq_length: int) -> None:
     (folder / "config_sentence_transformers.json").unlink(missing_ok=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One export cache for the session, set as $DISTILMARCO_CACHE: an ONNX, OpenVINO or LiteRT
+    export of a model is built once however many tests use it, and never in the user's
+    ~/.cache. Tests of the cache itself point the variable at their own folder."""
+    folder = tmp_path_factory.mktemp("exports")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DISTILMARCO_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     return minilm_path()
@@ -190,3 +207,58 @@ def tiny_encoder(tiny_model_dir: Path):  # type: ignore[no-untyped-def]
     from distilmarco import Encoder
 
     return Encoder(tiny_model_dir)
+
+
+@dataclass(frozen=True)
+class Banking77:
+    """Banking77's train and test splits with their all-MiniLM-L6-v2 vectors (row i of ``*_x`` is
+    text i)."""
+
+    train_texts: list[str]
+    train_y: list[str]
+    test_texts: list[str]
+    test_y: list[str]
+    train_x: np.ndarray
+    test_x: np.ndarray
+
+
+@pytest.fixture(scope="session")
+def banking77(minilm_encoder: Encoder) -> Banking77:
+    """Banking77 embedded once per session: every real-data classification and clustering test
+    reads these vectors."""
+    train_texts, train_y = read_banking77("train")
+    test_texts, test_y = read_banking77("test")
+    return Banking77(
+        train_texts,
+        train_y,
+        test_texts,
+        test_y,
+        minilm_encoder.encode(train_texts),
+        minilm_encoder.encode(test_texts),
+    )
+
+
+@dataclass(frozen=True)
+class StsVectors:
+    """The STS Benchmark test split and its distinct sentences (first-seen order) embedded with
+    all-MiniLM-L6-v2; ``row[t]`` is the row of sentence ``t`` in ``x``."""
+
+    pairs: list[tuple[str, str, float]]
+    texts: list[str]
+    row: dict[str, int]
+    x: np.ndarray
+
+    def cosines(self) -> np.ndarray:
+        """Cosine similarity of each pair's two sentences, in the order of ``pairs``."""
+        unit = self.x / np.linalg.norm(self.x, axis=1, keepdims=True)
+        a = unit[[self.row[p[0]] for p in self.pairs]]
+        b = unit[[self.row[p[1]] for p in self.pairs]]
+        return (a * b).sum(axis=1)
+
+
+@pytest.fixture(scope="session")
+def sts_minilm(minilm_encoder: Encoder, sts_test: list[tuple[str, str, float]]) -> StsVectors:
+    """The STS Benchmark test sentences embedded once per session."""
+    texts = list(dict.fromkeys(t for a, b, _ in sts_test for t in (a, b)))
+    row = {t: i for i, t in enumerate(texts)}
+    return StsVectors(sts_test, texts, row, minilm_encoder.encode(texts))

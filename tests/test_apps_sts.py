@@ -8,46 +8,43 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import read_sts
+from conftest import StsVectors
 
 from distilmarco.apps import dedup
 
-pytestmark = pytest.mark.slow
-
-
-class Sts:
-    def __init__(self, encoder) -> None:  # type: ignore[no-untyped-def]
-        rows = read_sts("test")
-        self.texts = list(dict.fromkeys(t for a, b, _ in rows for t in (a, b)))
-        pos = {t: i for i, t in enumerate(self.texts)}
-        self.gold = {
-            (min(pos[a], pos[b]), max(pos[a], pos[b])) for a, b, s in rows if s >= 4.5 and a != b
-        }
-        self.x = encoder.encode(self.texts)
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sts_minilm")]
 
 
 @pytest.fixture(scope="module")
-def sts(minilm_encoder) -> Sts:  # type: ignore[no-untyped-def]
-    return Sts(minilm_encoder)
+def gold(sts_minilm: StsVectors) -> set[tuple[int, int]]:
+    """Row pairs (i < j) of the distinct sentences whose gold score is >= 4.5."""
+    row = sts_minilm.row
+    return {
+        (min(row[a], row[b]), max(row[a], row[b]))
+        for a, b, s in sts_minilm.pairs
+        if s >= 4.5 and a != b
+    }
 
 
-def test_gold_paraphrases_rank_among_the_top_pairs(sts: Sts) -> None:
-    assert len(sts.texts) == 2552 and len(sts.gold) == 162
-    pairs = dedup.mine_pairs(sts.x, top_k_per_item=10)
+def test_gold_paraphrases_rank_among_the_top_pairs(
+    sts_minilm: StsVectors, gold: set[tuple[int, int]]
+) -> None:
+    assert len(sts_minilm.texts) == 2552 and len(gold) == 162
+    pairs = dedup.mine_pairs(sts_minilm.x, top_k_per_item=10)
     ranked = [(p.i, p.j) for p in pairs]
-    recall = {m: len(sts.gold & set(ranked[: m * len(sts.gold)])) / len(sts.gold) for m in (5, 10)}
+    recall = {m: len(gold & set(ranked[: m * len(gold)])) / len(gold) for m in (5, 10)}
     print(f"gold>=4.5 recall in the top 5x / 10x pairs: {recall[5]:.3f} / {recall[10]:.3f}")
     # Measured 0.846 and 0.938. The top 810 pairs are 0.025% of all 3.3M pairs, so chance
     # would find almost none; unlabelled near-duplicates (the corpus repeats news headlines)
     # take the other places.
     assert recall[5] >= 0.80
     assert recall[10] >= 0.90
-    at = dedup.mine_pairs(sts.x, threshold=0.8, top_k_per_item=10)
+    at = dedup.mine_pairs(sts_minilm.x, threshold=0.8, top_k_per_item=10)
     assert all(p.score >= 0.8 for p in at) and at == [p for p in pairs if p.score >= 0.8]
 
 
-def test_chunked_mining_equals_brute_force(sts: Sts) -> None:
-    x = sts.x.astype(np.float64)
+def test_chunked_mining_equals_brute_force(sts_minilm: StsVectors) -> None:
+    x = sts_minilm.x.astype(np.float64)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     full = x @ x.T
     n = len(x)
@@ -63,7 +60,9 @@ def test_chunked_mining_equals_brute_force(sts: Sts) -> None:
         for a, b, v, nr in zip(i, j, s, near, strict=True)
         if v >= threshold and not nr
     }
-    got = dedup.mine_pairs(sts.x, threshold=threshold, block_elements=100_000, method="exact")
+    got = dedup.mine_pairs(
+        sts_minilm.x, threshold=threshold, block_elements=100_000, method="exact"
+    )
     got_set = {(p.i, p.j) for p in got}
     ambiguous = {(int(a), int(b)) for a, b in zip(i[near], j[near], strict=True)}
     assert got_set - ambiguous == expect
@@ -78,7 +77,7 @@ def test_chunked_mining_equals_brute_force(sts: Sts) -> None:
     gap = full[np.arange(n), order[:, 2]] - full[np.arange(n), order[:, 3]]
     clear = gap > 1e-5
     assert clear.mean() > 0.99
-    got_k = dedup.mine_pairs(sts.x, top_k_per_item=3, block_elements=100_000, method="exact")
+    got_k = dedup.mine_pairs(sts_minilm.x, top_k_per_item=3, block_elements=100_000, method="exact")
     from_row: dict[int, set[int]] = {r: set() for r in range(n)}
     for p in got_k:
         from_row[p.i].add(p.j)
@@ -89,9 +88,9 @@ def test_chunked_mining_equals_brute_force(sts: Sts) -> None:
     assert len({(p.i, p.j) for p in got_k} ^ expect_k) <= 2 * int((~clear).sum())
 
 
-def test_groups_on_real_paraphrases(sts: Sts) -> None:
-    pairs = dedup.mine_pairs(sts.x, threshold=0.95)
-    groups = dedup.duplicate_groups(pairs, len(sts.texts))
+def test_groups_on_real_paraphrases(sts_minilm: StsVectors) -> None:
+    pairs = dedup.mine_pairs(sts_minilm.x, threshold=0.95)
+    groups = dedup.duplicate_groups(pairs, len(sts_minilm.texts))
     assert groups and all(len(g) >= 2 for g in groups)
     # Every pair's two rows end up in the same group.
     where = {r: gi for gi, g in enumerate(groups) for r in g}

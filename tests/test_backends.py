@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +27,6 @@ PARITY_SENTENCES = 400  # the first 400 sentences of STS test (200 pairs)
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-@pytest.fixture(scope="session")
-def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh export cache, also set as $DISTILMARCO_CACHE for Encoders built in these tests."""
-    folder = tmp_path_factory.mktemp("exports")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DISTILMARCO_CACHE", str(folder))
-        yield folder
 
 
 @pytest.fixture(scope="session")
@@ -231,6 +222,7 @@ def test_bf16_on_cpu_stays_close(
     assert enc.info.precision == "bf16" and out.dtype == np.float32
 
 
+@pytest.mark.slow
 def test_auto_without_measuring_prefers_onnx_and_says_so(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -134,6 +134,7 @@ def test_key_follows_the_model_files(tiny_spec: SentenceModelSpec, tmp_path: Pat
     assert first.parent == tmp_path / "exports"
 
 
+@pytest.mark.slow
 def test_int8_export_and_onnx_encoder_match_torch(
     tiny_model_dir: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

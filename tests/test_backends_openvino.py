@@ -233,6 +233,7 @@ def test_auto_survives_a_damaged_cache_file(tiny_spec: SentenceModelSpec, tmp_pa
     assert len(json.loads((tmp_path / auto.CACHE_FILE).read_text())) == 1
 
 
+@pytest.mark.slow
 def test_auto_on_real_backends_picks_a_measured_one_and_says_so(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -255,6 +256,7 @@ def test_auto_on_real_backends_picks_a_measured_one_and_says_so(
     ).info.backend == backends.choose_backend("fp32", "cpu")
 
 
+@pytest.mark.slow
 def test_server_info_reports_the_precision_run(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

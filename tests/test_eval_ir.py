@@ -224,6 +224,7 @@ def _read_trec(path: Path) -> dict[str, dict[str, float]]:
     return run
 
 
+@pytest.mark.slow
 def test_cranfield_bm25_equals_independent_bm25(cranfield_cli: dict, tmp_path: Path) -> None:
     from distilmarco import Encoder
     from distilmarco.index.chunking import ChunkConfig, chunk_spans

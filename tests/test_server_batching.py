@@ -135,7 +135,15 @@ def test_close_drains_then_refuses(fake) -> None:  # type: ignore[no-untyped-def
     second = b.submit(ids_of((3, 2)))
     closer = threading.Thread(target=b.close)
     closer.start()
-    time.sleep(0.05)
+    # close() refuses new work before it waits for the worker; probe with a no-op call until it
+    # does (a probe accepted before that runs harmlessly with the queued work).
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            b.submit_call(lambda: None)
+        except ServerClosedError:
+            break
+        assert time.monotonic() < deadline, "close() never started refusing work"
     with pytest.raises(ServerClosedError):
         b.submit(ids_of((3, 3)))
     with pytest.raises(ServerClosedError):

@@ -30,6 +30,7 @@ def api_schema(tiny_encoder, tmp_path_factory):  # type: ignore[no-untyped-def]
     index.close()
 
 
+@pytest.mark.slow
 def test_api_never_fails(api_schema) -> None:  # type: ignore[no-untyped-def]
     operations = [result.ok() for result in api_schema.get_all_operations()]
     paths = {op.path for op in operations}

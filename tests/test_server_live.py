@@ -70,6 +70,7 @@ def test_concurrent_requests_share_batches(tiny_encoder) -> None:  # type: ignor
     backend = HeldBackend(tiny_encoder.backend, hold=True)
     app = create_app(ServerSettings(warmup=False), EncoderProxy(tiny_encoder, backend))
     requests = [[f"{q} #{i}" for q in QUERIES[: 1 + i % 5]] for i in range(12)]
+    total_tokens = sum(int(tiny_encoder.tokenizer.encode(t).lengths.sum()) for t in requests)
     with running(app) as (url, _), httpx.Client(base_url=url, timeout=60) as http:
 
         def call(texts: list[str]) -> np.ndarray:
@@ -80,7 +81,9 @@ def test_concurrent_requests_share_batches(tiny_encoder) -> None:  # type: ignor
         with ThreadPoolExecutor(12) as pool:
             futures = [pool.submit(call, texts) for texts in requests]
             assert backend.entered.wait(10)
-            time.sleep(0.5)  # the other requests queue up behind the held batch
+            # every other request is queued behind the held step once the queue holds all
+            # tokens but the step's
+            _wait_for_queue_tokens(http, total_tokens - backend.entered_tokens)
             backend.gate.set()
             results = [f.result() for f in futures]
         metrics = http.get("/metrics").text
@@ -94,6 +97,13 @@ def test_concurrent_requests_share_batches(tiny_encoder) -> None:  # type: ignor
     groups = _metric(metrics, "distilmarco_batch_requests_count")
     assert _metric(metrics, "distilmarco_batch_requests_sum") == 12
     assert groups <= 3, groups  # the held request, then the other eleven in one or two steps
+
+
+def _wait_for_queue_tokens(http: httpx.Client, tokens: int) -> None:
+    deadline = time.monotonic() + 10
+    while _metric(http.get("/metrics").text, "distilmarco_queue_tokens") != tokens:
+        assert time.monotonic() < deadline, f"the queue never held {tokens} tokens"
+        time.sleep(0.01)
 
 
 def _metric(text: str, name: str) -> float:

@@ -79,9 +79,12 @@ class HeldBackend:
             self.gate.set()
         self.calls: list[int] = []  # batch sizes seen
         self.entered = threading.Event()
+        self.entered_tokens = 0  # real tokens of the first call, known once ``entered`` is set
         self.name, self.precision, self.device = inner.name, inner.precision, inner.device
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        if not self.entered.is_set():
+            self.entered_tokens = int(attention_mask.sum())
         self.entered.set()
         self.gate.wait(30)
         if self.delay:

@@ -3,7 +3,8 @@ vectors on real STS sentences: fp32 parity, int8 closeness and STS quality."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +39,12 @@ def long_texts(sts_test: list[tuple[str, str, float]]) -> list[str]:
     return [" ".join(words[:2000]), " ".join(words[500:2500]), " ".join(words[:380])]
 
 
-@pytest.fixture(scope="module")
-def litert_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One export cache for this module, also $DISTILMARCO_CACHE for the Encoders built here."""
-    folder = tmp_path_factory.mktemp("litert-cache")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("DISTILMARCO_CACHE", str(folder))
-        yield folder
+@pytest.fixture()
+def litert_cache(export_cache: Path) -> Path:
+    """The session's export cache ($DISTILMARCO_CACHE, conftest.py): a conversion made here or by
+    the README's ``export --format tflite`` serves both."""
+    assert os.environ["DISTILMARCO_CACHE"] == str(export_cache)
+    return export_cache
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

@@ -119,6 +119,7 @@ def test_tensorflow_backend_full_size_distilbert_with_512_tokens(
     assert max(backend.tokenizer.encode(texts).lengths) == 512
 
 
+@pytest.mark.slow
 def test_savedmodel_cache_is_reused_and_rebuilt_when_damaged(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
