@@ -26,7 +26,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from distilmarco.encoder import MAX_BATCH_SIZE, pad_batch
-from distilmarco.errors import DistilmarcoError, NonFiniteOutputError
+from distilmarco.errors import (
+    NonFiniteOutputError,
+    QueueFullError,
+    ServerClosedError,
+)
 from distilmarco.server.fairqueue import Job, Slice, pick, processor_share
 
 log = logging.getLogger(__name__)
@@ -66,22 +70,6 @@ def plan_padded(
         batches.append(order[start:end])
         start = end
     return batches
-
-
-class QueueFullError(DistilmarcoError):
-    """The inference queue is full; retry after ``retry_after`` seconds."""
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ServerClosedError(DistilmarcoError):
-    """The worker is shutting down and accepts no new work."""
-
-
-class ClientGoneError(DistilmarcoError):
-    """The client disconnected before its answer was ready; its work was dropped."""
 
 
 @dataclass(frozen=True)

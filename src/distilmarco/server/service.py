@@ -13,12 +13,8 @@ import numpy as np
 from starlette.types import Receive
 
 from distilmarco.encoder import Encoder, normalize_rows
-from distilmarco.server.batching import (
-    BatchReport,
-    ClientGoneError,
-    MicroBatcher,
-    QueueFullError,
-)
+from distilmarco.errors import ClientGoneError, QueueFullError
+from distilmarco.server.batching import BatchReport, MicroBatcher
 from distilmarco.server.http_errors import ApiError
 from distilmarco.server.limits import check_texts
 from distilmarco.server.metrics import Metrics
