@@ -103,12 +103,6 @@ class Encoder:
         if max_seq_length is not None and not 2 <= max_seq_length <= limit:
             raise InputError(f"max_seq_length {max_seq_length} must be between 2 and {limit}")
         self.max_seq_length = max_seq_length or limit
-        if threads is not None:
-            if threads < 1:
-                raise InputError(f"threads must be >= 1, got {threads}")
-            import torch
-
-            torch.set_num_threads(threads)
         self.tokenizer = Tokenizer.from_folder(
             self.spec.transformer_folder, self.max_seq_length, self.spec.do_lower_case
         )

@@ -93,7 +93,7 @@ def create_backend(
 ) -> Backend:
     """Build the backend ``name`` for the model in ``spec``; validates every choice.
 
-    ``threads`` sets the ONNX Runtime / OpenVINO intra-op threads (default: physical cores);
+    ``threads`` sets the backend's intra-op threads (default: physical cores; torch: as it is);
     ``cache_dir`` is where exports are kept (default ``$DISTILMARCO_CACHE`` or
     ``~/.cache/distilmarco``); ``calibration`` texts set OpenVINO's static int8 scales.
     """
@@ -148,7 +148,7 @@ def _build(
     if name == "torch":
         from distilmarco.backends.torch_backend import TorchBackend
 
-        return TorchBackend.from_spec(spec, precision=precision, device=device)
+        return TorchBackend.from_spec(spec, precision=precision, device=device, threads=threads)
     if name == "onnx":
         from distilmarco.backends.onnx_backend import OnnxBackend
 

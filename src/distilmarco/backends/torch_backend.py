@@ -90,9 +90,16 @@ class TorchBackend:
         precision: str = "fp32",
         device: str = "cpu",
         packed: bool = True,
+        threads: int | None = None,
     ) -> None:
+        """``threads``: torch's intra-op threads; torch has one pool per process, so this sets
+        it for every torch model in the process (default: left as it is)."""
         self.device = resolve_device(device)
         reset_threads_in_forked_children()
+        if threads is not None:
+            if not isinstance(threads, int) or threads < 1:
+                raise InputError(f"threads must be an integer >= 1, got {threads!r}")
+            torch.set_num_threads(threads)
         self.batch_tokens = CPU_BATCH_TOKENS if self.device == "cpu" else GPU_BATCH_TOKENS
         if precision not in _DTYPES:
             raise InputError(
@@ -115,8 +122,10 @@ class TorchBackend:
         precision: str = "fp32",
         device: str = "cpu",
         packed: bool = True,
+        threads: int | None = None,
     ) -> TorchBackend:
-        return cls(load_sentence_module(spec), precision=precision, device=device, packed=packed)
+        module = load_sentence_module(spec)
+        return cls(module, precision=precision, device=device, packed=packed, threads=threads)
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         ids = torch.from_numpy(input_ids).to(self.device)
