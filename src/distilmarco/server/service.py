@@ -12,13 +12,14 @@ from typing import Any
 import numpy as np
 from starlette.types import Receive
 
-from distilmarco.encoder import Encoder, normalize_rows
+from distilmarco.encoder import Encoder
 from distilmarco.errors import ClientGoneError, QueueFullError
 from distilmarco.server.batching import BatchReport, MicroBatcher
 from distilmarco.server.http_errors import ApiError
 from distilmarco.server.limits import check_texts
 from distilmarco.server.metrics import Metrics
 from distilmarco.server.settings import ServerSettings
+from distilmarco.vectors import normalize_rows
 
 log = logging.getLogger(__name__)
 INLINE_TOKENIZE_CHARS = 2048  # about 2 ms of tokenising; larger requests go to a thread
