@@ -7,7 +7,8 @@ import sys
 
 import typer
 
-from distilmarco.cli import apps as _apps  # noqa: F401
+from distilmarco.cli import app_commands as _app_commands  # noqa: F401
+from distilmarco.cli import classify as _classify  # noqa: F401
 from distilmarco.cli import embed as _embed  # noqa: F401  (registers commands)
 from distilmarco.cli import evaluate as _evaluate  # noqa: F401
 from distilmarco.cli import export as _export  # noqa: F401
