@@ -55,11 +55,8 @@ class PackedSentence(nn.Module):
         return x
 
 
-# Real tokens per batch. CPU, mixed workload, best of 3 (Intel Xeon with AVX-512, 2 threads):
-# 3,823 useful tokens/s at 2,048 vs 3,119 at 16,384 (fp32), 13,893 vs 10,957 (bf16); 128-token
-# passages 86% vs 75% of the matmul peak. Smaller batches keep a layer's activations (the FFN's
-# are 3,072 x 4 bytes per token) in cache. Not measured on a Zen 3 (OpenVINO's budgets ran flat
-# from 2,048 to 16,384 there). GPUs want large batches to fill their cores.
+# Real tokens per batch: on CPU small batches keep a layer's activations in cache, GPUs want
+# large ones to fill their cores (figures: benchmarks/results/engine-notes.md).
 CPU_BATCH_TOKENS = 2048
 GPU_BATCH_TOKENS = 16384
 _fork_hook = threading.Lock()
