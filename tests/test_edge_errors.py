@@ -90,3 +90,14 @@ def test_cli_exits_1_with_one_line_for_our_input_error(
     monkeypatch.setattr(distilmarco.textio, "read_text_file", refused)
     assert main(["dedup", str(_texts(tmp_path))]) == 1
     assert capsys.readouterr().err.strip() == "error: texts.txt: line 2 is not text"
+
+
+def test_cli_exits_1_for_a_file_that_is_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distilmarco.cli import main
+
+    sts = tmp_path / "sts.csv"
+    sts.write_bytes(b"sentence1,sentence2,score\n\xff\xfe caf\xe9,b,1.0\n")
+    assert main(["eval", "sts", str(sts), "-m", str(tmp_path / "no-model")]) == 1
+    assert "not valid UTF-8" in capsys.readouterr().err

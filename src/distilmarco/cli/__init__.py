@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DistilmarcoError, OSError) as exc:  # bad input, or a file the system refused
         err.print(styled(("error:", "red"), f" {exc}"))
         return 1
+    except UnicodeDecodeError as exc:  # a data file that is not UTF-8 text: bad input too
+        err.print(styled(("error:", "red"), f" a file is not valid UTF-8 text: {exc}"))
+        return 1
     except Exception:  # a fault in our code: never dressed up as bad input
         log.critical("internal error (a bug in distilmarco, please report it)", exc_info=True)
         return INTERNAL_ERROR
