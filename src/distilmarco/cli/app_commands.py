@@ -195,6 +195,16 @@ def dedup(
     )
 
 
+# The CLI's names of the ``ClusterOptions`` fields, for its error messages.
+CLUSTER_FLAGS = {
+    "method": "--method",
+    "clusters": "--clusters",
+    "k_max": "--k-max",
+    "threshold": "--threshold",
+    "min_size": "--min-size",
+}
+
+
 # --- cluster ---------------------------------------------------------------------------------
 
 
@@ -231,10 +241,7 @@ def cluster(
 
     check_outputs(output, ("--summary", summary))
 
-    options = clu.ClusterOptions(method, k, k_max, threshold, min_size, seed).check(
-        {"clusters": "--clusters", "k_max": "--k-max", "threshold": "--threshold"}
-        | {"min_size": "--min-size", "method": "--method"}
-    )
+    options = clu.ClusterOptions(method, k, k_max, threshold, min_size, seed).check(CLUSTER_FLAGS)
     texts = read_texts(input, column)
     vectors = embed_texts(
         make_encoder(model, engine(backend, precision, device, batch_tokens)), texts
