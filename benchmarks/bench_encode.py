@@ -312,7 +312,7 @@ def our_padding(folder: Path, w: Workload, combo: Combo) -> float:
     from distilmarco.backends.openvino_backend import OpenVinoBackend
     from distilmarco.backends.tensorflow_backend import TensorFlowBackend
     from distilmarco.backends.torch_backend import CPU_BATCH_TOKENS
-    from distilmarco.encoder import plan_batches
+    from distilmarco.batching import plan_batches
     from distilmarco.model.st_format import SentenceModelSpec
 
     budgets = {

@@ -196,12 +196,12 @@ def test_cancelled_requests_are_skipped(fake) -> None:  # type: ignore[no-untype
     assert fake.batches == [1, 1]
 
 
-def test_plan_padded_keeps_padding_low_and_covers_every_row() -> None:
-    from distilmarco.server.batching import plan_padded
+def test_plan_batches_keeps_padding_low_and_covers_every_row() -> None:
+    from distilmarco.batching import plan_batches
 
     rng = np.random.default_rng(0)
     lengths = np.concatenate([rng.integers(6, 14, 40), rng.integers(60, 160, 24)])
-    batches = plan_padded(lengths, budget=4096, slack=0.2, small=64)
+    batches = plan_batches(lengths, budget=4096, max_padding=0.2, small_tokens=64)
     rows = np.concatenate(batches)
     assert sorted(rows.tolist()) == list(range(len(lengths)))
     padded = sum(len(b) * lengths[b].max() for b in batches)
@@ -214,7 +214,7 @@ def test_plan_padded_keeps_padding_low_and_covers_every_row() -> None:
             or len(b) * lengths[b].max() <= 64
         )
     # the budget still bounds a batch of equal rows
-    assert [len(b) for b in plan_padded(np.full(10, 100), budget=300)] == [3, 3, 3, 1]
+    assert [len(b) for b in plan_batches(np.full(10, 100), budget=300)] == [3, 3, 3, 1]
 
 
 def test_on_idle_runs_once_after_work(fake) -> None:  # type: ignore[no-untyped-def]

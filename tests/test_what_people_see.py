@@ -43,14 +43,17 @@ def test_docs_are_served_from_local_files(client) -> None:  # type: ignore[no-un
 
 def test_plot_of_several_modes_has_a_bar_per_mode(tmp_path) -> None:  # type: ignore[no-untyped-def]
     pytest.importorskip("matplotlib")
-    from distilmarco.cli.evaluate import plot_values
+    from distilmarco.cli.eval_run import plot_values
+    from distilmarco.evaluation.compare import CompareRecord, MetricKey
     from distilmarco.evaluation.plots import bar_chart
 
-    record = {
-        "backend": "onnx", "precision": "fp32", "error": None, "texts_per_second": 100.0,
-        "metrics": {"dense nDCG@10": 0.38, "dense MRR@10": 0.54, "bm25 nDCG@10": 0.36,
-                    "bm25 MRR@10": 0.53, "hybrid nDCG@10": 0.41, "hybrid MRR@10": 0.58},
-    }  # fmt: skip
+    figures = {"dense nDCG@10": 0.38, "dense MRR@10": 0.54, "bm25 nDCG@10": 0.36,
+               "bm25 MRR@10": 0.53, "hybrid nDCG@10": 0.41, "hybrid MRR@10": 0.58}  # fmt: skip
+    metrics = {MetricKey(*name.split(" ")): value for name, value in figures.items()}
+    record = CompareRecord(
+        backend="onnx", precision="fp32", metrics=metrics, deltas={}, texts_per_second=100.0,
+        tokens_per_second=None, seconds=None, error=None,
+    )  # fmt: skip
     values, _, metric = plot_values([record])
     assert metric == "nDCG@10"
     assert values == {"onnx/fp32 dense": 0.38, "onnx/fp32 bm25": 0.36, "onnx/fp32 hybrid": 0.41}

@@ -9,7 +9,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,10 +17,12 @@ from typing import Literal
 import numpy as np
 
 from distilmarco.backends import Backend, create_backend
+from distilmarco.batching import non_finite_rows, pad_batch, plan_batches
 from distilmarco.errors import BackendError, InputError, TruncationError
 from distilmarco.model.hub import DEFAULT_MODEL, resolve
 from distilmarco.model.st_format import SentenceModelSpec, Similarity
 from distilmarco.tokenizer import Tokenizer
+from distilmarco.vectors import normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +30,6 @@ Truncation = Literal["warn", "error", "count"]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # Texts tokenised at a time: bounds memory by this window, not by the number of inputs.
 _WINDOW = 8192
-MAX_BATCH_SIZE = 512
-# Most of a batch's rows x max length that may be padding (see ``plan_batches``).
-MAX_PADDING = 0.2
 
 
 @dataclass(frozen=True)
@@ -104,12 +103,6 @@ class Encoder:
         if max_seq_length is not None and not 2 <= max_seq_length <= limit:
             raise InputError(f"max_seq_length {max_seq_length} must be between 2 and {limit}")
         self.max_seq_length = max_seq_length or limit
-        if threads is not None:
-            if threads < 1:
-                raise InputError(f"threads must be >= 1, got {threads}")
-            import torch
-
-            torch.set_num_threads(threads)
         self.tokenizer = Tokenizer.from_folder(
             self.spec.transformer_folder, self.max_seq_length, self.spec.do_lower_case
         )
@@ -215,7 +208,7 @@ class Encoder:
                     padded += mask.size
                     batches += 1
                     advance(len(rows))
-        bad = ~np.isfinite(out).all(axis=1)
+        bad = non_finite_rows(out)
         if bad.any():
             raise BackendError(
                 f"the {self.backend.name}/{self.backend.precision} backend produced non-finite "
@@ -256,45 +249,6 @@ def validate_texts(texts: str | Iterable[str]) -> list[str]:
                 f"{bad.start()}: it is not valid Unicode text"
             )
     return items
-
-
-def plan_batches(
-    lengths: np.ndarray, budget: int, max_padding: float = MAX_PADDING
-) -> Iterator[np.ndarray]:
-    """Row indices per batch: longest first, each batch's rows x max length <= ``budget``.
-
-    A batch also stops growing before its padding exceeds ``max_padding`` of its rows x max
-    length: with few texts of mixed lengths, one budget-sized batch would otherwise pad queries
-    to the length of documents (and padded attention costs rows x length^2).
-    """
-    order = np.argsort(-lengths, kind="stable")
-    start = 0
-    while start < len(order):
-        longest = int(lengths[order[start]])
-        size = max(1, min(budget // max(longest, 1), MAX_BATCH_SIZE))
-        rows = lengths[order[start : start + size]]
-        # Lengths descend, so the running mean does too: the rows that fit form a prefix.
-        fits = np.cumsum(rows) >= (1.0 - max_padding) * longest * np.arange(1, len(rows) + 1)
-        size = max(1, int(fits.sum()))
-        yield order[start : start + size]
-        start += size
-
-
-def pad_batch(ids: Sequence[np.ndarray], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad to the longest row: (B, T) int64 ids and attention mask."""
-    width = max(len(x) for x in ids)
-    batch = np.full((len(ids), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(ids), width), dtype=np.int64)
-    for row, x in enumerate(ids):
-        batch[row, : len(x)] = x
-        mask[row, : len(x)] = 1
-    return batch, mask
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """Unit-length rows; all-zero rows stay zero (never NaN)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
 def _check_batch_tokens(budget: int, max_len: int) -> int:

@@ -57,6 +57,22 @@ class NonFiniteOutputError(BackendError):
         self.positions = positions
 
 
+class QueueFullError(DistilmarcoError):
+    """The server's inference queue is full; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ServerClosedError(DistilmarcoError):
+    """The server's inference worker is shutting down and accepts no new work."""
+
+
+class ClientGoneError(DistilmarcoError):
+    """The client disconnected before its answer was ready; its work was dropped."""
+
+
 class IndexStoreError(DistilmarcoError):
     """An index file is unusable: not ours, from a newer version, or damaged."""
 

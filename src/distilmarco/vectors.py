@@ -47,6 +47,18 @@ def scores(rows: np.ndarray, query: np.ndarray, similarity: str) -> np.ndarray:
     raise InputError(f"unknown similarity {similarity!r}; choose one of {', '.join(SIMILARITIES)}")
 
 
+def pair_scores(a: np.ndarray, b: np.ndarray, similarity: str) -> np.ndarray:
+    """Score of prepared row i of ``a`` with prepared row i of ``b``: float64, shape ``(N,)``."""
+    a64, b64 = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if similarity in ("cosine", "dot"):
+        return np.einsum("ij,ij->i", a64, b64)
+    if similarity == "euclidean":
+        return -np.linalg.norm(a64 - b64, axis=1)
+    if similarity == "manhattan":
+        return -np.abs(a64 - b64).sum(axis=1)
+    raise InputError(f"unknown similarity {similarity!r}; choose one of {', '.join(SIMILARITIES)}")
+
+
 def score_matrix(a: np.ndarray, b: np.ndarray, similarity: str) -> np.ndarray:
     """Scores of prepared rows ``a`` against prepared rows ``b``: shape ``(len(a), len(b))``."""
     if similarity in ("cosine", "dot"):

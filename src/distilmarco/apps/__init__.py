@@ -9,12 +9,11 @@ from __future__ import annotations
 from distilmarco.apps.classify import (
     Classifier,
     ProtocolReport,
-    ZeroShot,
     fit_classifier,
     mteb_protocol,
-    zero_shot,
 )
 from distilmarco.apps.similarity import TopK, iter_blocks, matrix, pairwise, top_k
+from distilmarco.apps.zero_shot import ZeroShot, zero_shot
 
 __all__ = [
     "Classifier",

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from distilmarco.apps._extras import need
-from distilmarco.apps.similarity import DEFAULT_BLOCK_ELEMENTS, as_matrix, iter_blocks, normalize
+from distilmarco.apps.similarity import DEFAULT_BLOCK_ELEMENTS, as_matrix, iter_blocks
 from distilmarco.errors import InputError
+from distilmarco.vectors import normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def _check(vectors: np.ndarray, minimum: int = 2) -> np.ndarray:
     x = as_matrix(vectors)
     if x.shape[0] < minimum:
         raise InputError(f"clustering needs at least {minimum} items, got {x.shape[0]}")
-    return normalize(x)
+    return normalize_rows(x)
 
 
 def silhouette(vectors: np.ndarray, labels: np.ndarray, seed: int = 0) -> float | None:
@@ -295,7 +296,7 @@ def central(
     vectors: np.ndarray, labels: np.ndarray, n_central: int = 3
 ) -> dict[int, tuple[int, ...]]:
     """Per cluster, the rows closest (cosine) to its centroid, most central first."""
-    x = normalize(as_matrix(vectors))
+    x = normalize_rows(as_matrix(vectors))
     out: dict[int, tuple[int, ...]] = {}
     for c in sorted({int(v) for v in labels}):
         rows = np.flatnonzero(labels == c)
@@ -325,16 +326,60 @@ def describe(
     return [ClusterSummary(c, sizes[c], kw[c], cen[c]) for c in order]
 
 
-def cluster(vectors: np.ndarray, method: str = "kmeans", **options: object) -> Clustering:
-    """Dispatch by method name (``kmeans``, ``agglomerative``, ``hdbscan``, ``communities``)."""
-    funcs = {
-        "kmeans": kmeans,
-        "agglomerative": agglomerative,
-        "hdbscan": hdbscan,
-        "communities": communities,
-    }
-    if method not in funcs:
-        raise InputError(
-            f"unknown clustering method {method!r}; choose one of {', '.join(METHODS)}"
-        )
-    return funcs[method](vectors, **options)  # type: ignore[operator]
+# The settings each method takes (the other ``ClusterOptions`` fields must stay None).
+TAKES: dict[str, tuple[str, ...]] = {
+    "kmeans": ("clusters", "k_max"),
+    "agglomerative": ("threshold",),
+    "hdbscan": ("min_size",),
+    "communities": ("threshold", "min_size"),
+}
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """A clustering method and the settings it takes; None means the method's default.
+
+    ``clusters``/``k_max``: k-means (None: the best silhouette for k up to ``k_max``, 20);
+    ``threshold``: agglomerative cosine distance (0.5) or communities similarity (0.75);
+    ``min_size``: hdbscan / communities smallest cluster (5).
+    """
+
+    method: str = "kmeans"
+    clusters: int | None = None
+    k_max: int | None = None
+    threshold: float | None = None
+    min_size: int | None = None
+    seed: int = 0
+
+    def check(self, names: Mapping[str, str] | None = None) -> ClusterOptions:
+        """``self``, or an error naming an unknown method or a setting it does not take;
+        ``names`` spells the fields in the caller's terms (e.g. CLI options)."""
+        name = (names or {}).get
+        if self.method not in TAKES:
+            raise InputError(
+                f"unknown clustering method {self.method!r}; choose one of {', '.join(METHODS)}"
+            )
+        takes = TAKES[self.method]
+        given = {"clusters": self.clusters, "k_max": self.k_max, "threshold": self.threshold}
+        given["min_size"] = self.min_size
+        stray = [f for f, value in given.items() if value is not None and f not in takes]
+        if stray:
+            raise InputError(
+                f"{' and '.join(name(f, f) for f in stray)} do not apply to "
+                f"{name('method', 'method')} {self.method} "
+                f"(it takes {', '.join(name(f, f) for f in takes)})"
+            )
+        return self
+
+
+def cluster(vectors: np.ndarray, options: ClusterOptions | str = "kmeans") -> Clustering:
+    """Cluster ``vectors`` as ``options`` says (a method name alone: its defaults)."""
+    o = (ClusterOptions(options) if isinstance(options, str) else options).check()
+    size = 5 if o.min_size is None else o.min_size
+    if o.method == "kmeans":
+        return kmeans(vectors, o.clusters, k_max=20 if o.k_max is None else o.k_max, seed=o.seed)
+    if o.method == "agglomerative":
+        return agglomerative(vectors, 0.5 if o.threshold is None else o.threshold)
+    if o.method == "hdbscan":
+        return hdbscan(vectors, size)
+    return communities(vectors, 0.75 if o.threshold is None else o.threshold, min_size=size)

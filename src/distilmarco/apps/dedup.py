@@ -28,9 +28,8 @@ log = logging.getLogger(__name__)
 
 Method = Literal["auto", "exact", "ann"]
 METHODS = ("auto", "exact", "ann")
-# Above this many rows ``method="auto"`` uses the ANN graph when usearch is installed. Measured
-# here (2 busy cores, 384-d): exact 20k rows in 33 s vs 136 s for building and querying the HNSW
-# graph; exact time grows as N^2, so the graph only pays off beyond ~100k rows.
+# Above this many rows ``method="auto"`` uses the ANN graph when usearch is installed: exact time
+# grows as N^2, and below this building the graph costs more (benchmarks/results/engine-notes.md).
 ANN_THRESHOLD = 100_000
 
 

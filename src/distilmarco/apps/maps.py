@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from distilmarco.apps._extras import need
-from distilmarco.apps.similarity import as_matrix, normalize
+from distilmarco.apps.similarity import as_matrix
 from distilmarco.errors import InputError, MissingExtraError
+from distilmarco.vectors import normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def project_2d(vectors: np.ndarray, method: str = "auto", *, seed: int = 0) -> n
     """(N, 2) float32 coordinates for N >= 3 vectors, compared by cosine."""
     if method not in PROJECTIONS:
         raise InputError(f"unknown projection {method!r}; choose one of {', '.join(PROJECTIONS)}")
-    x = normalize(as_matrix(vectors))
+    x = normalize_rows(as_matrix(vectors))
     n = x.shape[0]
     if n < 3:
         raise InputError(f"a map needs at least 3 items, got {n}")

@@ -2,19 +2,23 @@
 
 The query is the Rocchio combination of unit vectors, ``mean(like) - negative_weight *
 mean(unlike)``, and corpus rows are ranked by cosine to it. The inputs themselves (and any
-``exclude`` rows) are never recommended. The same query vector works over an index with
-``Index.search_vector(query, k, exclude_ids=...)``.
+``exclude`` rows) are never recommended. ``recommend_in_index`` does the same over an index.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from distilmarco.apps.similarity import as_matrix, check_same_dim, normalize, top_k
+from distilmarco.apps.similarity import as_matrix, check_same_dim, top_k
 from distilmarco.errors import InputError
+from distilmarco.vectors import normalize_rows
+
+if TYPE_CHECKING:
+    from distilmarco.index import Hit, Index
 
 
 @dataclass(frozen=True)
@@ -30,14 +34,14 @@ def recommendation_query(
     pos = as_matrix(like, "like")
     if negative_weight < 0:
         raise InputError(f"negative_weight must be non-negative, got {negative_weight}")
-    q = normalize(pos).mean(axis=0)
+    q = normalize_rows(pos).mean(axis=0)
     if unlike is not None and len(unlike):
         neg = as_matrix(unlike, "unlike")
         check_same_dim(pos, neg, ("like", "unlike"))
-        q = q - negative_weight * normalize(neg).mean(axis=0)
+        q = q - negative_weight * normalize_rows(neg).mean(axis=0)
     if not np.linalg.norm(q) > 1e-9:
         raise InputError("the liked and disliked examples cancel out: no direction to recommend")
-    return normalize(q[None, :])[0]
+    return normalize_rows(q[None, :])[0]
 
 
 def _rows(rows: Sequence[int], n: int, name: str) -> list[int]:
@@ -97,3 +101,31 @@ def recommend(
         if i >= 0 and int(i) not in banned
     ]
     return out[:k]
+
+
+def recommend_in_index(
+    index: Index,
+    *,
+    like: Sequence[str] = (),
+    unlike: Sequence[str] = (),
+    like_texts: Sequence[str] = (),
+    unlike_texts: Sequence[str] = (),
+    k: int = 10,
+    negative_weight: float = 0.5,
+) -> list[Hit]:
+    """The ``k`` documents of ``index`` most like the liked ids and texts and least like the
+    disliked ones, best first; the liked and disliked documents themselves are left out."""
+    parts = [index.vectors(like)] if like else []
+    negs = [index.vectors(unlike)] if unlike else []
+    if like_texts:
+        parts.append(index.encoder.encode(list(like_texts), truncation="count"))
+    if unlike_texts:
+        negs.append(index.encoder.encode(list(unlike_texts), truncation="count"))
+    if not parts:
+        raise InputError("give at least one liked id or liked text")
+    query = recommendation_query(
+        np.concatenate(parts),
+        np.concatenate(negs) if negs else None,
+        negative_weight=negative_weight,
+    )
+    return index.search_vector(query, k, exclude_ids=[*like, *unlike])

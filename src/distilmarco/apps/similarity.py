@@ -1,8 +1,7 @@
 """Similarity between vectors: row-wise pairs, full matrices, and chunked top-k.
 
-Every score follows one convention: **higher means more similar**. ``cosine`` and ``dot`` are the
-usual products; ``euclidean`` is the *negated* Euclidean distance (as in sentence-transformers), so
-that sorting works the same way for every metric.
+Scores come from ``distilmarco.vectors``: higher always means more similar (``euclidean`` is
+the negated distance). The apps offer ``cosine``, ``dot`` and ``euclidean``.
 
 ``iter_blocks`` and ``top_k`` never hold more than ``block_elements`` scores at once, so N x M
 comparisons work when the N x M matrix would not fit in memory.
@@ -12,14 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 
 from distilmarco.errors import InputError
+from distilmarco.vectors import Similarity, pair_scores, prepare, score_matrix
 
-Metric = Literal["cosine", "dot", "euclidean"]
-METRICS: tuple[str, ...] = get_args(Metric)
+METRICS: tuple[Similarity, ...] = ("cosine", "dot", "euclidean")
 # Scores held at once by the chunked functions: 4M float32 = 16 MiB (top_k also holds a
 # partition index of the same shape, 32 MiB more).
 DEFAULT_BLOCK_ELEMENTS = 1 << 22
@@ -34,10 +32,10 @@ class TopK:
     scores: np.ndarray  # (N, k) float32
 
 
-def check_metric(metric: str) -> Metric:
+def check_metric(metric: str) -> Similarity:
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    return metric  # type: ignore[return-value]
+    return metric
 
 
 def as_matrix(x: np.ndarray | list[list[float]], name: str = "vectors") -> np.ndarray:
@@ -63,34 +61,6 @@ def check_same_dim(a: np.ndarray, b: np.ndarray, names: tuple[str, str] = ("a", 
         )
 
 
-def normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-
-
-def prepare(x: np.ndarray, metric: Metric) -> np.ndarray:
-    """What a metric's matrix product runs on: unit rows for cosine, the raw rows otherwise."""
-    return normalize(x) if metric == "cosine" else x
-
-
-def _scores(a: np.ndarray, b: np.ndarray, metric: Metric, b_sq: np.ndarray | None) -> np.ndarray:
-    """Scores of prepared rows ``a`` against prepared rows ``b``: (len(a), len(b))."""
-    if metric != "euclidean":
-        return (a @ b.T).astype(np.float32, copy=False)
-    # |a - b|^2 = |a|^2 + |b|^2 - 2ab cancels badly in float32 for near-identical rows
-    # (error ~1e-3 on distance 0): expand in float64, as scikit-learn does.
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    a_sq = np.einsum("ij,ij->i", a64, a64)[:, None]
-    bsq = np.einsum("ij,ij->i", b64, b64)[None, :] if b_sq is None else b_sq[None, :]
-    return (-np.sqrt(np.maximum(a_sq + bsq - 2.0 * (a64 @ b64.T), 0.0))).astype(np.float32)
-
-
-def _sq_norms(x: np.ndarray) -> np.ndarray:
-    x64 = x.astype(np.float64)
-    return np.einsum("ij,ij->i", x64, x64)
-
-
 def pairwise(a: np.ndarray, b: np.ndarray, metric: str = "cosine") -> np.ndarray:
     """Score of row i of ``a`` with row i of ``b``: shape (N,)."""
     m = check_metric(metric)
@@ -98,10 +68,7 @@ def pairwise(a: np.ndarray, b: np.ndarray, metric: str = "cosine") -> np.ndarray
     check_same_dim(a, b)
     if a.shape[0] != b.shape[0]:
         raise InputError(f"pairwise needs as many rows in a ({a.shape[0]}) as in b ({b.shape[0]})")
-    if m == "euclidean":
-        return (-np.linalg.norm(a - b, axis=1)).astype(np.float32)
-    a, b = prepare(a, m), prepare(b, m)
-    return np.einsum("ij,ij->i", a, b).astype(np.float32)
+    return pair_scores(prepare(a, m), prepare(b, m), m).astype(np.float32)
 
 
 def matrix(a: np.ndarray, b: np.ndarray, metric: str = "cosine") -> np.ndarray:
@@ -109,7 +76,7 @@ def matrix(a: np.ndarray, b: np.ndarray, metric: str = "cosine") -> np.ndarray:
     m = check_metric(metric)
     a, b = as_matrix(a, "a"), as_matrix(b, "b")
     check_same_dim(a, b)
-    return _scores(prepare(a, m), prepare(b, m), m, None)
+    return score_matrix(prepare(a, m), prepare(b, m), m)
 
 
 def block_rows(n_cols: int, block_elements: int = DEFAULT_BLOCK_ELEMENTS) -> int:
@@ -134,10 +101,9 @@ def iter_blocks(
     a, b = as_matrix(a, "a"), as_matrix(b, "b")
     check_same_dim(a, b)
     pb = prepare(b, m)
-    b_sq = _sq_norms(pb) if m == "euclidean" else None
     step = block_rows(b.shape[0], block_elements)
     for start in range(0, a.shape[0], step):
-        yield start, _scores(prepare(a[start : start + step], m), pb, m, b_sq)
+        yield start, score_matrix(prepare(a[start : start + step], m), pb, m)
 
 
 def top_k(
@@ -167,7 +133,6 @@ def top_k(
     col_step = max(k_eff, min(total, block_elements // 16))
     row_step = block_rows(min(col_step, total), block_elements)
     pc = prepare(c, m)
-    c_sq = _sq_norms(pc) if m == "euclidean" else None
     best_i = np.full((n, k_eff), -1, dtype=np.int64)
     best_s = np.full((n, k_eff), -np.inf, dtype=np.float32)
     for r0 in range(0, n, row_step):
@@ -175,9 +140,7 @@ def top_k(
         rows = pq.shape[0]
         run_i, run_s = best_i[r0 : r0 + rows], best_s[r0 : r0 + rows]
         for c0 in range(0, total, col_step):
-            s = _scores(
-                pq, pc[c0 : c0 + col_step], m, None if c_sq is None else c_sq[c0 : c0 + col_step]
-            )
+            s = score_matrix(pq, pc[c0 : c0 + col_step], m)
             if exclude_self:
                 lo, hi = max(r0, c0), min(r0 + rows, c0 + s.shape[1])
                 if lo < hi:

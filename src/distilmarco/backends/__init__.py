@@ -64,11 +64,9 @@ def choose_backend(precision: str, device: str) -> str:
     ``DISTILMARCO_AUTO=static``): a backend that is correct for ``precision`` on ``device``.
 
     GPU (asked for, or ``auto`` with one present): torch. CPU: fp32 and int8 go to ONNX Runtime
-    (its fused graph), then OpenVINO, then (fp32 only) torch; bf16 stays on torch. By the
-    ``make bench`` figures (``benchmarks/results/encode.md``, 2 cores): on a Zen 3, ONNX Runtime
-    fp32 ran 1,595 useful tok/s on the mix, torch 1,551, OpenVINO 1,475; on an AVX-512 Xeon torch
-    3,854, OpenVINO 3,732, ONNX Runtime 3,640, but a single query took 12.4 ms there against
-    17.9 (torch) and 21.5 (OpenVINO). Fast on every CPU measured, fastest for one query: ORT.
+    (its fused graph), then OpenVINO, then (fp32 only) torch; bf16 stays on torch. ONNX Runtime
+    comes first because it was fast on every CPU measured and fastest for a single query (figures
+    in ``benchmarks/results/engine-notes.md``).
     """
     on_gpu = device.split(":")[0] in ("cuda", "mps") or (device == "auto" and _gpu_available())
     if on_gpu or precision in ("bf16", "fp16"):
@@ -93,7 +91,7 @@ def create_backend(
 ) -> Backend:
     """Build the backend ``name`` for the model in ``spec``; validates every choice.
 
-    ``threads`` sets the ONNX Runtime / OpenVINO intra-op threads (default: physical cores);
+    ``threads`` sets the backend's intra-op threads (default: physical cores; torch: as it is);
     ``cache_dir`` is where exports are kept (default ``$DISTILMARCO_CACHE`` or
     ``~/.cache/distilmarco``); ``calibration`` texts set OpenVINO's static int8 scales.
     """
@@ -148,7 +146,7 @@ def _build(
     if name == "torch":
         from distilmarco.backends.torch_backend import TorchBackend
 
-        return TorchBackend.from_spec(spec, precision=precision, device=device)
+        return TorchBackend.from_spec(spec, precision=precision, device=device, threads=threads)
     if name == "onnx":
         from distilmarco.backends.onnx_backend import OnnxBackend
 

@@ -13,9 +13,8 @@ ONNX Runtime alone: exported unpacked with attention written out (``explicit_att
 rewritten by ONNX Runtime's transformer optimizer into its ``Attention``, ``SkipLayerNormalization``
 and ``BiasGelu`` kernels; its int8 form quantises attention too (``QAttention``), with int8
 weights, and splits the outlier channels of the FFN output projections off into small fp32
-matmuls (``outliers.py``). Measured on the full-size random msmarco DistilBERT (2 threads, mixed
-workload, one session, before the split): portable fp32 769 useful tokens/s, fused 1,291;
-portable int8 (uint8 weights) 1,024, fused int8 2,321.
+matmuls (``outliers.py``). The fused graphs are the faster ones (figures in
+``benchmarks/results/engine-notes.md``).
 
 Files are written to a temp name, fsynced and renamed; the manifest is written last. On load the
 file's size and hash must match its manifest, otherwise it is rebuilt, never loaded. The export
@@ -236,10 +235,9 @@ def quantize_int8(src: Path, dst: Path, tokenizer: Tokenizer | None = None) -> N
     ONNX Runtime) those channels are split off into small fp32 matmuls (``outliers.py``), and
     attention is quantised too, with signed int8 weights, which x86 CPUs without VNNI multiply in
     one instruction (u8 x s8). Without one (the portable graph, which OpenVINO reads too, with
-    unsigned weights) the first ``FP32_FFN_OUT_LAYERS`` of those projections stay fp32. Mean
-    (min) cosine to fp32 on all-MiniLM-L6-v2 over 600 STS sentences (contract: mean >= 0.995,
-    min >= 0.98): portable 0.9959; fused, with the first 3 projections fp32 instead of split,
-    0.9955 (0.9922); see ``outliers.py`` for the split.
+    unsigned weights) the first ``FP32_FFN_OUT_LAYERS`` of those projections stay fp32. Both
+    keep int8 within the cosine contract to fp32 (mean >= 0.995, min >= 0.98; figures in
+    ``benchmarks/results/engine-notes.md``).
     """
     try:
         import onnx

@@ -48,10 +48,7 @@ def check_precision(backend: str, precision: str, device: str) -> ExportKind:
 class OnnxBackend:
     name = "onnx"
     device = "cpu"
-    # Mixed workload (256 texts), fused graphs, 2 threads, best of 3. 2-core Zen 3, int8: budgets
-    # of 2,048 / 4,096 / 8,192 tokens ran 2,074 / 1,955 / 1,873 useful tokens/s (768 to 2,048
-    # within 3%). AVX-512 Xeon: int8 10,520 / 9,344 / 7,793 at 1,024 / 2,048 / 4,096 (512:
-    # 10,657), fp32 3,561 / 3,361 / 3,142. Smaller batches keep the working set in cache.
+    # Small batches keep the working set in cache (figures: benchmarks/results/engine-notes.md).
     batch_tokens = 1024
 
     def __init__(self, path: Path, precision: str, threads: int | None = None) -> None:
@@ -65,10 +62,8 @@ class OnnxBackend:
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
-        # The arena keeps the largest batch's working memory (bounded by the token budget) for
-        # reuse. Measured on the mixed workload (full-size DistilBERT, 2 threads, an optimised
-        # int8 graph): 1,036 useful tokens/s without it, 1,621 with; every call paid page faults.
-        # Memory plateaus at the largest batch's need (+190 MiB over 8 calls of mixed lengths).
+        # The arena keeps the largest batch's working memory for reuse, so calls do not pay
+        # page faults (figures: benchmarks/results/engine-notes.md).
         opts.enable_cpu_mem_arena = True
         try:
             self.session = ort.InferenceSession(

@@ -57,8 +57,7 @@ def pad_to(ids: np.ndarray, mask: np.ndarray, width: int) -> tuple[np.ndarray, n
 class OpenVinoBackend:
     name = "openvino"
     device = "cpu"
-    # Mixed workload, fp32, 2 threads, best of 3: 3,662 useful tokens/s at 2,048 vs 3,220 at
-    # 16,384 on an AVX-512 Xeon (1,024: 3,784); flat from 2,048 to 16,384 on a 2-core Zen 3.
+    # As fast as any budget measured, and cache-friendly (benchmarks/results/engine-notes.md).
     batch_tokens = 2048
 
     def __init__(

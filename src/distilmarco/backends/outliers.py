@@ -8,27 +8,10 @@ the big channels (``top``, the ``OUTLIER_CHANNELS`` largest) go through a small 
 are zeroed in the input of the int8 one. In fp32 the split computes the same sum.
 
 The channels are found by running the fp32 graph on calibration text made of the model's own
-vocabulary (whole words in random order): no data set needed. Random words find most of the
-channels that real text drives hardest: on all-MiniLM-L6-v2 the split cuts the int8 scale of the
-first four layers' real-text activations (STS sentences) 4.2 / 3.4 / 2.9 / 2.6-fold with 8
-channels, where the real text's own top 8 would cut it 5.0 / 5.0 / 3.8 / 3.2-fold (the last two
-layers have no outliers). Mean (min) cosine of the fused int8 graph to fp32 on that model, over
-1,200 STS test sentences:
-
-=============================================  ===============
-every FFN output projection int8, no split      0.9929 (0.9857)
-the first 3 kept fp32 instead (exporter v2)     0.9955 (0.9915)
-every one split, 8 channels                     0.9952 (0.9904)
-every one split, 16 channels                    0.9953 (0.9910)
-every one split, 32 channels (the default)      0.9953 (0.9916)
-every one split, 64 channels                    0.9954 (0.9917)
-=============================================  ===============
-
-The 32 channels' fp32 matmul is 1% of the projection's multiply-adds. With 8 channels the split
-graph ran 8-10% more tokens/s than the one with 3 projections in fp32 (full-size random
-DistilBERT, mixed workload, 2 threads, six interleaved rounds: best 2,788 vs 2,576, median 2,703
-vs 2,446). Splitting the FFN input projections the same way made int8 much worse (mean 0.90),
-so only the output projections are split.
+vocabulary (whole words in random order): no data set needed; random words find most of the
+channels that real text drives hardest. Only the output projections are split: splitting the FFN
+input projections made int8 worse. The quality and speed figures behind ``OUTLIER_CHANNELS`` are
+in ``benchmarks/results/engine-notes.md``.
 """
 
 from __future__ import annotations

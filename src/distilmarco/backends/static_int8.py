@@ -6,10 +6,7 @@ calibration text, run through the graph in length-sorted token-budget batches li
 It applies SmoothQuant (``ModelType.TRANSFORMER``) and fast bias correction, every matmul int8.
 SmoothQuant moves the activations' outlier channels (the GELU outputs feeding the FFN output
 projections have channels 10-20 times the rest) into the weights; its strength ``SMOOTH_QUANT``
-decides the quality. Mean (min) cosine to fp32 on all-MiniLM-L6-v2 over 600 STS test sentences,
-calibrated on the default texts: alpha 0.5 0.9933 (0.9871), 0.7 0.9977 (0.9956), 0.75 0.9976
-(0.9950), 0.8 0.9976 (0.9937), 0.85 0.9974 (0.9873), NNCF's default 0.95 0.9932 (0.9754); 0.95
-with those projections left fp32 0.9988 (0.9950).
+decides the quality (the figures behind its value: ``benchmarks/results/engine-notes.md``).
 
 Calibration: the user's ``calibration`` texts when given (the index's documents are the natural
 choice), else ``DEFAULT_CALIBRATION`` texts of mixed length cut from the English prose of

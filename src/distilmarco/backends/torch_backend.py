@@ -55,11 +55,8 @@ class PackedSentence(nn.Module):
         return x
 
 
-# Real tokens per batch. CPU, mixed workload, best of 3 (Intel Xeon with AVX-512, 2 threads):
-# 3,823 useful tokens/s at 2,048 vs 3,119 at 16,384 (fp32), 13,893 vs 10,957 (bf16); 128-token
-# passages 86% vs 75% of the matmul peak. Smaller batches keep a layer's activations (the FFN's
-# are 3,072 x 4 bytes per token) in cache. Not measured on a Zen 3 (OpenVINO's budgets ran flat
-# from 2,048 to 16,384 there). GPUs want large batches to fill their cores.
+# Real tokens per batch: on CPU small batches keep a layer's activations in cache, GPUs want
+# large ones to fill their cores (figures: benchmarks/results/engine-notes.md).
 CPU_BATCH_TOKENS = 2048
 GPU_BATCH_TOKENS = 16384
 _fork_hook = threading.Lock()
@@ -90,9 +87,16 @@ class TorchBackend:
         precision: str = "fp32",
         device: str = "cpu",
         packed: bool = True,
+        threads: int | None = None,
     ) -> None:
+        """``threads``: torch's intra-op threads; torch has one pool per process, so this sets
+        it for every torch model in the process (default: left as it is)."""
         self.device = resolve_device(device)
         reset_threads_in_forked_children()
+        if threads is not None:
+            if not isinstance(threads, int) or threads < 1:
+                raise InputError(f"threads must be an integer >= 1, got {threads!r}")
+            torch.set_num_threads(threads)
         self.batch_tokens = CPU_BATCH_TOKENS if self.device == "cpu" else GPU_BATCH_TOKENS
         if precision not in _DTYPES:
             raise InputError(
@@ -115,8 +119,10 @@ class TorchBackend:
         precision: str = "fp32",
         device: str = "cpu",
         packed: bool = True,
+        threads: int | None = None,
     ) -> TorchBackend:
-        return cls(load_sentence_module(spec), precision=precision, device=device, packed=packed)
+        module = load_sentence_module(spec)
+        return cls(module, precision=precision, device=device, packed=packed, threads=threads)
 
     def embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         ids = torch.from_numpy(input_ids).to(self.device)

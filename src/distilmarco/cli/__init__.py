@@ -7,7 +7,8 @@ import sys
 
 import typer
 
-from distilmarco.cli import apps as _apps  # noqa: F401
+from distilmarco.cli import app_commands as _app_commands  # noqa: F401
+from distilmarco.cli import classify as _classify  # noqa: F401
 from distilmarco.cli import distill as _distill  # noqa: F401
 from distilmarco.cli import embed as _embed  # noqa: F401  (registers commands)
 from distilmarco.cli import eval_translation as _eval_translation  # noqa: F401
@@ -21,9 +22,13 @@ from distilmarco.errors import DistilmarcoError
 
 __all__ = ["app", "main"]
 
+log = logging.getLogger("distilmarco")
+INTERNAL_ERROR = 70  # sysexits' EX_SOFTWARE: distinct from 1 (bad input) and 2 (usage)
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; library errors become one red line on stderr and exit code 1 (2 for usage)."""
+    """Run the CLI: our errors become one red line on stderr and exit code 1 (2 for usage);
+    any other exception is logged with its traceback and exits with ``INTERNAL_ERROR``."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args, notes = rewrite_aliases(sys.argv[1:] if argv is None else argv)
     for note in notes:
@@ -42,9 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         err.print("aborted")
         return 130
-    except (DistilmarcoError, OSError, TypeError, ValueError) as exc:
+    except (DistilmarcoError, OSError) as exc:  # bad input, or a file the system refused
         err.print(styled(("error:", "red"), f" {exc}"))
         return 1
+    except UnicodeDecodeError as exc:  # a data file that is not UTF-8 text: bad input too
+        err.print(styled(("error:", "red"), f" a file is not valid UTF-8 text: {exc}"))
+        return 1
+    except Exception:  # a fault in our code: never dressed up as bad input
+        log.critical("internal error (a bug in distilmarco, please report it)", exc_info=True)
+        return INTERNAL_ERROR
     return result if isinstance(result, int) else 0
 
 

@@ -1,7 +1,7 @@
 """The Typer application, the terminal consoles and the option vocabulary every command shares.
 
-One name per concept across commands; the spellings of earlier releases still work for one
-release as hidden aliases (``ALIASES``), rewritten before parsing with a note on stderr.
+One name per concept across commands; older spellings are accepted for one release as hidden
+aliases (``ALIASES``), rewritten before parsing with a note on stderr.
 """
 
 from __future__ import annotations

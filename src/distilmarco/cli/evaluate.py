@@ -7,28 +7,18 @@ precisions, adding the difference from torch fp32 and the throughput to each row
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich import box
-from rich.table import Table
 
-from distilmarco.cli.app import (
-    BatchTokensOption,
-    DeviceOption,
-    JsonFlag,
-    ModelOption,
-    app,
-    err,
-    out,
-    styled,
-)
+from distilmarco.cli.app import app, err, styled
+from distilmarco.cli.eval_run import EvalOptions, run_eval, with_eval_options
 from distilmarco.errors import InputError
+from distilmarco.evaluation.compare import MetricKey, keyed
 
 if TYPE_CHECKING:
+    from distilmarco.cli.eval_run import Outcome
     from distilmarco.encoder import Encoder
     from distilmarco.evaluation.ir import Throughput
 
@@ -38,163 +28,6 @@ eval_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(eval_app, name="eval")
-
-BackendOption = typer.Option("auto", help="auto (the fastest here), torch, onnx or openvino")
-PrecisionOption = typer.Option("fp32", help="fp32 (exact), int8, fp16 or bf16")
-CompareOption = typer.Option(
-    None,
-    "--compare",
-    help="Run for several backend:precision pairs ('all', 'default' or e.g. "
-    "'torch:fp32,onnx:int8'); prints metric, delta vs torch fp32 and throughput",
-)
-ReportOption = typer.Option(None, "--report", help="Write the full report as JSON here")
-PlotOption = typer.Option(None, "--plot", help="Write a bar chart (.png) of the main metric")
-
-
-# --- shared plumbing -----------------------------------------------------------------------
-
-
-def _model(model: str | None) -> str:
-    from distilmarco.model.hub import DEFAULT_MODEL
-
-    return model or DEFAULT_MODEL
-
-
-def _run(
-    *,
-    task: str,
-    model: str | None,
-    backend: str,
-    precision: str,
-    device: str,
-    compare: str | None,
-    evaluate: Callable[[Encoder], tuple[dict[str, float], Throughput, dict[str, Any]]],
-    json_path: Path | None,
-    plot_path: Path | None,
-    as_json: bool = False,
-) -> None:
-    """Evaluate once (or per combination with ``--compare``), print, and write JSON/PNG."""
-    from distilmarco.encoder import Encoder
-    from distilmarco.evaluation import compare as cmp
-
-    name = _model(model)
-    details: dict[str, dict[str, Any]] = {}
-
-    def make(b: str, p: str) -> Encoder:
-        return Encoder(name, backend=b, precision=p, device=device)
-
-    def run(encoder: object) -> tuple[dict[str, float], Throughput]:
-        assert isinstance(encoder, Encoder)
-        metrics, spent, extra = evaluate(encoder)
-        details[f"{encoder.backend.name}/{encoder.backend.precision}"] = extra
-        return metrics, spent
-
-    combos = cmp.parse_combos(compare) if compare is not None else (cmp.Combo(backend, precision),)
-    if compare is None:
-        encoder = make(backend, precision)
-        metrics, spent = run(encoder)
-        ran = cmp.Combo(encoder.backend.name, encoder.backend.precision)  # what auto chose
-        rows = [cmp.CompareRow(ran, metrics, spent)]
-    else:
-        rows = cmp.compare(combos, make, run)
-    records = cmp.as_records(rows)
-    report = {"task": task, "model": name, "device": device, "rows": records, "details": details}
-    if as_json:
-        out.print_json(json.dumps(report, default=str))
-    else:
-        _print_table(task, name, records, with_delta=compare is not None)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-        err.print(f"wrote {json_path}")
-    if plot_path is not None:
-        _plot(plot_path, task, records)
-    if not any(r.ok for r in rows):
-        raise InputError(f"no backend/precision could run: {rows[0].error}")
-
-
-def _print_table(task: str, model: str, records: list[dict[str, Any]], *, with_delta: bool) -> None:
-    """One row per combination (and per group, for metrics named ``"group metric"``)."""
-    groups = list(dict.fromkeys(_split(n)[0] for r in records for n in r["metrics"]))
-    names = list(dict.fromkeys(_split(n)[1] for r in records for n in r["metrics"]))
-    table = Table(title=f"{task} · {model}", title_justify="left", box=box.SIMPLE_HEAD)
-    table.add_column("backend")
-    if groups != [""]:
-        table.add_column("mode")
-    for n in names:
-        table.add_column(n, justify="right")
-        if with_delta:
-            table.add_column("Δ", justify="right")
-    table.add_column("texts/s", justify="right")
-    table.add_column("tokens/s", justify="right")
-    for r in records:
-        label = f"{r['backend']}/{r['precision']}"
-        for group in groups:
-            lead = [label] if groups == [""] else [label, group or "-"]
-            if r["error"]:
-                blanks = ["-"] * (len(names) * (2 if with_delta else 1) + 2)
-                table.add_row(*lead, *blanks)
-                break
-            cells = []
-            for n in names:
-                key = f"{group} {n}" if group else n
-                value = r["metrics"].get(key)
-                cells.append("-" if value is None else f"{value:.4f}")
-                if with_delta:
-                    d = r["delta_vs_torch_fp32"].get(key)
-                    cells.append("-" if d is None else f"{d:+.4f}")
-            speed = [f"{r['texts_per_second']:,.0f}", f"{r['tokens_per_second']:,.0f}"]
-            table.add_row(*lead, *cells, *speed)
-    out.print(table)
-    for r in records:
-        if r["error"]:
-            err.print(
-                f"{r['backend']}/{r['precision']}: {r['error']}", highlight=False, markup=False
-            )
-
-
-def _split(name: str) -> tuple[str, str]:
-    group, _, metric = name.rpartition(" ")
-    return group, metric
-
-
-def _plot(path: Path, task: str, records: list[dict[str, Any]]) -> None:
-    from distilmarco.evaluation.plots import bar_chart
-
-    values, speed, metric = plot_values(records)
-    if not values:
-        return
-    bar_chart(
-        path,
-        values,
-        title=f"{task}: {metric}",
-        ylabel=metric,
-        secondary=speed if len(speed) > 1 else None,
-        secondary_label="texts/s",
-    )
-    err.print(f"wrote {path}")
-
-
-def plot_values(
-    records: list[dict[str, Any]],
-) -> tuple[dict[str, float], dict[str, float], str]:
-    """The main metric (the first one reported) per backend and per mode, as bars, the throughput
-    per bar, and the metric's name; one bar per mode when several modes ran."""
-    ok = [r for r in records if not r["error"]]
-    if not ok:
-        return {}, {}, ""
-    metric = _split(next(iter(ok[0]["metrics"])))[1]
-    values: dict[str, float] = {}
-    speed: dict[str, float] = {}
-    for r in ok:
-        engine = f"{r['backend']}/{r['precision']}"
-        for name, value in r["metrics"].items():
-            group, metric_name = _split(name)
-            if metric_name == metric:
-                label = f"{engine} {group}" if group else engine
-                values[label] = value
-                speed[label] = r["texts_per_second"]
-    return values, speed, metric
 
 
 def _throughput(spent: Throughput) -> dict[str, float]:
@@ -208,6 +41,7 @@ def _throughput(spent: Throughput) -> dict[str, float]:
     "ir",
     epilog="\b\nExample: distilmarco eval ir ../shared/data/cranfield --mode dense,bm25,hybrid --report cran.json",
 )
+@with_eval_options
 def ir(
     data: Path | None = typer.Argument(None, help="BEIR folder or SMART Cranfield folder"),
     collection: Path | None = typer.Option(None, help="MS MARCO collection.tsv (pid<TAB>text)"),
@@ -230,15 +64,8 @@ def ir(
     run_file: Path | None = typer.Option(None, "--run", help="Write the TREC run file here"),
     per_query: bool = typer.Option(False, help="Put per-query values into the JSON report"),
     strict: bool = typer.Option(False, help="Fail on data problems instead of reporting them"),
-    model: str | None = ModelOption,
-    backend: str = BackendOption,
-    precision: str = PrecisionOption,
-    device: str = DeviceOption,
-    batch_tokens: int | None = BatchTokensOption,
-    compare: str | None = CompareOption,
-    json_path: Path | None = ReportOption,
-    as_json: bool = JsonFlag,
-    plot: Path | None = PlotOption,
+    *,
+    options: EvalOptions,
 ) -> None:
     """Retrieval quality (nDCG, MRR, Recall, MAP, P) on BEIR, MS MARCO/TREC or Cranfield data."""
     from distilmarco.evaluation import formats
@@ -263,7 +90,7 @@ def ir(
     for note in dataset.notes:
         err.print(f"note: {note}", highlight=False)
 
-    def evaluate(encoder: Encoder) -> tuple[dict[str, float], Throughput, dict[str, Any]]:
+    def evaluate(encoder: Encoder) -> Outcome:
         results = evaluate_ir(
             encoder,
             dataset,
@@ -271,13 +98,13 @@ def ir(
             k=k,
             metrics=metrics,
             relevance_level=relevance_level,
-            batch_tokens=batch_tokens,
+            batch_tokens=options.batch_tokens,
         )
         tag = f"{encoder.backend.name}-{encoder.backend.precision}"
         for res in results:
             if run_file is not None:
                 path = run_file
-                if len(results) > 1 or compare is not None:
+                if len(results) > 1 or options.compare is not None:
                     path = run_file.with_name(f"{run_file.stem}.{res.mode}.{tag}{run_file.suffix}")
                 write_trec_run(path, res.run, f"distilmarco-{res.mode}-{tag}")
                 err.print(f"wrote {path}")
@@ -288,26 +115,17 @@ def ir(
                 f"{len(cov.no_relevant)} with no relevant judgement (not averaged)",
                 highlight=False,
             )
-        prefix = len(results) > 1
+        several = len(results) > 1
         merged = {
-            (f"{r.mode} {n}" if prefix else n): v for r in results for n, v in r.scores.mean.items()
+            key: v
+            for r in results
+            for key, v in keyed(r.scores.mean, r.mode if several else "").items()
         }
         distinct = {id(r.throughput): r.throughput for r in results}  # bm25/hybrid share one index
         spent = sum(distinct.values(), Throughput())
         return merged, spent, {r.mode: report(r, per_query=per_query) for r in results}
 
-    _run(
-        task=f"ir {dataset.name}",
-        model=model,
-        backend=backend,
-        precision=precision,
-        device=device,
-        compare=compare,
-        evaluate=evaluate,
-        json_path=json_path,
-        as_json=as_json,
-        plot_path=plot,
-    )
+    run_eval(f"ir {dataset.name}", options, evaluate)
 
 
 def _with_candidates(dataset: Any, run: dict[str, dict[str, float]]) -> Any:
@@ -323,46 +141,30 @@ def _with_candidates(dataset: Any, run: dict[str, dict[str, float]]) -> Any:
     "sts",
     epilog="\b\nExample: distilmarco eval sts ../shared/data/stsbenchmark --compare default --plot sts.png",
 )
+@with_eval_options
 def sts(
     data: Path = typer.Argument(..., help="STS Benchmark file or folder (sts-test.csv), CSV/JSONL"),
-    model: str | None = ModelOption,
-    backend: str = BackendOption,
-    precision: str = PrecisionOption,
-    device: str = DeviceOption,
-    batch_tokens: int | None = BatchTokensOption,
-    compare: str | None = CompareOption,
-    json_path: Path | None = ReportOption,
-    as_json: bool = JsonFlag,
-    plot: Path | None = PlotOption,
+    *,
+    options: EvalOptions,
 ) -> None:
     """Spearman and Pearson correlation of the model's similarity with gold STS scores."""
     from distilmarco.evaluation.sts import evaluate_sts, read_pairs
 
     pairs = read_pairs(data)
 
-    def evaluate(encoder: Encoder) -> tuple[dict[str, float], Throughput, dict[str, Any]]:
-        res = evaluate_sts(encoder, pairs, batch_tokens=batch_tokens)
+    def evaluate(encoder: Encoder) -> Outcome:
+        res = evaluate_sts(encoder, pairs, batch_tokens=options.batch_tokens)
         extra = {"pairs": res.pairs, "similarity": res.similarity, **_throughput(res.throughput)}
-        return res.metrics, res.throughput, extra
+        return keyed(res.metrics), res.throughput, extra
 
-    _run(
-        task=f"sts {data.name}",
-        model=model,
-        backend=backend,
-        precision=precision,
-        device=device,
-        compare=compare,
-        evaluate=evaluate,
-        json_path=json_path,
-        as_json=as_json,
-        plot_path=plot,
-    )
+    run_eval(f"sts {data.name}", options, evaluate)
 
 
 @eval_app.command(
     "classify",
     epilog="\b\nExample: distilmarco eval classify ../shared/data/banking77 --label-column category",
 )
+@with_eval_options
 def classify(
     data: Path = typer.Argument(..., help="Folder with train.csv and test.csv (or .tsv/.jsonl)"),
     train: Path | None = typer.Option(None, help="Train file (default: DATA/train.csv)"),
@@ -376,15 +178,8 @@ def classify(
     whole_train: bool = typer.Option(False, help="Fit once on the whole train set instead"),
     max_iter: int = typer.Option(100, help="LogisticRegression max_iter (MTEB: 100)"),
     seed: int = typer.Option(42, help="Seed of the undersampling and the classifier"),
-    model: str | None = ModelOption,
-    backend: str = BackendOption,
-    precision: str = PrecisionOption,
-    device: str = DeviceOption,
-    batch_tokens: int | None = BatchTokensOption,
-    compare: str | None = CompareOption,
-    json_path: Path | None = ReportOption,
-    as_json: bool = JsonFlag,
-    plot: Path | None = PlotOption,
+    *,
+    options: EvalOptions,
 ) -> None:
     """Classification accuracy by the MTEB protocol (or fitted on the whole train set)."""
     from dataclasses import asdict
@@ -399,7 +194,7 @@ def classify(
     train_rows = read_labelled(train_path, text=text_column, label=label_column)
     test_rows = read_labelled(test_path, text=text_column, label=label_column)
 
-    def evaluate(encoder: Encoder) -> tuple[dict[str, float], Throughput, dict[str, Any]]:
+    def evaluate(encoder: Encoder) -> Outcome:
         res = evaluate_classification(
             encoder,
             train_rows,
@@ -408,28 +203,22 @@ def classify(
             samples_per_label=None if whole_train else samples_per_label,
             max_iter=max_iter,
             seed=seed,
-            batch_tokens=batch_tokens,
+            batch_tokens=options.batch_tokens,
         )
-        return res.metrics, res.throughput, {**asdict(res.report), **_throughput(res.throughput)}
+        return (
+            keyed(res.metrics),
+            res.throughput,
+            {**asdict(res.report), **_throughput(res.throughput)},
+        )
 
-    _run(
-        task=f"classify {data.name}",
-        model=model,
-        backend=backend,
-        precision=precision,
-        device=device,
-        compare=compare,
-        evaluate=evaluate,
-        json_path=json_path,
-        as_json=as_json,
-        plot_path=plot,
-    )
+    run_eval(f"classify {data.name}", options, evaluate)
 
 
 @eval_app.command(
     "cluster",
     epilog="\b\nExample: distilmarco eval cluster ../shared/data/banking77/test.csv --label-column category",
 )
+@with_eval_options
 def cluster(
     data: Path = typer.Argument(..., help="CSV/TSV/JSONL with a text and a label column"),
     text_column: str = typer.Option("text", "--column", help="Column/field with the text"),
@@ -438,15 +227,8 @@ def cluster(
     ),
     runs: int = typer.Option(5, help="k-means runs (seeds) to average"),
     seed: int = typer.Option(42, help="First k-means seed"),
-    model: str | None = ModelOption,
-    backend: str = BackendOption,
-    precision: str = PrecisionOption,
-    device: str = DeviceOption,
-    batch_tokens: int | None = BatchTokensOption,
-    compare: str | None = CompareOption,
-    json_path: Path | None = ReportOption,
-    as_json: bool = JsonFlag,
-    plot: Path | None = PlotOption,
+    *,
+    options: EvalOptions,
 ) -> None:
     """V-measure of k-means clusters (as many as labels) against the gold labels."""
     from distilmarco.evaluation.classify import read_labelled
@@ -454,23 +236,14 @@ def cluster(
 
     rows = read_labelled(data, text=text_column, label=label_column)
 
-    def evaluate(encoder: Encoder) -> tuple[dict[str, float], Throughput, dict[str, Any]]:
-        res = evaluate_clustering(encoder, rows, runs=runs, seed=seed, batch_tokens=batch_tokens)
+    def evaluate(encoder: Encoder) -> Outcome:
+        res = evaluate_clustering(
+            encoder, rows, runs=runs, seed=seed, batch_tokens=options.batch_tokens
+        )
         extra = {"runs": list(res.runs), "clusters": res.clusters, "items": res.items}
-        return res.metrics, res.throughput, {**extra, **_throughput(res.throughput)}
+        return keyed(res.metrics), res.throughput, {**extra, **_throughput(res.throughput)}
 
-    _run(
-        task=f"cluster {data.name}",
-        model=model,
-        backend=backend,
-        precision=precision,
-        device=device,
-        compare=compare,
-        evaluate=evaluate,
-        json_path=json_path,
-        as_json=as_json,
-        plot_path=plot,
-    )
+    run_eval(f"cluster {data.name}", options, evaluate)
 
 
 # --- eval msmarco ------------------------------------------------------------------------------
@@ -479,21 +252,15 @@ def cluster(
 @eval_app.command(
     "msmarco", epilog="\b\nExample: distilmarco eval msmarco ~/data/msmarco --device cuda"
 )
+@with_eval_options
 def msmarco(
     data: Path = typer.Argument(..., help="Folder with the MS MARCO dev and/or TREC DL 2019 files"),
     dev_k: int = typer.Option(1000, help="Passages retrieved per dev query"),
     run_file: Path | None = typer.Option(
         None, "--run", help="Write TREC run files (one per benchmark)"
     ),
-    model: str | None = ModelOption,
-    backend: str = BackendOption,
-    precision: str = PrecisionOption,
-    device: str = DeviceOption,
-    batch_tokens: int | None = BatchTokensOption,
-    compare: str | None = CompareOption,
-    json_path: Path | None = ReportOption,
-    as_json: bool = JsonFlag,
-    plot: Path | None = PlotOption,
+    *,
+    options: EvalOptions,
 ) -> None:
     """Reproduce MS MARCO dev MRR@10 (33.79) and TREC DL 2019 nDCG@10 (70.24).
 
@@ -506,12 +273,13 @@ def msmarco(
         if found is None:
             err.print(f"note: {name} files not found in {data}; skipped", highlight=False)
 
-    def evaluate(encoder: Encoder) -> tuple[dict[str, float], Throughput, dict[str, Any]]:
-        found = reproduce(encoder, files, dev_k=dev_k, batch_tokens=batch_tokens)
-        metrics, extra = {}, {}
+    def evaluate(encoder: Encoder) -> Outcome:
+        found = reproduce(encoder, files, dev_k=dev_k, batch_tokens=options.batch_tokens)
+        metrics: dict[MetricKey, float] = {}
+        extra: dict[str, Any] = {}
         spent = None
         for rep in found:
-            metrics[f"{rep.benchmark} {rep.metric}"] = rep.value
+            metrics[MetricKey(rep.benchmark, rep.metric)] = rep.value
             extra[rep.benchmark] = {
                 "metric": rep.metric,
                 "value": rep.value,
@@ -532,15 +300,4 @@ def msmarco(
         assert spent is not None
         return metrics, spent, extra
 
-    _run(
-        task="msmarco",
-        model=model,
-        backend=backend,
-        precision=precision,
-        device=device,
-        compare=compare,
-        evaluate=evaluate,
-        json_path=json_path,
-        as_json=as_json,
-        plot_path=plot,
-    )
+    run_eval("msmarco", options, evaluate)

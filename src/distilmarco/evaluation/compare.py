@@ -30,10 +30,29 @@ class Combo:
         return f"{self.backend}/{self.precision}"
 
 
+@dataclass(frozen=True, order=True)
+class MetricKey:
+    """One reported figure: a metric (``"nDCG@10"``) of a mode (``"bm25"``; ``""`` when the task
+    has one mode)."""
+
+    mode: str
+    metric: str
+
+    @property
+    def label(self) -> str:
+        """The report's name for it: ``"bm25 nDCG@10"``, or the metric alone."""
+        return f"{self.mode} {self.metric}" if self.mode else self.metric
+
+
+def keyed(metrics: dict[str, float], mode: str = "") -> dict[MetricKey, float]:
+    """A task's ``{metric: value}`` as figures of ``mode``."""
+    return {MetricKey(mode, name): value for name, value in metrics.items()}
+
+
 @dataclass(frozen=True)
 class CompareRow:
     combo: Combo
-    metrics: dict[str, float]  # empty when the combination could not run
+    metrics: dict[MetricKey, float]  # empty when the combination could not run
     throughput: Throughput
     error: str | None = None
 
@@ -68,7 +87,7 @@ def parse_combos(text: str) -> tuple[Combo, ...]:
 def compare(
     combos: Sequence[Combo],
     make_encoder: Callable[[str, str], object],
-    run: Callable[[object], tuple[dict[str, float], Throughput]],
+    run: Callable[[object], tuple[dict[MetricKey, float], Throughput]],
 ) -> list[CompareRow]:
     """Build an encoder per combination and run the evaluation; failures become rows with reasons."""
     rows = []
@@ -92,34 +111,64 @@ def compare(
     return rows
 
 
-def deltas(rows: Sequence[CompareRow]) -> list[dict[str, float | None]]:
+@dataclass(frozen=True)
+class CompareRecord:
+    """One combination's figures as reported: its metrics, each one's difference from torch fp32
+    (None where either is missing), and its throughput (None when it could not run)."""
+
+    backend: str
+    precision: str
+    metrics: dict[MetricKey, float]
+    deltas: dict[MetricKey, float | None]
+    texts_per_second: float | None
+    tokens_per_second: float | None
+    seconds: float | None
+    error: str | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.precision}"
+
+    def to_json(self) -> dict[str, object]:
+        """The report's row: metrics keyed by their labels."""
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "metrics": {k.label: v for k, v in self.metrics.items()},
+            "delta_vs_torch_fp32": {k.label: v for k, v in self.deltas.items()},
+            "texts_per_second": self.texts_per_second,
+            "tokens_per_second": self.tokens_per_second,
+            "seconds": self.seconds,
+            "error": self.error,
+        }
+
+
+def deltas(rows: Sequence[CompareRow]) -> list[dict[MetricKey, float | None]]:
     """Per row, each metric minus torch fp32's (None where either is missing)."""
     base = next(
         (r for r in rows if (r.combo.backend, r.combo.precision) == BASELINE and r.ok), None
     )
-    out = []
-    for r in rows:
-        out.append(
-            {
-                name: (value - base.metrics[name] if base and name in base.metrics else None)
-                for name, value in r.metrics.items()
-            }
-        )
-    return out
-
-
-def as_records(rows: Sequence[CompareRow]) -> list[dict[str, object]]:
-    """JSON-ready rows: backend, precision, metrics, deltas, throughput, error."""
     return [
         {
-            "backend": r.combo.backend,
-            "precision": r.combo.precision,
-            "metrics": r.metrics,
-            "delta_vs_torch_fp32": d,
-            "texts_per_second": r.throughput.texts_per_second if r.ok else None,
-            "tokens_per_second": r.throughput.tokens_per_second if r.ok else None,
-            "seconds": r.throughput.seconds if r.ok else None,
-            "error": r.error,
+            key: (value - base.metrics[key] if base and key in base.metrics else None)
+            for key, value in r.metrics.items()
         }
+        for r in rows
+    ]
+
+
+def as_records(rows: Sequence[CompareRow]) -> list[CompareRecord]:
+    """One record per row, with its deltas; throughput only where it ran."""
+    return [
+        CompareRecord(
+            backend=r.combo.backend,
+            precision=r.combo.precision,
+            metrics=r.metrics,
+            deltas=d,
+            texts_per_second=r.throughput.texts_per_second if r.ok else None,
+            tokens_per_second=r.throughput.tokens_per_second if r.ok else None,
+            seconds=r.throughput.seconds if r.ok else None,
+            error=r.error,
+        )
         for r, d in zip(rows, deltas(rows), strict=True)
     ]

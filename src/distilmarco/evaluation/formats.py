@@ -14,6 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distilmarco.errors import FormatError, InputError
+from distilmarco.evaluation.lines import (
+    existing_file,
+    natural_key,
+    parse_float,
+    parse_int,
+    split_lines,
+)
 from distilmarco.textio import jsonl_objects
 
 log = logging.getLogger(__name__)
@@ -84,10 +91,10 @@ class DataCheck:
 def check(data: IRDataset) -> DataCheck:
     """Count judgements of unknown documents/queries and queries without judgements."""
     unknown_docs = sorted(
-        {d for docs in data.qrels.values() for d in docs if d not in data.corpus}, key=_natural
+        {d for docs in data.qrels.values() for d in docs if d not in data.corpus}, key=natural_key
     )
-    unknown_queries = sorted((q for q in data.qrels if q not in data.queries), key=_natural)
-    unjudged = sorted((q for q in data.queries if q not in data.qrels), key=_natural)
+    unknown_queries = sorted((q for q in data.qrels if q not in data.queries), key=natural_key)
+    unjudged = sorted((q for q in data.queries if q not in data.qrels), key=natural_key)
     return DataCheck(
         documents=len(data.corpus),
         queries=len(data.queries),
@@ -173,7 +180,7 @@ def read_qrels(path: Path) -> Qrels:
     """TREC qrels (``qid iter doc rel``, whitespace-separated) or BEIR's TSV with a header."""
     qrels: Qrels = {}
     beir = False
-    for n, fields in _lines(path):
+    for n, fields in split_lines(path):
         if n == 1 and fields[:2] == ["query-id", "corpus-id"]:
             beir = True
             continue
@@ -188,7 +195,7 @@ def read_qrels(path: Path) -> Qrels:
                 else ("'query 0 document relevance' (4 fields)")
             )
             raise FormatError(f"{path}:{n}: expected {shape}, got {len(fields)} field(s)")
-        qrels.setdefault(qid, {})[doc] = _int(rel, path, n, "relevance")
+        qrels.setdefault(qid, {})[doc] = parse_int(rel, path, n, "relevance")
     return qrels
 
 
@@ -196,7 +203,7 @@ def read_run(path: Path) -> Run:
     """A run: TREC (``qid Q0 doc rank score tag``), MS MARCO (``qid pid rank``), or a top-1000
     TSV (``qid pid query passage``: rank = line order). Higher score = better."""
     run: Run = {}
-    with open(_existing(path), encoding="utf-8") as f:
+    with open(existing_file(path), encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -207,9 +214,9 @@ def read_run(path: Path) -> Run:
                 continue
             fields = line.split()
             if len(fields) == 6:
-                qid, doc, score = fields[0], fields[2], _float(fields[4], path, n, "score")
+                qid, doc, score = fields[0], fields[2], parse_float(fields[4], path, n, "score")
             elif len(fields) == 3:
-                qid, doc, score = fields[0], fields[1], -_float(fields[2], path, n, "rank")
+                qid, doc, score = fields[0], fields[1], -parse_float(fields[2], path, n, "rank")
             else:
                 raise FormatError(
                     f"{path}:{n}: expected a TREC run line 'query Q0 document rank score tag' "
@@ -224,7 +231,7 @@ def read_top1000_texts(path: Path) -> tuple[dict[str, str], dict[str, str]]:
     """Query and passage texts carried by a top-1000 TSV (``qid pid query passage``)."""
     queries: dict[str, str] = {}
     passages: dict[str, str] = {}
-    with open(_existing(path), encoding="utf-8") as f:
+    with open(existing_file(path), encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             fields = line.rstrip("\r\n").split("\t")
             if len(fields) != 4:
@@ -240,7 +247,7 @@ def read_top1000_texts(path: Path) -> tuple[dict[str, str], dict[str, str]]:
 def read_id_texts(path: Path, what: str = "text") -> dict[str, str]:
     """``id<TAB>text`` lines (MS MARCO collection.tsv and queries.tsv)."""
     texts = {}
-    with open(_existing(path), encoding="utf-8") as f:
+    with open(existing_file(path), encoding="utf-8") as f:
         for n, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -309,12 +316,12 @@ def read_cranfield(folder: Path) -> IRDataset:
     }
     qrels: Qrels = {}
     path = folder / "cranqrel"
-    for n, fields in _lines(path):
+    for n, fields in split_lines(path):
         if len(fields) != 3:
             raise FormatError(
                 f"{path}:{n}: expected 'query document code', got {len(fields)} field(s)"
             )
-        code = _int(fields[2], path, n, "relevance code")
+        code = parse_int(fields[2], path, n, "relevance code")
         if code not in (-1, 1, 2, 3, 4):
             raise FormatError(f"{path}:{n}: relevance code {code} is not one of -1, 1, 2, 3, 4")
         qrels.setdefault(fields[0], {})[fields[1]] = 0 if code == -1 else 5 - code
@@ -330,7 +337,7 @@ def read_smart(path: Path) -> list[tuple[str, dict[str, str]]]:
     records: list[tuple[str, dict[str, str]]] = []
     current: dict[str, list[str]] | None = None
     name = ""
-    with open(_existing(path), encoding="utf-8", errors="replace") as f:
+    with open(existing_file(path), encoding="utf-8", errors="replace") as f:
         for n, raw in enumerate(f, start=1):
             line = raw.rstrip("\r\n")
             match = _SMART_FIELD.match(line)
@@ -350,41 +357,6 @@ def read_smart(path: Path) -> list[tuple[str, dict[str, str]]]:
                     raise FormatError(f"{path}:{n}: text outside a field (expected .I or .W first)")
                 current[name].append(line)
     return [(rid, {k: "\n".join(v) for k, v in f.items()}) for rid, f in records]
-
-
-# --- helpers --------------------------------------------------------------------------------
-
-
-def _existing(path: Path) -> Path:
-    if not path.is_file():
-        raise InputError(f"{path} does not exist")
-    return path
-
-
-def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
-    with open(_existing(path), encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            fields = line.split()
-            if fields:
-                yield n, fields
-
-
-def _int(text: str, path: Path, n: int, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise FormatError(f"{path}:{n}: {what} {text!r} is not an integer") from None
-
-
-def _float(text: str, path: Path, n: int, what: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise FormatError(f"{path}:{n}: {what} {text!r} is not a number") from None
-
-
-def _natural(text: str) -> tuple[int, str]:
-    return (int(text), "") if text.isdigit() else (1 << 62, text)
 
 
 __all__ = [

@@ -21,7 +21,9 @@ import numpy as np
 
 from distilmarco.errors import InputError
 from distilmarco.evaluation.formats import DataCheck, IRDataset, Run, check
+from distilmarco.evaluation.lines import natural_key
 from distilmarco.evaluation.metrics import Scores, evaluate, parse_metrics, rank_run
+from distilmarco.vectors import prepare, score_matrix
 
 if TYPE_CHECKING:
     from distilmarco.encoder import Encoder
@@ -71,28 +73,9 @@ def embed(
             len(texts),
             encoder.max_seq_length,
         )
-    return _prepare(vectors, encoder.similarity), Throughput(
+    return prepare(vectors, encoder.similarity), Throughput(
         stats.texts, stats.tokens, stats.seconds
     )
-
-
-def _prepare(vectors: np.ndarray, similarity: str) -> np.ndarray:
-    if similarity == "cosine":
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors / np.maximum(norms, 1e-12)
-    return vectors
-
-
-def _scores(queries: np.ndarray, docs: np.ndarray, similarity: str) -> np.ndarray:
-    """(Q, N) similarities; higher is better for every similarity."""
-    if similarity in ("cosine", "dot"):
-        return queries @ docs.T
-    if similarity == "euclidean":
-        sq = (queries**2).sum(1)[:, None] + (docs**2).sum(1)[None, :] - 2 * queries @ docs.T
-        return -np.sqrt(np.maximum(sq, 0.0))
-    if similarity == "manhattan":
-        return -np.abs(queries[:, None, :] - docs[None, :, :]).sum(-1)
-    raise InputError(f"unknown similarity {similarity!r}")
 
 
 def top_k_exact(
@@ -104,7 +87,7 @@ def top_k_exact(
     best_s = np.zeros((n_q, 0), np.float32)
     offset = 0
     for docs in doc_chunks:
-        s = np.concatenate([best_s, _scores(queries, docs, similarity).astype(np.float32)], axis=1)
+        s = np.concatenate([best_s, score_matrix(queries, docs, similarity)], axis=1)
         i = np.concatenate(
             [best_i, np.broadcast_to(np.arange(offset, offset + len(docs)), (n_q, len(docs)))],
             axis=1,
@@ -172,7 +155,7 @@ def rerank_run(
     run: Run = {}
     for r, q in enumerate(qids):
         cands = list(data.candidates[q])
-        s = _scores(q_vec[r : r + 1], d_vec[[row[d] for d in cands]], encoder.similarity)[0]
+        s = score_matrix(q_vec[r : r + 1], d_vec[[row[d] for d in cands]], encoder.similarity)[0]
         run[q] = {d: float(v) for d, v in zip(cands, s.tolist(), strict=True)}
     return run, spent_q + spent_d
 
@@ -279,7 +262,7 @@ def write_trec_run(path: Path, run: Run, tag: str) -> None:
     """``qid Q0 doc rank score tag`` lines, best first, ties ordered as the metrics order them."""
     tag = "_".join(tag.split()) or "distilmarco"
     with open(path, "w", encoding="utf-8") as f:
-        for q, ranking in sorted(rank_run(run).items(), key=lambda item: _natural(item[0])):
+        for q, ranking in sorted(rank_run(run).items(), key=lambda item: natural_key(item[0])):
             for rank, (doc, score) in enumerate(ranking, start=1):
                 f.write(f"{q} Q0 {doc} {rank} {score:.6f} {tag}\n")
 
@@ -312,7 +295,3 @@ def report(result: IRResult, *, per_query: bool = False) -> dict[str, Any]:
     if per_query:
         out["per_query"] = result.scores.per_query
     return out
-
-
-def _natural(text: str) -> tuple[int, str]:
-    return (int(text), "") if text.isdigit() else (1 << 62, text)

@@ -19,6 +19,7 @@ import numpy as np
 from distilmarco.errors import FormatError, InputError
 from distilmarco.evaluation.ir import Throughput, embed
 from distilmarco.textio import jsonl_objects
+from distilmarco.vectors import pair_scores
 
 if TYPE_CHECKING:
     from distilmarco.encoder import Encoder
@@ -114,17 +115,6 @@ def _score(text: str, path: Path, n: int) -> float:
     return value
 
 
-def pair_similarity(a: np.ndarray, b: np.ndarray, similarity: str) -> np.ndarray:
-    """Row-wise similarity of two (N, D) arrays (vectors already prepared for ``similarity``)."""
-    if similarity in ("cosine", "dot"):
-        return np.einsum("ij,ij->i", a.astype(np.float64), b.astype(np.float64))
-    if similarity == "euclidean":
-        return -np.linalg.norm(a - b, axis=1)
-    if similarity == "manhattan":
-        return -np.abs(a - b).sum(axis=1)
-    raise InputError(f"unknown similarity {similarity!r}")
-
-
 def evaluate_sts(
     encoder: Encoder, pairs: Sequence[Pair], *, batch_tokens: int | None = None
 ) -> STSResult:
@@ -138,7 +128,7 @@ def evaluate_sts(
     row = {s: i for i, s in enumerate(sentences)}
     a = vectors[[row[p.sentence1] for p in pairs]]
     b = vectors[[row[p.sentence2] for p in pairs]]
-    predicted = pair_similarity(a, b, encoder.similarity)
+    predicted = pair_scores(a, b, encoder.similarity)
     gold = np.array([p.score for p in pairs])
     return STSResult(
         spearman=float(spearmanr(predicted, gold).statistic),

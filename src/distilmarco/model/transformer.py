@@ -11,20 +11,27 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distilmarco.model.config import TransformerConfig
+from distilmarco.errors import ModelFormatError
+from distilmarco.model.config import Activation, TransformerConfig
 
 
 def activation_fn(name: str) -> nn.Module:
+    """The module for a config's ``activation``; an unknown name is refused, never guessed."""
     if name == "gelu":
         return nn.GELU()  # erf form, as in the reference
     if name == "gelu_tanh":
         return nn.GELU(approximate="tanh")
-    return nn.ReLU()
+    if name == "relu":
+        return nn.ReLU()
+    raise ModelFormatError(
+        f"activation {name!r} is not supported; choose one of {', '.join(get_args(Activation))}"
+    )
 
 
 def attention_mask_4d(attention_mask: torch.Tensor) -> torch.Tensor:

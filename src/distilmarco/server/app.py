@@ -203,5 +203,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    for kind in (ApiError, DistilmarcoError, ValueError, TypeError):
+    for kind in (ApiError, DistilmarcoError):
         app.add_exception_handler(kind, api_error)
+    # Any other exception is a bug: a logged 500 with the same JSON shape (never a 422).
+    app.add_exception_handler(Exception, api_error)

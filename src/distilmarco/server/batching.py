@@ -25,63 +25,18 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from distilmarco.encoder import MAX_BATCH_SIZE, pad_batch
-from distilmarco.errors import DistilmarcoError, NonFiniteOutputError
+from distilmarco.batching import non_finite_rows, pad_batch, plan_batches
+from distilmarco.errors import (
+    NonFiniteOutputError,
+    QueueFullError,
+    ServerClosedError,
+)
 from distilmarco.server.fairqueue import Job, Slice, pick, processor_share
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 EmbedFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 RELEASE_EVERY_S = 1.0  # under unbroken load, hand freed memory back at least this often
-
-
-# A row joins a batch while its padding is at most this fraction of the batch's longest row, or
-# while the batch is still this small in padded tokens (then one more call costs more than padding).
-PAD_SLACK = 0.2
-SMALL_BATCH_TOKENS = 256
-
-
-def plan_padded(
-    lengths: np.ndarray, budget: int, slack: float = PAD_SLACK, small: int = SMALL_BATCH_TOKENS
-) -> list[np.ndarray]:
-    """Row indices per batch, longest first; rows x longest <= ``budget`` and little padding.
-
-    ``Encoder.encode`` sorts a whole corpus, so neighbours have similar lengths; a server batch
-    mixes short queries with long passages, so it also starts a new batch where padding the
-    next row to the current longest would waste more than ``slack`` of it.
-    """
-    order = np.argsort(-lengths, kind="stable")
-    batches: list[np.ndarray] = []
-    start = 0
-    while start < len(order):
-        longest = max(int(lengths[order[start]]), 1)
-        cap = max(1, min(budget // longest, MAX_BATCH_SIZE))
-        end = start + 1
-        while end < len(order) and end - start < cap:
-            rows = end - start + 1
-            close = lengths[order[end]] >= (1.0 - slack) * longest
-            if not (close or rows * longest <= small):
-                break
-            end += 1
-        batches.append(order[start:end])
-        start = end
-    return batches
-
-
-class QueueFullError(DistilmarcoError):
-    """The inference queue is full; retry after ``retry_after`` seconds."""
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class ServerClosedError(DistilmarcoError):
-    """The worker is shutting down and accepts no new work."""
-
-
-class ClientGoneError(DistilmarcoError):
-    """The client disconnected before its answer was ready; its work was dropped."""
 
 
 @dataclass(frozen=True)
@@ -322,7 +277,7 @@ class MicroBatcher:
         ids = [job.ids[r] for job, r in zip(owners, rows.tolist(), strict=True)]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         padded = 0
-        for part in plan_padded(lengths, self.run_tokens):
+        for part in plan_batches(lengths, self.run_tokens):
             padded += self._run_part(part, ids, owners, rows)
         seconds = time.perf_counter() - start
         tokens = int(lengths.sum())
@@ -357,7 +312,7 @@ class MicroBatcher:
             for job in jobs.values():
                 done += self._run_part(part[[owners[i] is job for i in part]], ids, owners, rows)
             return done
-        bad = ~np.isfinite(vectors).all(axis=1)
+        bad = non_finite_rows(vectors)
         if bad.any():
             for i in part[bad].tolist():
                 self._poisoned(owners[i], int(rows[i]))

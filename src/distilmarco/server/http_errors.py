@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from starlette.responses import Response
 
 from distilmarco.errors import (
+    ClientGoneError,
     DistilmarcoError,
     IndexBusyError,
     IndexFullError,
@@ -22,8 +23,9 @@ from distilmarco.errors import (
     MissingExtraError,
     NonFiniteOutputError,
     NotFoundError,
+    QueueFullError,
+    ServerClosedError,
 )
-from distilmarco.server.batching import ClientGoneError, QueueFullError, ServerClosedError
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ def error_response(path: str, err: ApiError) -> Response:
 
 
 def from_library(exc: Exception) -> ApiError:
-    """The HTTP meaning of a library (or validation) error."""
+    """The HTTP meaning of an exception: our own error types map to 4xx/5xx, anything else to 500."""
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, QueueFullError):
@@ -104,14 +106,15 @@ def from_library(exc: Exception) -> ApiError:
         return ApiError(507, str(exc))
     if isinstance(exc, NotFoundError):
         return ApiError(404, str(exc))
-    if isinstance(exc, InputError | TypeError | ValueError):
+    if isinstance(exc, InputError):
         return ApiError(422, str(exc))
     if isinstance(exc, MissingExtraError):
         return ApiError(501, str(exc))
     if isinstance(exc, IndexStoreError | DistilmarcoError):
         log.error("request failed: %s", exc)
         return ApiError(500, f"{type(exc).__name__}: {exc}")
-    log.exception("unexpected error", exc_info=exc)
+    # Anything else is a fault in our code, never the client's: log it, say nothing of it.
+    log.error("internal error", exc_info=exc)
     return ApiError(500, "internal server error")
 
 

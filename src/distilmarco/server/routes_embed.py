@@ -20,6 +20,7 @@ from distilmarco.server.schemas import (
     SimilarityRequest,
 )
 from distilmarco.server.service import EmbeddingService
+from distilmarco.vectors import pair_scores, prepare
 
 _OPENAI_ERRORS: dict[int | str, dict] = {
     code: {"model": OpenAIError} for code in (400, 401, 413, 422, 429, 503)
@@ -120,17 +121,7 @@ def add_embedding_routes(router: FastAPI, service: EmbeddingService, model_name:
 
 def score(query: np.ndarray, others: np.ndarray, similarity: str) -> np.ndarray:
     """Scores of ``query`` (D,) against ``others`` (N, D); higher is more similar."""
-    q = query.astype(np.float64)
-    m = others.astype(np.float64)
-    if similarity == "cosine":
-        denom = np.maximum(np.linalg.norm(m, axis=1) * np.linalg.norm(q), 1e-12)
-        return np.clip((m @ q) / denom, -1.0, 1.0)
-    if similarity == "dot":
-        return m @ q
-    if similarity == "euclidean":
-        return -np.linalg.norm(m - q, axis=1)
-    if similarity == "manhattan":
-        return -np.abs(m - q).sum(axis=1)
-    raise ApiError(
-        500, f"similarity {similarity!r} is not one of cosine, dot, euclidean, manhattan"
-    )
+    q, m = prepare(query[None, :], similarity), prepare(others, similarity)
+    found = pair_scores(m, np.broadcast_to(q, m.shape), similarity)
+    # float rounding may put a cosine a hair outside [-1, 1]; clients may rely on the range
+    return np.clip(found, -1.0, 1.0) if similarity == "cosine" else found

@@ -12,20 +12,17 @@ from typing import Any
 import numpy as np
 from starlette.types import Receive
 
-from distilmarco.encoder import Encoder, normalize_rows
-from distilmarco.server.batching import (
-    BatchReport,
-    ClientGoneError,
-    MicroBatcher,
-    QueueFullError,
-)
+from distilmarco.encoder import Encoder
+from distilmarco.errors import ClientGoneError, QueueFullError
+from distilmarco.server.batching import BatchReport, MicroBatcher
 from distilmarco.server.http_errors import ApiError
 from distilmarco.server.limits import check_texts
 from distilmarco.server.metrics import Metrics
 from distilmarco.server.settings import ServerSettings
+from distilmarco.vectors import normalize_rows
 
 log = logging.getLogger(__name__)
-INLINE_TOKENIZE_CHARS = 2048  # about 2 ms of tokenising; larger requests go to a thread
+INLINE_TOKENIZE_CHARS = 2048  # cheaper to tokenise inline than to hop to a thread; larger: thread
 WARMUP_TEXT = "warm-up: how do planes stay in the air?"
 
 
@@ -177,10 +174,9 @@ def release_memory() -> Callable[[], None] | None:
     """glibc's ``malloc_trim(0)``: returns freed heap pages to the OS; the worker calls it when
     it goes idle and at least every ``RELEASE_EVERY_S`` under unbroken load.
 
-    Batches of varying shapes leave freed activation memory in malloc's arenas. Measured here
-    (all-MiniLM-L6-v2, twelve 4-second bursts alternating 32 and 128 clients): RSS went from 376
-    to 507 MiB without it and stayed between 374 and 396 MiB with it; one call takes well under a
-    millisecond. None outside glibc.
+    Batches of varying shapes leave freed activation memory in malloc's arenas, so resident
+    memory creeps up without it (figures: ``benchmarks/results/engine-notes.md``). None outside
+    glibc.
     """
     import ctypes
     import ctypes.util
