@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from distilmarco.errors import InputError, NotFoundError
+from distilmarco.index.ann import AnnConfig, AnnFileStats
 from distilmarco.index.caches import Caches
 from distilmarco.index.chunking import ChunkConfig, chunk_spans
 from distilmarco.index.filters import compile_where
@@ -88,7 +89,7 @@ class IndexStats:
     chunk_window: int | None
     chunk_overlap: int | None
     file_bytes: int
-    ann: dict[str, object]
+    ann: AnnFileStats
     model_name: str | None = None
     fingerprint: str | None = None
     backend: str | None = None  # the engine that embedded the documents
@@ -119,6 +120,7 @@ class Index:
         busy_timeout: float = 30.0,
         create: bool = True,
         engine: Engine | None = None,
+        ann_config: AnnConfig | None = None,
     ) -> None:
         if ann not in ("auto", "always", "never"):
             raise InputError(f"ann {ann!r} is not one of 'auto', 'always', 'never'")
@@ -129,6 +131,7 @@ class Index:
         self.matrix_dtype = matrix_dtype
         self.path = Path(path)
         self.ann_policy = ann
+        self.ann_config = ann_config or AnnConfig()  # how the HNSW cache builds and searches
         self.store = Store(self.path, busy_timeout=busy_timeout, create=create)
         self._encoder: Encoder | None = None
         self._chunk_request = (chunk_tokens, chunk_overlap)
@@ -210,7 +213,9 @@ class Index:
             else:
                 dim, sim = self.encoder.dimension, self.encoder.similarity
             ann_path = self.path.with_name(self.path.name + ".ann")
-            self._caches = Caches(self.store, dim, sim, ann_path, self.matrix_dtype)
+            self._caches = Caches(
+                self.store, dim, sim, ann_path, self.matrix_dtype, self.ann_config
+            )
         return self._caches
 
     # --- writing ------------------------------------------------------------------------------
@@ -547,7 +552,7 @@ class Index:
             chunk_window=num("chunk_window"),
             chunk_overlap=num("chunk_overlap"),
             file_bytes=size,
-            ann=self.caches.ann_file_stamp() if "dimension" in meta else {"present": False},
+            ann=self.caches.ann_file_stamp() if "dimension" in meta else AnnFileStats(),
             model_name=meta.get("model_name"),
             fingerprint=meta.get("fingerprint"),
             backend=meta.get("backend"),
