@@ -295,9 +295,8 @@ def test_tombstones_survive_saving_and_compaction_keeps_answers(tmp_path: Path) 
 
 
 def test_loaded_graph_is_searched_in_private_memory_and_stays_changeable(tmp_path: Path) -> None:
-    from distilmarco.index.ann.native import huge_pages_available
+    from distilmarco.index.ann.native import ask_huge_pages, huge_pages_available, private_buffer
 
-    config = AnnConfig(huge_pages_min_bytes=0)  # every file asks for huge pages
     points, queries = clustered(1_500, 32, 20, seed=5)
     keys = np.arange(10, 1_510, dtype=np.int64)
     ann = AnnIndex(32, "cosine", store_id="s", seq=1)
@@ -306,16 +305,21 @@ def test_loaded_graph_is_searched_in_private_memory_and_stays_changeable(tmp_pat
     path = tmp_path / "x.ann"
     ann.save(path)
     data = path.read_bytes()
-    loaded = AnnIndex.load(path, config)
-    # a read-only view of memory of its own, on 2 MiB pages where Linux offers them
-    assert loaded.viewed and loaded.on_huge_pages is huge_pages_available()
-    assert not AnnIndex.load(path).on_huge_pages  # small files stay on 4 KiB pages
+    loaded = AnnIndex.load(path)
+    # a read-only view of memory of its own; small files stay on 4 KiB pages
+    assert loaded.viewed and not loaded.on_huge_pages
     for q in queries:
         np.testing.assert_array_equal(loaded.search(q, 10), ann.search(q, 10))
     loaded.add(np.array([7], np.int64), queries[:1])  # copied out of the view first
     assert not loaded.viewed and not loaded.on_huge_pages
     assert loaded.search(queries[0], 1).tolist() == [7] and len(loaded) == 1_451
     assert path.read_bytes() == data
+    # big ones move onto 2 MiB pages once read, where Linux has them, keeping their contents
+    _memory, raw = private_buffer(8 << 20)
+    raw[:] = np.arange(8 << 20, dtype=np.uint64).astype(np.uint8)
+    assert ask_huge_pages(raw) is huge_pages_available()
+    np.testing.assert_array_equal(raw[:1000], np.arange(1000).astype(np.uint8))
+    assert not ask_huge_pages(raw[: 1 << 20])  # no whole 2 MiB page inside
 
 
 def test_no_memory_to_read_a_file_into_is_a_clear_error(
@@ -323,7 +327,7 @@ def test_no_memory_to_read_a_file_into_is_a_clear_error(
 ) -> None:
     from distilmarco.index.ann import file as ann_file
 
-    def no_memory(size: int, huge: bool) -> None:
+    def no_memory(size: int) -> None:
         raise OSError(12, "Cannot allocate memory")
 
     points, _ = clustered(400, 16, 10, seed=9)

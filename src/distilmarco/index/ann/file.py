@@ -8,6 +8,7 @@ no longer reach a search (a shared mapping of it would kill the process with SIG
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -29,9 +30,9 @@ from distilmarco.index.ann.header import (
     trailer_bytes,
 )
 from distilmarco.index.ann.native import (
+    ask_huge_pages,
     faiss_module,
     fsync_dir,
-    huge_pages_available,
     private_buffer,
     view_graph,
     xxh3,
@@ -128,8 +129,9 @@ def load_file(path: Path, config: AnnConfig) -> LoadedFile:
         header = trailer.header
         ranges = _check_layout(path, header)
         huge = header.payload_bytes >= config.huge_pages_min_bytes
+        _read_ahead(fd, header.payload_bytes)
         try:
-            memory, raw = private_buffer(header.payload_bytes, huge)
+            memory, raw = private_buffer(header.payload_bytes)
             structure, vectors = stream_digests(
                 fd, header.payload_bytes, ranges, config.read_chunk_bytes, memory
             )
@@ -141,7 +143,7 @@ def load_file(path: Path, config: AnnConfig) -> LoadedFile:
         raise IndexStoreError(f"ANN file {path} is corrupt (checksum mismatch)")
     if vectors != header.xxh3_vectors:
         raise IndexStoreError(f"ANN file {path} is corrupt (vector checksum mismatch)")
-    return _contents(path, header, memory, raw, huge and huge_pages_available())
+    return _contents(path, header, memory, raw, huge and ask_huge_pages(raw))
 
 
 def _contents(
@@ -216,6 +218,15 @@ def stream_digests(
     finally:
         target.release()
     return int(structure.intdigest()), int(stored.intdigest())
+
+
+def _read_ahead(fd: int, size: int) -> None:
+    """Tell the kernel the whole payload will be read in order now, so it reads ahead from disk
+    while earlier blocks are copied and hashed (best effort)."""
+    if hasattr(os, "posix_fadvise"):
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(fd, 0, size, os.POSIX_FADV_SEQUENTIAL)
+            os.posix_fadvise(fd, 0, size, os.POSIX_FADV_WILLNEED)
 
 
 def _read_exactly(fd: int, block: memoryview, offset: int) -> None:

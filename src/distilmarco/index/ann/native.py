@@ -3,12 +3,12 @@ pool for searching parts in parallel, 2 MiB pages from Linux, and folder fsyncs.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import mmap
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,6 +22,8 @@ from distilmarco.errors import MissingExtraError
 log = logging.getLogger(__name__)
 
 _MADV_HUGEPAGE, _MADV_COLLAPSE = 14, 25  # Linux; COLLAPSE since 6.1
+_HUGE = 2 << 20
+_COLLAPSE_STEP = 32 << 20  # bytes moved onto huge pages per call
 _THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 _POOLS: dict[int, ThreadPoolExecutor | None] = {}  # by process: a fork has no pool threads
 
@@ -95,33 +97,57 @@ def huge_pages_available() -> bool:
     return "[always]" in setting or "[madvise]" in setting
 
 
-def private_buffer(size: int, huge: bool) -> tuple[mmap.mmap, np.ndarray]:
-    """Anonymous private memory of ``size`` bytes and a byte array over it; with ``huge``, asking
-    for 2 MiB pages: an HNSW search touches vectors spread over the whole graph, and on 4 KiB pages
-    most of them miss the TLB as well."""
+def private_buffer(size: int) -> tuple[mmap.mmap, np.ndarray]:
+    """Anonymous private memory of ``size`` bytes and a byte array over it."""
     buf = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    if huge and hasattr(mmap, "MADV_HUGEPAGE"):
-        # a kernel without transparent huge pages refuses: 4 KiB pages, same answers
-        with contextlib.suppress(OSError):
-            buf.madvise(mmap.MADV_HUGEPAGE)
     return buf, np.frombuffer(buf, np.uint8, count=size)
+
+
+def ask_huge_pages(raw: np.ndarray) -> bool:
+    """Move filled memory onto 2 MiB pages, on a background thread: an HNSW search touches vectors
+    spread over the whole graph, and on 4 KiB pages most of them miss the TLB as well. Done after
+    the memory is filled, because faulting in fresh 2 MiB pages while reading would delay the
+    first search; collapsing pages keeps their contents, so searches go on meanwhile. False where
+    Linux gives no huge pages."""
+    madvise = _libc_madvise()
+    if madvise is None or not huge_pages_available():
+        return False
+    start, size = raw.ctypes.data, raw.nbytes
+    lo, hi = -(-start // _HUGE) * _HUGE, (start + size) // _HUGE * _HUGE
+    if hi <= lo or madvise(lo, hi - lo, _MADV_HUGEPAGE) != 0:
+        return False
+
+    def collapse(memory: np.ndarray) -> None:  # ``memory`` stays alive while this runs
+        # ctypes lets other threads run during each call
+        for at in range(lo, hi, _COLLAPSE_STEP):
+            if madvise(at, min(_COLLAPSE_STEP, hi - at), _MADV_COLLAPSE) != 0:
+                return  # a kernel before 6.1, or no memory for it: khugepaged does it later
+
+    threading.Thread(target=collapse, args=(raw,), name="ann-huge-pages", daemon=True).start()
+    return True
+
+
+def _libc_madvise() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return madvise
 
 
 def advise_huge_pages(graph: Any) -> None:
     """Ask Linux to back an in-memory graph's vectors and links with 2 MiB pages now (see
-    ``private_buffer``). Best effort: nothing happens elsewhere, or where the kernel says no."""
-    if not sys.platform.startswith("linux"):
+    ``ask_huge_pages``). Best effort: nothing happens elsewhere, or where the kernel says no."""
+    madvise = _libc_madvise()
+    if madvise is None:
         return
-    faiss = faiss_module()
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    storage = faiss.downcast_index(graph.storage)
+    storage = faiss_module().downcast_index(graph.storage)
     for vector, item in ((storage.codes, 1), (graph.hnsw.neighbors, 4)):
         start, size = int(vector.data()), vector.size() * item
-        lo, hi = -(-start // (2 << 20)) * (2 << 20), (start + size) // (2 << 20) * (2 << 20)
+        lo, hi = -(-start // _HUGE) * _HUGE, (start + size) // _HUGE * _HUGE
         if hi > lo and madvise(lo, hi - lo, _MADV_HUGEPAGE) == 0:
             madvise(lo, hi - lo, _MADV_COLLAPSE)
 
