@@ -339,6 +339,7 @@ def test_no_memory_to_read_a_file_into_is_a_clear_error(
         AnnIndex.load(tmp_path / "x.ann")
 
 
+@pytest.mark.slow  # a fresh interpreter that imports torch: about 7 s
 def test_a_big_ann_file_truncated_while_in_use_never_kills_the_process(  # type: ignore[no-untyped-def]
     tiny_model_dir, tmp_path: Path
 ) -> None:
