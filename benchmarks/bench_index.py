@@ -10,6 +10,7 @@ measurement (with deletions) behind the ANN choice.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,8 +27,7 @@ from benchmarks.common import (
     msmarco_like_model,
     read_sts_sentences,
 )
-from distilmarco.index import ann
-from distilmarco.index.ann_part import CONNECTIVITY
+from distilmarco.index.ann import AnnConfig, AnnIndex
 
 EF_SWEEP = (48, 64, 80, 96, 128, 160, 192, 256)
 
@@ -179,12 +179,12 @@ def _measure(folder: Path, n: int, n_queries: int) -> dict[str, Any]:
     index = Index(db)
     open_s = time.perf_counter() - t
     t = time.perf_counter()
+    assert isinstance(index.store, SqliteStorage)
+    graphs = index.store.caches.ann()  # reads the whole file into memory and checks it
+    ann_load_s = time.perf_counter() - t
+    t = time.perf_counter()
     index.search_vector(queries[0], 10, exact=False)
     first_ann_s = time.perf_counter() - t
-    assert isinstance(index.store, SqliteStorage)
-    graphs = index.store.caches.ann()
-    graphs.wait_verified()  # the stored vectors' check, and the move onto huge pages, are done
-    settled_s = open_s + time.perf_counter() - t
     ann_p50, ann_p99, approx = latency(lambda q: index.search_vector(q, 10, exact=False), queries)
     ann_cpu = LAST_CPU_P50_MS[0]
     t = time.perf_counter()
@@ -195,13 +195,13 @@ def _measure(folder: Path, n: int, n_queries: int) -> dict[str, Any]:
     )
     for q in clustered(100, DIM, seed=3):  # unmeasured: the exact pass's 3 GB scan churned caches
         index.search_vector(q, 10, exact=False)
-    # the same queries and beam again: the first pass pays whatever the page cache lost since
+    # the same queries and ef_search again: the first pass pays whatever the page cache lost since
     # the files were last read; this one shows the steady state
     steady_p50, steady_p99, steady = latency(
         lambda q: index.search_vector(q, 10, exact=False), queries
     )
     steady_cpu = LAST_CPU_P50_MS[0]
-    sweep = ef_sweep(index, queries, exact)
+    sweep = ef_sweep(index, graphs, queries, exact)
     index.close()
     recall = _recall(approx, exact)
     return {
@@ -213,8 +213,8 @@ def _measure(folder: Path, n: int, n_queries: int) -> dict[str, Any]:
         "store_write_s": build["store_write_s"],
         "ann_build_s": build["ann_build_s"],
         "open_s": open_s,
+        "ann_load_s": ann_load_s,
         "first_ann_query_s": first_ann_s,
-        "ann_settled_s": settled_s,
         "ann_parts": graphs.parts,
         "ann_on_huge_pages": graphs.on_huge_pages,
         "first_exact_query_s": first_exact_s,
@@ -230,22 +230,24 @@ def _measure(folder: Path, n: int, n_queries: int) -> dict[str, Any]:
         "exact_p99_ms": ex_p99,
         "db_bytes_per_vector": sizes["db_bytes"] / n,
         "ann_bytes_per_vector": sizes["ann_bytes"] / n,
-        "ef_search": ann.part_expansions(graphs.part_sizes, graphs.part_connectivity),  # per part
-        "connectivity": graphs.part_connectivity,
+        "ef_search": graphs.part_ef_search,  # per part
+        "m": graphs.part_m,
         "ef_sweep": sweep,
     }
 
 
-def ef_sweep(index: Any, queries: np.ndarray, exact: list[list[str]]) -> list[dict[str, float]]:
-    """ANN latency and recall@10 for several search beam widths (ef), the default restored."""
-    default, rows = ann.EXPANSION_SEARCH, []
+def ef_sweep(
+    index: Any, graphs: AnnIndex, queries: np.ndarray, exact: list[list[str]]
+) -> list[dict[str, float]]:
+    """ANN latency and recall@10 for several fixed ``ef_search``, the loaded config restored."""
+    default, rows = graphs.config, []
     try:
         for ef in EF_SWEEP:
-            ann.EXPANSION_SEARCH = ef
+            graphs.config = dataclasses.replace(default, ef_search=ef)
             p50, p99, found = latency(lambda q: index.search_vector(q, 10, exact=False), queries)
             rows.append(
                 {
-                    "ef": ef,
+                    "ef_search": ef,
                     "p50_ms": p50,
                     "p99_ms": p99,
                     "cpu_p50_ms": LAST_CPU_P50_MS[0],
@@ -253,7 +255,7 @@ def ef_sweep(index: Any, queries: np.ndarray, exact: list[list[str]]) -> list[di
                 }
             )
     finally:
-        ann.EXPANSION_SEARCH = default
+        graphs.config = default
     return rows
 
 
@@ -264,11 +266,11 @@ def _recall(found: list[list[str]], exact: list[list[str]]) -> float:
 
 def ann_choice(quick: bool) -> list[dict[str, Any]]:
     """usearch f16 (removal by key) vs FAISS HNSW with tombstones (``ann.AnnIndex``, plain and
-    Panorama parts), a fifth of the vectors removed, one thread, the same beam: why the index
+    Panorama parts), a fifth of the vectors removed, one thread, the same ef_search: why the index
     uses FAISS."""
     from usearch.index import Index as USearch
 
-    n, nq = (5_000, 100) if quick else (16_000, 200)  # below PARALLEL_ADD_MIN: one build thread
+    n, nq = (5_000, 100) if quick else (16_000, 200)  # below parallel_add_min: one build thread
     x, q = clustered(n, DIM, seed=3, clusters=200), clustered(nq, DIM, seed=4, clusters=200)
     dead = np.random.default_rng(5).choice(n, n // 5, replace=False)
     alive = np.ones(n, bool)
@@ -305,7 +307,7 @@ def ann_choice(quick: bool) -> list[dict[str, Any]]:
         ndim=DIM,
         metric="ip",
         dtype="f16",
-        connectivity=CONNECTIVITY,
+        connectivity=AnnConfig().m,
         expansion_add=128,
         expansion_search=64,
     )
@@ -320,22 +322,20 @@ def ann_choice(quick: bool) -> list[dict[str, Any]]:
             len(bytes(u.save() or b"")),
         )
     ]
-    # 49 MB of vectors, below ROTATION_MIN_BYTES: plain parts, unless the threshold is lowered
-    default_bytes, default_ef = ann.ROTATION_MIN_BYTES, ann.EXPANSION_SEARCH
-    ann.EXPANSION_SEARCH = 64
-    try:
-        for label, min_bytes in (("float32", default_bytes), ("Panorama, rotated", 0)):
-            ann.ROTATION_MIN_BYTES = min_bytes
-            f = ann.AnnIndex(DIM, "cosine", store_id="bench")
-            build = _timed(lambda f=f: f.add(keys, x))
-            remove = _timed(lambda f=f: f.remove(dead))
-            with tempfile.TemporaryDirectory() as tmp:
-                f.save(Path(tmp) / "x.ann")
-                size = (Path(tmp) / "x.ann").stat().st_size
-            search = lambda v, f=f: f.search(v, 10)  # noqa: E731
-            rows.append(row(f"FAISS HNSW {label}, tombstones", build, remove, search, size))
-    finally:
-        ann.ROTATION_MIN_BYTES, ann.EXPANSION_SEARCH = default_bytes, default_ef
+    # 49 MB of vectors, below the default rotation_min_bytes: plain parts unless it is lowered
+    plain = AnnConfig(ef_search=64)
+    for label, config in (
+        ("float32", plain),
+        ("Panorama, rotated", dataclasses.replace(plain, rotation_min_bytes=0)),
+    ):
+        f = AnnIndex(DIM, "cosine", store_id="bench", config=config)
+        build = _timed(lambda f=f: f.add(keys, x))
+        remove = _timed(lambda f=f: f.remove(dead))
+        with tempfile.TemporaryDirectory() as tmp:
+            f.save(Path(tmp) / "x.ann")
+            size = (Path(tmp) / "x.ann").stat().st_size
+        search = lambda v, f=f: f.search(v, 10)  # noqa: E731
+        rows.append(row(f"FAISS HNSW {label}, tombstones", build, remove, search, size))
     return rows
 
 
@@ -356,14 +356,15 @@ def markdown(result: dict[str, Any]) -> str:
         f"index.add {a['add_s']:.2f} s → index overhead **{a['overhead_fraction'] * 100:+.1f}%** "
         f"of encode time (target ≤ 10%), {a['docs_per_s']:.0f} docs/s.",
         "",
-        "| vectors (768-d, clustered, intrinsic dim 32) | open | first ANN query (load file) | settled (checked, on huge pages) | ANN p50 / p99, first pass | ANN p50 / p99, second pass | recall@10 | exact p50 / p99 | HNSW build (parts) | bytes/vector (db + ann) |",
+        "| vectors (768-d, clustered, intrinsic dim 32) | open | ANN file load (read, checked) | first ANN query | ANN p50 / p99, first pass | ANN p50 / p99, second pass | recall@10 | exact p50 / p99 | HNSW build (parts) | bytes/vector (db + ann) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in result["search"]:
         lines.append(
-            f"| {s['vectors']:,} | {s['open_s'] * 1e3:.0f} ms | {s['first_ann_query_s']:.2f} s | "
-            f"{s.get('ann_settled_s', float('nan')):.2f} s"
+            f"| {s['vectors']:,} | {s['open_s'] * 1e3:.0f} ms | "
+            f"{s.get('ann_load_s', float('nan')):.2f} s"
             f"{'' if s.get('ann_on_huge_pages') else ' (no huge pages)'} | "
+            f"{s['first_ann_query_s'] * 1e3:.1f} ms | "
             f"{s['ann_p50_ms']:.2f} / {s['ann_p99_ms']:.2f} ms "
             f"(CPU p50 {s.get('ann_cpu_p50_ms', float('nan')):.2f}) | "
             f"{s.get('ann_steady_p50_ms', float('nan')):.2f} / "
@@ -376,27 +377,28 @@ def markdown(result: dict[str, Any]) -> str:
         )
     for s in result["search"]:
         sweep = ", ".join(
-            f"ef {r['ef']}: {r['p50_ms']:.2f} ms ({r.get('cpu_p50_ms', float('nan')):.2f} ms CPU) "
+            f"ef_search {r['ef_search']}: {r['p50_ms']:.2f} ms ({r.get('cpu_p50_ms', float('nan')):.2f} ms CPU) "
             f"at {r['recall_at_10']:.3f}"
             for r in s.get("ef_sweep", [])
         )
         if sweep:
             lines += [
                 "",
-                f"{s['vectors']:,} vectors, ANN p50 (wall, process CPU) and recall@10 by ef "
+                f"{s['vectors']:,} vectors, ANN p50 (wall, process CPU) and recall@10 by ef_search "
                 f"(per part): {sweep}.",
             ]
     lines += [
         "",
         "Targets (1M vectors): ANN p50 ≤ 2 ms at recall@10 ≥ 0.95; open ≤ 2 s. "
         "ANN latency includes fetching and rescoring candidates with full-precision vectors from SQLite; "
-        "it is measured once the file's background check (and move onto huge pages) is done, "
-        "the 'settled' column; CPU counts every thread of the process. The second pass repeats "
+        "the ANN file is read into private memory (on huge pages where Linux has them) and both "
+        "its checksums checked before the first search; CPU counts every thread of the process. "
+        "The second pass repeats "
         "the first after the exact pass: the first pays for whatever the page cache dropped "
         "since the files were last read (this VM's proactive reclaim evicts idle pages).",
         "",
         "ANN library choice (clustered 768-d, 20% deleted, one thread, "
-        f"M={CONNECTIVITY}, ef_add=128, ef_search=64):",
+        f"M={AnnConfig().m}, ef_construction={AnnConfig().ef_construction}, ef_search=64):",
         "",
         "| library | build | remove 20% | query | recall@10 | bytes/vector |",
         "|---|---|---|---|---|---|",

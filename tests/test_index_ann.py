@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from distilmarco.errors import IndexStoreError
+from distilmarco.errors import IndexStoreError, InputError
 from distilmarco.index import Index
-from distilmarco.index.ann import AnnIndex
-from distilmarco.index.rescore import MARGIN
+from distilmarco.index.ann import AnnConfig, AnnEvent, AnnFileStats, AnnIndex, read_stamp
+from distilmarco.index.ann.header import MAGIC, read_trailer
+
+FLOAT16_MARGIN = 2e-3  # what rescoring allows float16 copies (``rescore.MARGIN``)
 
 N_DOCS = 300
 
@@ -55,13 +63,21 @@ def built(tmp_path: Path, tiny_encoder) -> Path:  # type: ignore[no-untyped-def]
     return db
 
 
-def reopen_and_compare(db: Path, encoder, expect_event: str) -> None:  # type: ignore[no-untyped-def]
+def reopen_and_compare(  # type: ignore[no-untyped-def]
+    db: Path, encoder, expect_event: AnnEvent, reason: str = ""
+) -> None:
     with Index(db, encoder) as ix:
         exact = results(ix, exact=True)
         approx = results(ix, exact=False)
-        assert ix.store.caches.last_ann_event.startswith(expect_event), (
-            ix.store.caches.last_ann_event
+        caches = ix.store.caches
+        assert caches.last_ann_event is expect_event, (
+            caches.last_ann_event,
+            caches.last_ann_reason,
         )
+        if expect_event is AnnEvent.REBUILT:
+            assert reason in str(caches.last_ann_reason), caches.last_ann_reason
+        else:
+            assert caches.last_ann_reason is None
         # HNSW is approximate (and its multi-threaded build is not deterministic): near-equal
         # results, and every document it returns scored exactly as exact search scores it.
         scored = {(n, *pair) for n, result in enumerate(exact) for pair in result}
@@ -95,40 +111,35 @@ def test_damaged_ann_file_is_rebuilt(built: Path, tiny_encoder, damage: str) -> 
     path.write_bytes(bytes(data))
     with pytest.raises(IndexStoreError):
         AnnIndex.load(path)
-    reopen_and_compare(built, tiny_encoder, "rebuilt")
+    reopen_and_compare(built, tiny_encoder, AnnEvent.REBUILT, f"ANN file {path}")
 
 
-def test_damaged_vectors_of_a_big_file_are_found_after_loading_and_rebuilt(  # type: ignore[no-untyped-def]
-    built: Path, tmp_path: Path, tiny_encoder, monkeypatch: pytest.MonkeyPatch
+def test_damaged_stored_vectors_are_found_before_any_search_and_rebuilt(  # type: ignore[no-untyped-def]
+    built: Path, tiny_encoder
 ) -> None:
-    import distilmarco.index.ann as ann_module
-    from distilmarco.index import ann_file
-
-    monkeypatch.setattr(ann_module, "VERIFY_NOW_BYTES", 0)  # every file counts as big
     path = built.with_name(built.name + ".ann")
+    # read in blocks smaller than a part, whose edges fall inside the checksummed sections
+    chunked = AnnConfig(read_chunk_bytes=4_093)
+    sound = AnnIndex.load(path, chunked)
+    np.testing.assert_array_equal(
+        sound.search(np.eye(sound.dimension, dtype=np.float32)[0], 10),
+        AnnIndex.load(path).search(np.eye(sound.dimension, dtype=np.float32)[0], 10),
+    )
     with open(path, "rb") as f:
-        header = ann_file.read_header(path, f)
+        part = read_trailer(path, f).header.parts[0]
     data = bytearray(path.read_bytes())
-    _, vectors_at, graph_end, _ = header["parts"][0]
-    data[(vectors_at + graph_end) // 2] ^= 0xFF  # inside a stored vector
+    data[(part.vectors_at + part.end) // 2] ^= 0xFF  # inside a stored vector
     path.write_bytes(bytes(data))
-    loaded = AnnIndex.load(path)  # links and keys are intact: searchable at once
-    assert not loaded.wait_verified() and "vector checksum mismatch" in str(loaded.damaged)
-    with pytest.raises(IndexStoreError, match="damaged"):
-        loaded.save(tmp_path / "copy.ann")
-    with Index(built, tiny_encoder) as ix:
-        ix.store.caches.ann().wait_verified()
-        ix.search(QUERIES[0], 5, exact=False)  # the next use rebuilds, and saves a sound file
-        assert ix.store.caches.last_ann_event.startswith("rebuilt: ANN file"), (
-            ix.store.caches.last_ann_event
-        )
-    assert AnnIndex.load(path).wait_verified()
-    reopen_and_compare(built, tiny_encoder, "loaded")
+    for config in (AnnConfig(), chunked):
+        with pytest.raises(IndexStoreError, match="vector checksum mismatch"):
+            AnnIndex.load(path, config)
+    reopen_and_compare(built, tiny_encoder, AnnEvent.REBUILT, "vector checksum mismatch")
+    reopen_and_compare(built, tiny_encoder, AnnEvent.LOADED)  # the rebuilt file was saved
 
 
 def test_missing_ann_file_is_rebuilt(built: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
     built.with_name(built.name + ".ann").unlink()
-    reopen_and_compare(built, tiny_encoder, "rebuilt")
+    reopen_and_compare(built, tiny_encoder, AnnEvent.REBUILT, "missing")
 
 
 def test_stale_ann_file_is_caught_up(built: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
@@ -140,7 +151,7 @@ def test_stale_ann_file_is_caught_up(built: Path, tiny_encoder) -> None:  # type
         ix.upsert(["d1"], ["lift on a wing, rewritten"])
     assert path.read_bytes() == before
     assert AnnIndex.load(path).seq == 1
-    reopen_and_compare(built, tiny_encoder, "loaded (seq 1)")
+    reopen_and_compare(built, tiny_encoder, AnnEvent.LOADED)
 
 
 def test_foreign_or_future_ann_file_is_rebuilt(built: Path, tmp_path: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
@@ -149,7 +160,7 @@ def test_foreign_or_future_ann_file_is_rebuilt(built: Path, tmp_path: Path, tiny
         ix.add([f"d{i}" for i in range(N_DOCS)], doc_texts(N_DOCS))
         ix.optimize()
     shutil.copy(other.with_name("other.db.ann"), built.with_name(built.name + ".ann"))
-    reopen_and_compare(built, tiny_encoder, "rebuilt: ANN file")  # belongs to another index
+    reopen_and_compare(built, tiny_encoder, AnnEvent.REBUILT, "belongs to another index")
 
     backup = tmp_path / "backup.db"
     with Index(built) as ix:  # a consistent copy of the store at its current sequence
@@ -158,7 +169,7 @@ def test_foreign_or_future_ann_file_is_rebuilt(built: Path, tmp_path: Path, tiny
         ix.add(["late"], ["a document added after the backup"])
         ix.optimize()
     shutil.copy(built.with_name(built.name + ".ann"), backup.with_name("backup.db.ann"))
-    reopen_and_compare(backup, tiny_encoder, "rebuilt: ANN file")  # the file is ahead of the store
+    reopen_and_compare(backup, tiny_encoder, AnnEvent.REBUILT, "claims sequence 2 > the store's 1")
 
 
 def clustered(n: int, dim: int, clusters: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -172,16 +183,12 @@ def clustered(n: int, dim: int, clusters: int, seed: int) -> tuple[np.ndarray, n
 
 @pytest.mark.slow
 @pytest.mark.parametrize("panorama", [False, True])
-def test_recall_on_50k_synthetic_clustered_vectors(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, panorama: bool
-) -> None:
-    import distilmarco.index.ann as ann_module
-
+def test_recall_on_50k_synthetic_clustered_vectors(tmp_path: Path, panorama: bool) -> None:
     # 6 MB of vectors: plain parts unless the rotation threshold is lowered
-    monkeypatch.setattr(ann_module, "ROTATION_MIN_BYTES", 1 if panorama else 64 << 20)
+    config = AnnConfig(rotation_min_bytes=1 if panorama else 64 << 20)
     points, queries = clustered(50_000, 32, 500, seed=7)  # low dimension keeps the build fast
     keys = np.arange(10, 50_010, dtype=np.int64)  # not 0-based: keys are chunk ids
-    ann = AnnIndex(32, "cosine", store_id="synthetic")
+    ann = AnnIndex(32, "cosine", store_id="synthetic", config=config)
     ann.add(keys, points)
     assert (ann.rotation is not None) == panorama
     dead = keys[::10]  # deletions, as the store's tombstones would replay them
@@ -204,26 +211,40 @@ def test_recall_on_50k_synthetic_clustered_vectors(
     np.testing.assert_array_equal(again.search(queries[0], 10), ann.search(queries[0], 10))
 
 
-def test_stats_reads_the_stamp_without_loading(built: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
-    from distilmarco.index.ann_file import read_stamp
+def test_stats_reads_the_stamp_without_loading(  # type: ignore[no-untyped-def]
+    built: Path, tiny_encoder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from distilmarco.cli import main
 
     path = built.with_name(built.name + ".ann")
     assert read_stamp(path) == AnnIndex.load(path).stamp
     with Index(built, tiny_encoder) as ix:
-        assert ix.stats().ann == {
-            "file": str(path),
-            "present": True,
-            "valid": True,
-            "seq": 1,
-            "vectors": N_DOCS,
-            "stale_by": 0,
-        }
+        assert ix.stats().ann == AnnFileStats(
+            file=str(path), present=True, valid=True, seq=1, vectors=N_DOCS, stale_by=0
+        )
+    # the JSON keeps only the fields that apply, as it did when this was a dict
+    assert main(["index", "stats", "--index", str(built), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ann"] == {
+        "file": str(path),
+        "present": True,
+        "valid": True,
+        "seq": 1,
+        "vectors": N_DOCS,
+        "stale_by": 0,
+    }
     data = path.read_bytes()
     path.write_bytes(data[:100] + data[110:])  # ten bytes gone, the trailer intact
     with pytest.raises(IndexStoreError, match="wrong length"):
         read_stamp(path)
     with Index(built, tiny_encoder) as ix:
-        assert ix.stats().ann["valid"] is False
+        damaged = ix.stats().ann
+    assert (damaged.present, damaged.valid, damaged.seq) == (True, False, None)
+    assert "wrong length" in str(damaged.error)
+    assert main(["index", "stats", "--index", str(built), "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["ann"]) == {"file", "present", "valid", "error"}
+    path.unlink()
+    assert main(["index", "stats", "--index", str(built), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ann"] == {"file": str(path), "present": False}
 
 
 def test_tombstones_survive_saving_and_compaction_keeps_answers(tmp_path: Path) -> None:
@@ -256,30 +277,26 @@ def test_tombstones_survive_saving_and_compaction_keeps_answers(tmp_path: Path) 
     data = path.read_bytes()
     assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
     loaded = AnnIndex.load(path)
-    assert loaded.mapped and loaded.stamp == ann.stamp and loaded.slots == 2_001
+    assert loaded.viewed and loaded.stamp == ann.stamp and loaded.slots == 2_001
     for q in queries[:20]:
         np.testing.assert_array_equal(loaded.search(q, 10), ann.search(q, 10))
     check(loaded, live_keys, live_points)
-    # A mapped graph is copied before it changes: the file is never written through the map.
+    # A viewed graph is copied before it changes (FAISS would abort), and the file never changes.
     extra = AnnIndex.load(path)
     extra.add(np.array([9_999], np.int64), queries[1:2])
-    assert not extra.mapped and extra.search(queries[1], 1).tolist() == [9_999]
+    assert not extra.viewed and extra.search(queries[1], 1).tolist() == [9_999]
     assert path.read_bytes() == data
     # Past a quarter of dead slots the graph is rebuilt from the live vectors it holds.
     loaded.remove(keys[300:700])
-    assert loaded.slots == len(loaded) == 1_301 and not loaded.mapped
+    assert loaded.slots == len(loaded) == 1_301 and not loaded.viewed
     still = np.r_[0, 401 : len(live_keys)]
     check(loaded, live_keys[still], live_points[still])
     np.testing.assert_array_equal(np.sort(loaded.keys()), np.sort(live_keys[still]))
 
 
-def test_big_loaded_graph_moves_to_a_verified_copy_and_stays_changeable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from distilmarco.index import ann as ann_module
-    from distilmarco.index.ann_file import huge_pages_available
+def test_loaded_graph_is_searched_in_private_memory_and_stays_changeable(tmp_path: Path) -> None:
+    from distilmarco.index.ann.native import ask_huge_pages, huge_pages_available, private_buffer
 
-    monkeypatch.setattr(ann_module, "VERIFY_NOW_BYTES", 0)  # every file counts as big
     points, queries = clustered(1_500, 32, 20, seed=5)
     keys = np.arange(10, 1_510, dtype=np.int64)
     ann = AnnIndex(32, "cosine", store_id="s", seq=1)
@@ -289,56 +306,89 @@ def test_big_loaded_graph_moves_to_a_verified_copy_and_stays_changeable(
     ann.save(path)
     data = path.read_bytes()
     loaded = AnnIndex.load(path)
-    assert loaded.wait_verified(timeout=60)
-    # Where Linux offers huge pages the graph is now a view of the checked copy; else still the
-    # file mapping. Either way a read-only view with the same answers.
-    assert loaded.on_huge_pages is huge_pages_available() and loaded.mapped
+    # a read-only view of memory of its own; small files stay on 4 KiB pages
+    assert loaded.viewed and not loaded.on_huge_pages
     for q in queries:
         np.testing.assert_array_equal(loaded.search(q, 10), ann.search(q, 10))
     loaded.add(np.array([7], np.int64), queries[:1])  # copied out of the view first
-    assert not loaded.mapped and not loaded.on_huge_pages
+    assert not loaded.viewed and not loaded.on_huge_pages
     assert loaded.search(queries[0], 1).tolist() == [7] and len(loaded) == 1_451
     assert path.read_bytes() == data
+    # big ones move onto 2 MiB pages once read, where Linux has them, keeping their contents
+    _memory, raw = private_buffer(8 << 20)
+    raw[:] = np.arange(8 << 20, dtype=np.uint64).astype(np.uint8)
+    assert ask_huge_pages(raw) is huge_pages_available()
+    np.testing.assert_array_equal(raw[:1000], np.arange(1000).astype(np.uint8))
+    assert not ask_huge_pages(raw[: 1 << 20])  # no whole 2 MiB page inside
 
 
-def test_vectors_are_still_checked_when_the_huge_page_copy_fails(
+def test_no_memory_to_read_a_file_into_is_a_clear_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from distilmarco.index import ann as ann_module
-    from distilmarco.index import ann_file
+    from distilmarco.index.ann import file as ann_file
 
-    def no_memory(fd: int, size: int) -> None:
+    def no_memory(size: int) -> None:
         raise OSError(12, "Cannot allocate memory")
 
-    monkeypatch.setattr(ann_module, "VERIFY_NOW_BYTES", 0)
-    monkeypatch.setattr(ann_module, "huge_pages_available", lambda: True)
-    monkeypatch.setattr(ann_module, "huge_page_copy", no_memory)
     points, _ = clustered(400, 16, 10, seed=9)
     ann = AnnIndex(16, "cosine", store_id="s")
     ann.add(np.arange(400), points)
-    path = tmp_path / "x.ann"
-    ann.save(path)
-    sound = AnnIndex.load(path)
-    assert sound.wait_verified(timeout=60) and sound.mapped and not sound.on_huge_pages
-    with open(path, "rb") as f:
-        _, vectors_at, graph_end, _ = ann_file.read_header(path, f)["parts"][0]
-    data = bytearray(path.read_bytes())
-    data[(vectors_at + graph_end) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    damaged = AnnIndex.load(path)
-    assert not damaged.wait_verified(timeout=60) and "vector checksum" in str(damaged.damaged)
+    ann.save(tmp_path / "x.ann")
+    monkeypatch.setattr(ann_file, "private_buffer", no_memory)
+    with pytest.raises(IndexStoreError, match=r"could not be read: .*Cannot allocate memory"):
+        AnnIndex.load(tmp_path / "x.ann")
+
+
+@pytest.mark.slow  # a fresh interpreter that imports torch: about 7 s
+def test_a_big_ann_file_truncated_while_in_use_never_kills_the_process(  # type: ignore[no-untyped-def]
+    tiny_model_dir, tmp_path: Path
+) -> None:
+    """Another process cuts the file the open index has loaded: the search goes on from the
+    memory the file was read into, with the same answers. (Before, files over a size threshold
+    were searched from a shared mapping: the process died of SIGBUS, exit status 135.)"""
+    path = tmp_path / "docs.db"
+    script = textwrap.dedent(
+        f"""
+        import os
+        from distilmarco.index import Index
+        from distilmarco.index.ann import AnnConfig
+        config = AnnConfig(huge_pages_min_bytes=0, read_chunk_bytes=4096)  # big, in every sense
+        def opened():
+            return Index({str(path)!r}, encoder={str(tiny_model_dir)!r}, ann="always",
+                         ann_config=config)
+        idx = opened()
+        idx.add([str(i) for i in range(300)], [f"text number {{i}}" for i in range(300)])
+        idx.optimize()
+        idx.close()
+        idx = opened()
+        queries = ["text number 7", "number 250", "text 42"]
+        first = [[h.id for h in idx.search(q, k=5)] for q in queries]
+        exact = [[h.id for h in idx.search(q, k=5, exact=True)] for q in queries]
+        os.truncate({str(path)!r} + ".ann", 100)  # another process cuts the file
+        again = [[h.id for h in idx.search(q, k=5)] for q in queries]
+        idx.add(["late"], ["text number 7, late"])  # changes still work, and save a sound file
+        late = [h.id for h in idx.search("text number 7, late", k=1)]
+        idx.close()
+        print(first == again == exact, "late" in late, os.path.getsize({str(path)!r} + ".ann") > 100)
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.split() == ["True", "True", "True"]
 
 
 def test_parts_are_searched_together_saved_and_changed_one_at_a_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from distilmarco.index import ann as ann_module
+    from distilmarco.index.ann import index as ann_index
 
-    monkeypatch.setattr(ann_module, "PART_SIZE", 700)
-    monkeypatch.setattr(ann_module, "VERIFY_NOW_BYTES", 0)  # the background check and move too
+    config = AnnConfig(part_size=700)
     points, queries = clustered(2_000, 32, 40, seed=11)
     keys = np.arange(5, 2_005, dtype=np.int64)
-    ann = AnnIndex(32, "cosine", store_id="s", seq=3)
+    ann = AnnIndex(32, "cosine", store_id="s", seq=3, config=config)
     ann.add(keys[:1_500], points[:1_500])  # fills 700 + 700 + 100
     ann.add(keys[1_500:], points[1_500:])  # the smallest part takes the rest: 600
     assert (ann.parts, ann.slots, len(ann)) == (3, 2_000, 2_000)
@@ -358,18 +408,17 @@ def test_parts_are_searched_together_saved_and_changed_one_at_a_time(
     assert len(keys_found) == 25 and (np.diff(approx) <= 0).all()
     np.testing.assert_allclose(approx, queries[0] @ points[keys_found - 5].T, atol=2e-3)
     with monkeypatch.context() as one_cpu:  # parts searched in turn, same answers
-        one_cpu.setattr(ann_module, "_search_pool", lambda: None)
+        one_cpu.setattr(ann_index, "search_pool", lambda: None)
         assert all((a == b).all() for a, b in zip(answers(ann), found, strict=True))
 
     path = tmp_path / "parts.ann"
     ann.save(path)
     data = path.read_bytes()
-    loaded = AnnIndex.load(path)
-    assert loaded.wait_verified(timeout=60) and loaded.mapped
-    assert (loaded.parts, loaded.stamp) == (3, ann.stamp)
+    loaded = AnnIndex.load(path, config)
+    assert loaded.viewed and (loaded.parts, loaded.stamp) == (3, ann.stamp)
     assert all((a == b).all() for a, b in zip(answers(loaded), found, strict=True))
     loaded.add(np.array([3], np.int64), queries[:1])  # goes to the 600-slot part, copied out
-    assert loaded.part_views == [True, True, False] and loaded.mapped
+    assert loaded.part_views == [True, True, False] and loaded.viewed
     assert loaded.search(queries[0], 1).tolist() == [3]
     loaded.remove(keys[:200])  # more than a quarter of part 0: compacted, out of the view
     assert loaded.part_views == [False, True, False]
@@ -377,50 +426,82 @@ def test_parts_are_searched_together_saved_and_changed_one_at_a_time(
     assert path.read_bytes() == data
 
 
-def test_file_of_the_previous_format_is_rebuilt(built: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+def test_file_of_the_first_formats_is_rebuilt(built: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
     path = built.with_name(built.name + ".ann")
     data = bytearray(path.read_bytes())
     data[:8] = b"DMANN01\n"
     path.write_bytes(bytes(data))
     with pytest.raises(IndexStoreError, match="bad magic"):
         AnnIndex.load(path)
-    reopen_and_compare(built, tiny_encoder, "rebuilt")
+    reopen_and_compare(built, tiny_encoder, AnnEvent.REBUILT, "older format")
 
 
-def test_search_beam_grows_with_the_index() -> None:
-    from distilmarco.index.ann import EF_BY_SIZE, expansion_for
+def test_file_of_the_previous_format_is_rebuilt_from_the_store(  # type: ignore[no-untyped-def]
+    built: Path, tiny_encoder
+) -> None:
+    """Files from before this format (float16 parts, M 16 graphs, one graph per file) are not
+    read: the store rebuilds the cache, and the answers stay right."""
+    path = built.with_name(built.name + ".ann")
+    data = path.read_bytes()
+    assert data.endswith(MAGIC) and MAGIC == b"DMANN05\n"
+    path.write_bytes(data[: -len(MAGIC)] + b"DMANN04\n")
+    with pytest.raises(IndexStoreError, match="older format"):
+        AnnIndex.load(path)
+    reopen_and_compare(built, tiny_encoder, AnnEvent.REBUILT, "older format")
+    assert path.read_bytes().endswith(MAGIC)
+    reopen_and_compare(built, tiny_encoder, AnnEvent.LOADED)
+
+
+def test_ef_search_grows_with_the_index() -> None:
+    from distilmarco.index.ann.ef_search import (
+        EF_SEARCH_BY_SIZE,
+        MERGED_EF_SCALE,
+        ef_search_for,
+        part_ef_search,
+    )
 
     sizes = [0, 10, 10_000, 60_000, 100_000, 400_000, 1_000_000, 10_000_000]
-    for m, anchors in EF_BY_SIZE.items():
-        beams = [expansion_for(n, m) for n in sizes]
-        assert beams == sorted(beams) and beams[0] == anchors[0][1] and beams[-1] == anchors[-1][1]
-        assert [expansion_for(n, m) for n, _ in anchors] == [ef for _, ef in anchors]
-    # a better connected graph needs a narrower beam; an untabulated M takes the table below it
-    assert all(expansion_for(n, 32) < expansion_for(n, 16) for n in sizes)
-    assert expansion_for(100_000, 24) == expansion_for(100_000, 16)
-    assert expansion_for(100_000, 8) == expansion_for(100_000, 16)
+    efs = [ef_search_for(n) for n in sizes]
+    assert efs == sorted(efs) and efs[0] == EF_SEARCH_BY_SIZE[0][1] == 56
+    assert efs[-1] == EF_SEARCH_BY_SIZE[-1][1] == 148
+    assert [ef_search_for(n) for n, _ in EF_SEARCH_BY_SIZE] == [ef for _, ef in EF_SEARCH_BY_SIZE]
+    assert ef_search_for(300_000) == round(64 + (148 - 64) * np.log(3) / np.log(10))  # log-linear
     rng = np.random.default_rng(8)
     x = rng.standard_normal((300, 16)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     ann = AnnIndex(16, "cosine", store_id="s")
     ann.add(np.arange(1, 301), x)
-    assert ann.part_connectivity == [32]
-    keys, approx = ann.search_scored(x[3], 500)  # more than the beam: the beam widens to it
+    assert ann.part_m == [32] and ann.part_ef_search == [56]
+    keys, approx = ann.search_scored(x[3], 500)  # more than ef_search: it widens to the count
     assert len(keys) == 300 and keys[0] == 4
     np.testing.assert_allclose(approx, x[keys - 1] @ x[3], atol=2e-3)
     assert (np.diff(approx) <= 1e-6).all()
-    from distilmarco.index.ann import MERGED_EF_SCALE, part_expansions
 
-    assert part_expansions([60_000]) == [expansion_for(60_000)]
-    assert part_expansions([60_000], [16]) == [expansion_for(60_000, 16)]
-    equal = round(expansion_for(500_000) * MERGED_EF_SCALE)
-    assert part_expansions([500_000, 500_000]) == [equal, equal] and equal < expansion_for(500_000)
-    big, small = part_expansions([500_000, 10_000])  # the big part holds nearly all the top 10
-    first = EF_BY_SIZE[32][0][1]
-    assert big >= 0.98 * expansion_for(500_000) and small == round(first * MERGED_EF_SCALE)
-    # each part's beam follows its own M: an M 16 part from an older file beside a new M 32 one
-    old, new = part_expansions([500_000, 500_000], [16, 32])
-    assert old == round(expansion_for(500_000, 16) * MERGED_EF_SCALE) and new == equal
+    assert part_ef_search([60_000]) == [ef_search_for(60_000)]
+    assert part_ef_search([60_000, 5], fixed=40) == [40, 40]
+    equal = round(ef_search_for(500_000) * MERGED_EF_SCALE)
+    assert part_ef_search([500_000, 500_000]) == [equal, equal] < [ef_search_for(500_000)] * 2
+    big, small = part_ef_search([500_000, 10_000])  # the big part holds nearly all the top 10
+    assert big >= 0.98 * ef_search_for(500_000) and small == round(56 * MERGED_EF_SCALE)
+    fixed = AnnIndex(16, "cosine", store_id="s", config=AnnConfig(ef_search=20))
+    fixed.add(np.arange(1, 301), x)
+    assert fixed.part_ef_search == [20] and fixed.search(x[3], 1).tolist() == [4]
+
+
+def test_config_is_checked() -> None:
+    for bad in ({"m": 0}, {"part_size": 0}, {"ef_search": 0}, {"compact_dead_fraction": 0.0}):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            AnnConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_ann_sources_carry_no_timings_or_cpu_names() -> None:
+    """Measurements live in benchmarks/results/ann-notes.md; the code says why in a sentence."""
+    import distilmarco.index.ann as package
+
+    pattern = re.compile(r"\d\s?(ms|us|µs)\b|\d\.\d+ s\b|[GM]B/s|q/s|\b(Xeon|EPYC|Zen|AVX)")
+    for source in Path(package.__file__).parent.glob("*.py"):
+        for number, line in enumerate(source.read_text().splitlines(), 1):
+            assert not pattern.search(line), f"{source.name}:{number}: {line.strip()}"
 
 
 def test_empty_index_saves_and_loads(tmp_path: Path) -> None:
@@ -436,11 +517,10 @@ def test_big_part_is_compacted_in_the_background_and_catches_up(
 ) -> None:
     import threading
 
-    import distilmarco.index.ann as ann_module
-    from distilmarco.index.ann_part import GraphPart
+    from distilmarco.index.ann.part import GraphPart
 
-    monkeypatch.setattr(ann_module, "BACKGROUND_COMPACT_MIN", 1_000)
-    monkeypatch.setattr(ann_module, "SNAPSHOT_BATCH", 300)  # the copy takes the lock 5 times
+    # the copy takes the lock 5 times
+    config = AnnConfig(background_compact_min=1_000, snapshot_batch=300)
     started, release = threading.Event(), threading.Event()
     build = GraphPart.rebuilt
 
@@ -452,7 +532,7 @@ def test_big_part_is_compacted_in_the_background_and_catches_up(
     monkeypatch.setattr(GraphPart, "rebuilt", gated)
     points, queries = clustered(2_100, 32, 40, seed=5)
     keys = np.arange(1, 2_101, dtype=np.int64)
-    ann = AnnIndex(32, "cosine", store_id="s", seq=1)
+    ann = AnnIndex(32, "cosine", store_id="s", seq=1, config=config)
     ann.add(keys[:2_000], points[:2_000])
     ann.remove(keys[:600])  # 30% dead: due, and big enough for the background
     assert started.wait(60) and ann.compacting == 1
@@ -494,10 +574,8 @@ def test_index_close_waits_for_a_compaction_and_saves_it(
 ) -> None:  # type: ignore[no-untyped-def]
     import threading
 
-    import distilmarco.index.ann as ann_module
-    from distilmarco.index.ann_part import GraphPart
+    from distilmarco.index.ann.part import GraphPart
 
-    monkeypatch.setattr(ann_module, "BACKGROUND_COMPACT_MIN", 100)
     release = threading.Event()
     build = GraphPart.rebuilt
 
@@ -507,7 +585,8 @@ def test_index_close_waits_for_a_compaction_and_saves_it(
 
     monkeypatch.setattr(GraphPart, "rebuilt", gated)
     path = built.with_name(built.name + ".ann")
-    with Index(built, tiny_encoder, ann="always") as ix:
+    config = AnnConfig(background_compact_min=100)
+    with Index(built, tiny_encoder, ann="always", ann_config=config) as ix:
         ix.search("lift on a wing", 3)  # loads the file
         ix.delete([f"d{i}" for i in range(100)])  # a third of the slots
         ix.search("lift on a wing", 3)  # catches up: the compaction starts, held at the gate
@@ -519,93 +598,43 @@ def test_index_close_waits_for_a_compaction_and_saves_it(
     assert (stored.slots, len(stored)) == (N_DOCS - 100, N_DOCS - 100)
 
 
-def test_new_parts_hold_float32_copies_and_older_float16_parts_keep_their_kind(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import distilmarco.index.ann_part as ann_part
-
+def test_parts_hold_float32_copies_scored_within_summation_order(tmp_path: Path) -> None:
     points, queries = clustered(1_500, 32, 30, seed=11)
     keys = np.arange(1, 1_501, dtype=np.int64)
-
-    def approx_error(index: AnnIndex, live: np.ndarray) -> float:
-        worst = 0.0
-        for q in queries[:50]:
-            got, approx = index.search_scored(q, 10)
-            exact = points[got - 1] @ q  # keys are row + 1
-            assert set(got.tolist()) <= set(keys[live].tolist())
-            worst = max(worst, float(np.abs(approx - exact).max()))
-        return worst
-
     fresh = AnnIndex(32, "cosine", store_id="s")
     fresh.add(keys, points)
     # twice the worst case of two D-term float32 sums in different orders (2 * D * 2**-24), and
     # ten times narrower than float16's
-    assert 2 * (2 * 32 * 2.0**-24) <= fresh.score_margin <= MARGIN / 10
+    assert 2 * (2 * 32 * 2.0**-24) <= fresh.score_margin <= FLOAT16_MARGIN / 10
     wide = AnnIndex(4_096, "cosine", store_id="w")  # the summation bound grows with dimension
     wide.add(np.array([1], np.int64), np.ones((1, 4_096), np.float32) / 64)
     assert wide.score_margin >= 2 * (2 * 4_096 * 2.0**-24) > fresh.score_margin
-    assert approx_error(fresh, np.ones(1_500, bool)) < 1e-6  # float32: summation order only
-
-    # A file written when parts held float16 copies: read back as it is, and compacted into a
-    # float16 part again (its vectors are already rounded; a float32 part would claim a margin
-    # that rounded values break).
-    make = ann_part._new_graph
-    monkeypatch.setattr(ann_part, "_new_graph", lambda d, s, **_: make(d, s, float16=True))
-    older = AnnIndex(32, "cosine", store_id="s")
-    older.add(keys, points)
-    older.save(tmp_path / "older.ann")
-    monkeypatch.setattr(ann_part, "_new_graph", make)
-    loaded = AnnIndex.load(tmp_path / "older.ann")
-    assert loaded.score_margin == MARGIN  # rescore's float16 bound
-    error = approx_error(loaded, np.ones(1_500, bool))
-    assert 1e-6 < error < 1e-3  # float16 rounding: visible, within half the margin
-    live = np.ones(1_500, bool)
-    live[:500] = False
-    loaded.remove(keys[:500])  # a third dead: rebuilt at once (small), from the rounded values
-    assert loaded.slots == 1_000 and loaded.score_margin == MARGIN
-    assert 1e-6 < approx_error(loaded, live) < 1e-3
-    loaded.add(np.array([2_000], np.int64), points[:1])  # new vectors join the float16 part
-    assert loaded.parts == 1 and loaded.score_margin == MARGIN
+    worst = 0.0
+    for q in queries[:50]:
+        got, approx = fresh.search_scored(q, 10)
+        worst = max(worst, float(np.abs(approx - points[got - 1] @ q).max()))  # keys are row + 1
+    assert worst < 1e-6  # float32: summation order only
 
 
-def test_graphs_from_older_files_keep_their_connectivity_and_its_beam(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import distilmarco.index.ann_part as ann_part
-    from distilmarco.index.ann import expansion_for
-
+def test_graphs_take_m_from_the_config_and_keep_it(tmp_path: Path) -> None:
     points, _ = clustered(1_500, 32, 30, seed=13)
     keys = np.arange(1, 1_501, dtype=np.int64)
-    with monkeypatch.context() as patch:  # a file written when new graphs had M 16
-        patch.setattr(ann_part, "CONNECTIVITY", 16)
-        older = AnnIndex(32, "cosine", store_id="s")
-        older.add(keys, points)
-        older.save(tmp_path / "m16.ann")
-    loaded = AnnIndex.load(tmp_path / "m16.ann")
-    assert loaded.part_connectivity == [16]
-    beams: list[int] = []
-    search = ann_part.GraphPart.search
-
-    def recording(self: ann_part.GraphPart, q: np.ndarray, c: int, ef: int, n: float = 1.0) -> Any:
-        beams.append(ef)
-        return search(self, q, c, ef, n)
-
-    monkeypatch.setattr(ann_part.GraphPart, "search", recording)
-    assert loaded.search(points[7], 1).tolist() == [8]
-    assert beams == [expansion_for(1_500, 16)] and expansion_for(1_500, 16) > expansion_for(1_500)
-    loaded.remove(keys[:500])  # a third dead: compacted at once, into a graph of today's M
-    assert loaded.part_connectivity == [ann_part.CONNECTIVITY] == [32]
-    assert loaded.search(points[700], 1).tolist() == [701]
-    assert beams[-1] == expansion_for(1_000)
+    config = AnnConfig(m=16, ef_construction=64)
+    ann = AnnIndex(32, "cosine", store_id="s", config=config)
+    ann.add(keys, points)
+    assert ann.part_m == [16]
+    ann.save(tmp_path / "m16.ann")
+    loaded = AnnIndex.load(tmp_path / "m16.ann")  # the file's graph keeps its own M
+    assert loaded.part_m == [16] and loaded.search(points[7], 1).tolist() == [8]
+    loaded.remove(keys[:500])  # a third dead: compacted at once, into a graph of the config's M
+    assert loaded.part_m == [32] and loaded.search(points[700], 1).tolist() == [701]
 
 
 @pytest.mark.parametrize("similarity", ["cosine", "euclidean"])
 def test_big_first_add_makes_rotated_panorama_parts_with_float32_exact_scores(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, similarity: str
+    tmp_path: Path, similarity: str
 ) -> None:
-    import distilmarco.index.ann as ann_module
-
-    monkeypatch.setattr(ann_module, "ROTATION_MIN_BYTES", 1_000 * 64 * 4)
+    config = AnnConfig(rotation_min_bytes=1_000 * 64 * 4)
     points, queries = clustered(3_000, 64, 40, seed=12)
     if similarity == "euclidean":  # lengths that vary, as euclidean data may have
         points = points * np.linspace(0.5, 2.0, len(points), dtype=np.float32)[:, None]
@@ -626,7 +655,7 @@ def test_big_first_add_makes_rotated_panorama_parts_with_float32_exact_scores(
             hits.append(len(set(got.tolist()) & set(truth.tolist())) / 10)
         return float(np.mean(hits)), worst
 
-    ann = AnnIndex(64, similarity, store_id="p")
+    ann = AnnIndex(64, similarity, store_id="p", config=config)
     ann.add(keys, points)
     assert ann.rotation is not None and all(p.panorama for p in ann._parts)
     # the rotation is orthonormal: the stored copies keep every distance between the points
@@ -644,11 +673,11 @@ def test_big_first_add_makes_rotated_panorama_parts_with_float32_exact_scores(
     recall, error = checked(ann, everything)
     assert recall >= 0.95, recall
     # rotated float32 copies: far inside the margin rescoring relies on, far below float16's
-    assert error * 2 <= ann.score_margin <= MARGIN / 5, (error, ann.score_margin)
+    assert error * 2 <= ann.score_margin <= FLOAT16_MARGIN / 5, (error, ann.score_margin)
 
     ann.seq = 3
     ann.save(tmp_path / "p.ann")
-    loaded = AnnIndex.load(tmp_path / "p.ann")
+    loaded = AnnIndex.load(tmp_path / "p.ann", config)
     assert loaded.rotation is not None
     np.testing.assert_array_equal(loaded.rotation.basis, ann.rotation.basis)
     for q in queries[:20]:
@@ -673,20 +702,18 @@ def test_big_first_add_makes_rotated_panorama_parts_with_float32_exact_scores(
         AnnIndex.load(tmp_path / "p.ann")
 
 
-def test_small_first_adds_and_dot_products_keep_plain_parts(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import distilmarco.index.ann as ann_module
-
-    monkeypatch.setattr(ann_module, "ROTATION_MIN_BYTES", 1_000 * 16 * 4)
+def test_small_first_adds_and_dot_products_keep_plain_parts() -> None:
+    config = AnnConfig(rotation_min_bytes=1_000 * 16 * 4)
     points, _ = clustered(2_000, 16, 10, seed=13)
-    small = AnnIndex(16, "cosine", store_id="s")
+    small = AnnIndex(16, "cosine", store_id="s", config=config)
     small.add(np.arange(1, 11, dtype=np.int64), points[:10])
     small.add(np.arange(11, 2_001, dtype=np.int64), points[10:])  # too late: a part exists
     assert small.rotation is None and not any(p.panorama for p in small._parts)
-    dot = AnnIndex(16, "dot", store_id="d")  # L2 order is not inner-product order
+    dot = AnnIndex(16, "dot", store_id="d", config=config)  # L2 order is not inner-product order
     dot.add(np.arange(1, 2_001, dtype=np.int64), points * 3)
     assert dot.rotation is None and not any(p.panorama for p in dot._parts)
-    big = AnnIndex(16, "cosine", store_id="b")  # the same vectors in one first add: rotated
+    big = AnnIndex(
+        16, "cosine", store_id="b", config=config
+    )  # the same vectors in one first add: rotated
     big.add(np.arange(1, 2_001, dtype=np.int64), points)
     assert big.rotation is not None and all(p.panorama for p in big._parts)

@@ -13,6 +13,7 @@ import pytest
 
 from distilmarco.errors import IndexFullError, IndexStoreError, InputError
 from distilmarco.index import Index
+from distilmarco.index.ann import AnnEvent
 from distilmarco.index.filters import MAX_WHERE_VALUES
 
 TEXTS = [
@@ -97,8 +98,8 @@ def test_a_folder_at_the_ann_path_is_rebuilt_around(tiny_encoder, tmp_path: Path
         idx.add(["a", "b"], TEXTS[:2])
         for _ in range(3):
             assert {h.id for h in idx.search("planes", k=2)} == {"a", "b"}
-        assert idx.stats().ann["valid"] is False
-        assert "rebuilt" in idx.store.caches.last_ann_event
+        assert idx.stats().ann.valid is False
+        assert idx.store.caches.last_ann_event is AnnEvent.REBUILT
 
 
 def test_a_truncated_ann_file_never_kills_the_process(tiny_model_dir, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -208,7 +208,8 @@ def delete(
 def stats(db: Path = DbOption, as_json: bool = JsonOption) -> None:
     """Counts, model, chunking, file size and the state of the ANN cache."""
     with _open(db) as index:
-        facts = asdict(index.stats())
+        found = index.stats()
+    facts = {**asdict(found), "ann": found.ann.to_json()}  # only the ANN fields that apply
     if as_json:
         out.print_json(json.dumps(facts))
         return

@@ -12,8 +12,7 @@ import threading
 from pathlib import Path
 
 from distilmarco.errors import IndexStoreError
-from distilmarco.index.ann import AnnIndex
-from distilmarco.index.ann_file import read_stamp
+from distilmarco.index.ann import AnnConfig, AnnEvent, AnnFileStats, AnnIndex, read_stamp
 from distilmarco.index.matrix import VectorMatrix
 from distilmarco.index.reader import merge_pages, scan_changes
 from distilmarco.index.store import Store
@@ -34,8 +33,10 @@ class Caches:
         similarity: str,
         ann_path: Path,
         matrix_dtype: str = "float32",
+        ann_config: AnnConfig | None = None,
     ) -> None:
         self.store = store
+        self.ann_config = ann_config or AnnConfig()
         self.matrix_dtype = matrix_dtype
         self.dimension = dimension
         self.similarity = similarity
@@ -46,7 +47,8 @@ class Caches:
         self._ann_saved_seq = -1
         self._ann_saved_generation = 0  # compactions the saved file includes
         self._unsaveable = (-1, -1)  # (seq, generation) whose save failed
-        self.last_ann_event = "not loaded"
+        self.last_ann_event = AnnEvent.NOT_LOADED
+        self.last_ann_reason: str | None = None  # why it was last rebuilt
         self._chunk_count = (-1, 0)
         self._documents = (-1, 0)  # (sequence, live documents)
 
@@ -71,8 +73,6 @@ class Caches:
         with self._lock:
             loaded = self._ann is None
             ann = self._ann if self._ann is not None else self._load_ann()
-            if ann.damaged:  # its background check failed: the vectors it holds are not ours
-                ann = self._fresh_ann(ann.damaged)
             seq, pruned = self.store.seq()
             if 0 < ann.seq < pruned:
                 ann = self._fresh_ann("its sequence is older than the store's pruned tombstones")
@@ -167,7 +167,7 @@ class Caches:
 
     def _load_ann(self) -> AnnIndex:
         try:
-            ann = AnnIndex.load(self.ann_path)
+            ann = AnnIndex.load(self.ann_path, self.ann_config)
         except IndexStoreError as exc:
             reason = str(exc)
         else:
@@ -180,30 +180,33 @@ class Caches:
                 reason = f"ANN file {self.ann_path} claims sequence {ann.seq} > the store's {seq}"
             else:
                 self._ann_saved_seq, self._ann_saved_generation = ann.seq, ann.generation
-                self.last_ann_event = f"loaded (seq {ann.seq})"
+                self.last_ann_event, self.last_ann_reason = AnnEvent.LOADED, None
                 return ann
         return self._fresh_ann(reason)
 
     def _fresh_ann(self, reason: str) -> AnnIndex:
         log.warning("rebuilding the ANN cache: %s", reason)
-        self.last_ann_event = f"rebuilt: {reason}"
+        self.last_ann_event, self.last_ann_reason = AnnEvent.REBUILT, reason
         self._ann_saved_seq, self._ann_saved_generation = -1, 0
-        return AnnIndex(self.dimension, self.similarity, store_id=self.store_id, seq=0)
+        return AnnIndex(
+            self.dimension, self.similarity, store_id=self.store_id, seq=0, config=self.ann_config
+        )
 
-    def ann_file_stamp(self) -> dict[str, object]:
+    def ann_file_stamp(self) -> AnnFileStats:
         """What the ANN file on disk says about itself (for stats), without trusting it."""
+        file = str(self.ann_path)
         if not self.ann_path.exists():
-            return {"file": str(self.ann_path), "present": False}
+            return AnnFileStats(file=file, present=False)
         try:
             stamp = read_stamp(self.ann_path)
         except IndexStoreError as exc:
-            return {"file": str(self.ann_path), "present": True, "valid": False, "error": str(exc)}
+            return AnnFileStats(file=file, present=True, valid=False, error=str(exc))
         seq, _ = self.store.seq()
-        return {
-            "file": str(self.ann_path),
-            "present": True,
-            "valid": stamp.store_id == self.store_id,
-            "seq": stamp.seq,
-            "vectors": stamp.count,
-            "stale_by": seq - stamp.seq,
-        }
+        return AnnFileStats(
+            file=file,
+            present=True,
+            valid=stamp.store_id == self.store_id,
+            seq=stamp.seq,
+            vectors=stamp.count,
+            stale_by=seq - stamp.seq,
+        )

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from distilmarco.errors import InputError, NotFoundError
+from distilmarco.index.ann import AnnConfig, AnnFileStats
 from distilmarco.index.chunking import ChunkConfig
 from distilmarco.index.identity import (
     Engine,
@@ -62,7 +63,7 @@ class IndexStats:
     chunk_window: int | None
     chunk_overlap: int | None
     file_bytes: int
-    ann: dict[str, object]
+    ann: AnnFileStats
     model_name: str | None = None
     fingerprint: str | None = None
     backend: str | None = None  # the engine that embedded the documents
@@ -93,6 +94,7 @@ class Index:
         busy_timeout: float = 30.0,
         create: bool = True,
         engine: Engine | None = None,
+        ann_config: AnnConfig | None = None,
     ) -> None:
         self.path = Path(path)
         self.store: Storage = SqliteStorage(
@@ -102,6 +104,7 @@ class Index:
             matrix_dtype=matrix_dtype,
             busy_timeout=busy_timeout,
             create=create,
+            ann_config=ann_config,
         )
         if (
             engine is not None

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from distilmarco.errors import InputError
+from distilmarco.index.ann import AnnConfig, AnnFileStats
 from distilmarco.index.caches import Caches
 from distilmarco.index.matrix import MATRIX_DTYPES
 from distilmarco.index.searcher import ANN_POLICIES, AnnPolicy, Searcher
@@ -37,6 +38,7 @@ class SqliteStorage:
         matrix_dtype: str = "float32",
         busy_timeout: float = 30.0,
         create: bool = True,
+        ann_config: AnnConfig | None = None,
     ) -> None:
         if ann not in ANN_POLICIES:
             raise InputError(f"ann {ann!r} is not one of 'auto', 'always', 'never'")
@@ -47,6 +49,7 @@ class SqliteStorage:
         self.path = path
         self.ann_policy: AnnPolicy = ann
         self.matrix_dtype = matrix_dtype
+        self.ann_config = ann_config or AnnConfig()  # how the HNSW cache builds and searches
         self.db = Store(path, busy_timeout=busy_timeout, create=create)
         self._space = space
         self._caches: Caches | None = None
@@ -63,7 +66,12 @@ class SqliteStorage:
             space = self._space()
             ann_path = self.path.with_name(self.path.name + ".ann")
             self._caches = Caches(
-                self.db, space.dimension, space.similarity, ann_path, self.matrix_dtype
+                self.db,
+                space.dimension,
+                space.similarity,
+                ann_path,
+                self.matrix_dtype,
+                self.ann_config,
             )
         return self._caches
 
@@ -91,9 +99,9 @@ class SqliteStorage:
         files = (self.path, Path(f"{self.path}-wal"))
         return sum(p.stat().st_size for p in files if p.exists())
 
-    def cache_stats(self) -> dict[str, object]:
+    def cache_stats(self) -> AnnFileStats:
         if "dimension" not in self.meta():
-            return {"present": False}
+            return AnnFileStats()
         return self.caches.ann_file_stamp()
 
     # --- writing --------------------------------------------------------------------------------

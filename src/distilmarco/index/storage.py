@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from distilmarco.index.ann import AnnFileStats
+
 # check(recorded_meta, new_meta), run atomically with a write; raises to refuse it (another model)
 ModelCheck = Callable[[Mapping[str, str], Mapping[str, str]], None]
 
@@ -150,7 +152,7 @@ class Storage(Protocol):
 
     def size_bytes(self) -> int: ...
 
-    def cache_stats(self) -> dict[str, object]:
+    def cache_stats(self) -> AnnFileStats:
         """What the derived search structures (e.g. an ANN file) say about themselves."""
         ...
 
