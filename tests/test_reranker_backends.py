@@ -14,7 +14,8 @@ from cross_models import minilm_cross_encoder
 from distilmarco.errors import InputError
 from distilmarco.reranker import Reranker
 
-PAIRS = 300
+QUERIES = 20
+PASSAGES_PER_QUERY = 15
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +33,17 @@ def minilm_cross(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sts_pairs() -> tuple[list[str], list[str]]:
-    rows = read_sts("test")[:PAIRS]
-    return [a for a, _, _ in rows], [b for _, b, _ in rows]
+    """20 STS sentences as queries, each with 15 other STS sentences as its passages."""
+    rows = read_sts("test")[: QUERIES * PASSAGES_PER_QUERY]
+    return [a for a, _, _ in rows[::PASSAGES_PER_QUERY]], [b for _, b, _ in rows]
 
 
 def score_pairs(rr: Reranker, queries: list[str], passages: list[str]) -> np.ndarray:
-    """One score per (query i, passage i); logits, so precision differences stay visible."""
-    return np.array([rr.score(q, [p])[0] for q, p in zip(queries, passages, strict=True)])
+    """The scores of every query's block of passages, concatenated (300 pairs)."""
+    n = PASSAGES_PER_QUERY
+    return np.concatenate(
+        [rr.score(q, passages[i * n : (i + 1) * n]) for i, q in enumerate(queries)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +99,7 @@ def test_batched_scores_equal_one_at_a_time(
     rr = Reranker(minilm_cross, batch_tokens=512)
     batched = rr.score(queries[0], passages[:40])
     alone = np.array([rr.score(queries[0], [p])[0] for p in passages[:40]])
+    assert (np.diff(rr.tokenizer.encode_pairs(queries[0], passages[:40]).lengths) != 0).any()
     np.testing.assert_allclose(batched, alone, atol=2e-5, rtol=0)
 
 

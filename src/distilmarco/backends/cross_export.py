@@ -26,8 +26,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from distilmarco.backends.export import (
     EXPORTER_VERSION,
     FLAVOURS,
@@ -52,6 +50,7 @@ OUTPUT_NAME = "logits"
 PAIR_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # OpenVINO static int8: calibration pairs and the SmoothQuant strength of ``static_int8.py``.
 CALIBRATION_PAIRS = 256
+CALIBRATION_BATCH = 16
 SMOOTH_QUANT = 0.7
 Kind = Literal["fp32", "int8"]
 
@@ -183,16 +182,18 @@ def _quantize_static(spec: CrossEncoderSpec, src: Path, dst: Path) -> None:
         )
     except ImportError as exc:
         raise MissingExtraError("nncf", "openvino", "OpenVINO static int8") from exc
+    from distilmarco.encoder import pad_batch
+
     tokenizer = Tokenizer.from_folder(spec.folder, spec.max_seq_length, spec.do_lower_case)
     names = input_names(spec)
+    queries, passages = calibration_pairs()
     batches = []
-    for query, passage in zip(*calibration_pairs(), strict=True):
-        pair = tokenizer.encode_pairs(query, [passage])
-        feed = {
-            "input_ids": pair.ids[0][None, :],
-            "attention_mask": np.ones((1, len(pair.ids[0])), np.int64),
-            "token_type_ids": pair.type_ids[0][None, :],
-        }
+    for lo in range(0, len(queries), CALIBRATION_BATCH):
+        # One query per batch (as in re-ranking); its passages vary in length.
+        pairs = tokenizer.encode_pairs(queries[lo], passages[lo : lo + CALIBRATION_BATCH])
+        ids, mask = pad_batch(pairs.ids, tokenizer.pad_id)
+        types, _ = pad_batch(pairs.type_ids, 0)
+        feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         batches.append({k: feed[k] for k in names})
     try:
         model = ov.Core().read_model(os.fspath(src))

@@ -239,6 +239,12 @@ def ir(
     json_path: Path | None = ReportOption,
     as_json: bool = JsonFlag,
     plot: Path | None = PlotOption,
+    rerank: str | None = typer.Option(
+        None, "--rerank", help="Cross-encoder (Hub id or folder) re-scoring each mode's top hits"
+    ),
+    rerank_depth: int = typer.Option(
+        100, "--rerank-depth", min=1, help="First-stage hits per query the cross-encoder re-scores"
+    ),
 ) -> None:
     """Retrieval quality (nDCG, MRR, Recall, MAP, P) on BEIR, MS MARCO/TREC or Cranfield data."""
     from distilmarco.evaluation import formats
@@ -273,6 +279,21 @@ def ir(
             relevance_level=relevance_level,
             batch_tokens=batch_tokens,
         )
+        if rerank is not None:  # the MS MARCO re-ranking setting: first stage, then re-scored
+            from distilmarco.evaluation.rerank import rerank_results
+            from distilmarco.reranker import Reranker
+
+            cross = Reranker(
+                rerank, backend=backend or "auto", precision=precision or "fp32", device=device
+            )
+            results += rerank_results(
+                cross,
+                dataset,
+                results,
+                depth=rerank_depth,
+                metrics=metrics,
+                relevance_level=relevance_level,
+            )
         tag = f"{encoder.backend.name}-{encoder.backend.precision}"
         for res in results:
             if run_file is not None:
