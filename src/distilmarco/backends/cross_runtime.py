@@ -80,10 +80,11 @@ def create_pair_backend(
     from distilmarco.backends.cross_export import cross_onnx_model, openvino_int8_model
 
     _import("openvino", "openvino")
+    width = spec.transformer.max_position_embeddings
     if precision == "int8":
-        return OpenVinoPairBackend(openvino_int8_model(spec, cache_dir), precision, threads)
+        return OpenVinoPairBackend(openvino_int8_model(spec, cache_dir), precision, threads, width)
     path = cross_onnx_model(spec, "fp32", cache_dir, flavour="portable")
-    return OpenVinoPairBackend(path, precision, threads)
+    return OpenVinoPairBackend(path, precision, threads, width)
 
 
 def _import(module: str, extra: str) -> None:
@@ -181,7 +182,9 @@ class OpenVinoPairBackend:
     device = "cpu"
     batch_tokens = 2048
 
-    def __init__(self, path: os.PathLike[str], precision: str, threads: int | None) -> None:
+    def __init__(
+        self, path: os.PathLike[str], precision: str, threads: int | None, max_width: int = 512
+    ) -> None:
         import openvino as ov
 
         from distilmarco.backends.openvino_backend import SHAPE_CACHE
@@ -198,6 +201,7 @@ class OpenVinoPairBackend:
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses without types
             raise BackendError(f"OpenVINO could not compile {path}: {exc}") from exc
         self.precision = precision
+        self.max_width = max_width
         if precision == "bf16":
             hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
             if "bf16" not in str(hint):
@@ -211,7 +215,7 @@ class OpenVinoPairBackend:
     ) -> np.ndarray:
         from distilmarco.backends.openvino_backend import bucket_width
 
-        extra = min(bucket_width(input_ids.shape[1]), 512) - input_ids.shape[1]
+        extra = min(bucket_width(input_ids.shape[1]), self.max_width) - input_ids.shape[1]
         pad = ((0, 0), (0, max(extra, 0)))
         feed = {
             "input_ids": np.pad(input_ids, pad),

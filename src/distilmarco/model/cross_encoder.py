@@ -105,21 +105,6 @@ class CrossEncoderSpec:
         )
 
 
-def is_cross_encoder_folder(folder: Path) -> bool:
-    """True when ``folder`` holds a sequence-classification model (of any architecture)."""
-    try:
-        model_folder = folder
-        if (folder / "modules.json").is_file():
-            model_folder = _transformer_folder(folder)
-        config = _read_json(model_folder / "config.json")
-    except ModelFormatError:
-        return False
-    names = config.get("architectures") if isinstance(config, dict) else None
-    if not isinstance(names, list) or not names:
-        return False
-    return str(names[0]).endswith("ForSequenceClassification")
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
