@@ -103,9 +103,6 @@ def sources() -> list[Path]:
     return sorted(SRC.rglob("*.py"))
 
 
-@pytest.mark.xfail(
-    strict=False, reason="src/ still has files over 400 lines (issue 19 work in progress)"
-)
 def test_no_source_file_over_400_lines() -> None:
     long = {
         str(p.relative_to(SRC)): n
@@ -115,10 +112,6 @@ def test_no_source_file_over_400_lines() -> None:
     assert not long, f"split these by responsibility (lines): {long}"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="comments and docstrings in src/ still carry measurements (issue 19 work in progress)",
-)
 def test_no_measurements_cpu_names_or_history_in_source_prose() -> None:
     found = [
         f"{b.path.relative_to(SRC)}:{b.line}: {'; '.join(why)}"

@@ -6,6 +6,7 @@ from distilmarco.encoder import Encoder, EncoderInfo, EncodeStats
 from distilmarco.errors import DistilmarcoError
 from distilmarco.index import Hit, Index
 from distilmarco.model.hub import DEFAULT_MODEL
+from distilmarco.reranker import Ranked, Reranker
 
 if TYPE_CHECKING:
     from distilmarco.training import distill, train
@@ -18,6 +19,8 @@ __all__ = [
     "EncoderInfo",
     "Hit",
     "Index",
+    "Ranked",
+    "Reranker",
     "distill",
     "train",
 ]

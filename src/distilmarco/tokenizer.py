@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer as HFTokenizer
@@ -139,6 +140,44 @@ class Tokenizer:
         enc = self._full.encode(text, add_special_tokens=False)
         return list(enc.offsets)
 
+    def encode_pairs(self, query: str, passages: Sequence[str]) -> TokenizedPairs:
+        """``[CLS] query [SEP] passage [SEP]`` per passage, truncated ``longest_first`` to
+        ``max_length`` (the longer side loses tokens first, so a long passage before a short
+        query), with token types 0 for the query part and 1 for the passage part."""
+        if self.lowercase:
+            query, passages = query.lower(), [p.lower() for p in passages]
+        cap = self.max_length * _CHARS_PER_TOKEN
+        encodings = self._truncating.encode_batch([(query[:cap], p[:cap]) for p in passages])
+        ids, types, truncated = [], [], []
+        for passage, enc in zip(passages, encodings, strict=True):
+            if len(query) > cap or len(passage) > cap:
+                enc, cut = self._encode_long_pair(query, passage, cap)
+            else:
+                cut = False
+            ids.append(np.asarray(enc.ids, dtype=np.int64))
+            types.append(np.asarray(enc.type_ids, dtype=np.int64))
+            truncated.append(bool(enc.overflowing) or cut)
+        return TokenizedPairs(ids=ids, type_ids=types, truncated=np.array(truncated, dtype=bool))
+
+    def _encode_long_pair(
+        self, query: str, passage: str, cap: int
+    ) -> tuple[Any, bool]:  # (tokenizers.Encoding, cut)
+        """A pair with a side over the character cap: the cap grows until each capped side
+        yields at least ``max_length`` tokens (then truncation keeps the same tokens as for the
+        whole text) or holds the whole side. Also says whether a side was cut."""
+        limit = self.max_length * _MAX_CHARS_PER_TOKEN
+        while True:
+            sides = [t[:cap] for t in (query, passage)]
+            enough = all(
+                len(s) == len(t)
+                or len(self._full.encode(s, add_special_tokens=False).ids) >= self.max_length
+                for s, t in zip(sides, (query, passage), strict=True)
+            )
+            if enough or cap >= limit:
+                cut = cap < max(len(query), len(passage))
+                return self._truncating.encode(sides[0], sides[1]), cut
+            cap *= 4
+
 
 def _wordpiece_from_vocab(folder: Path) -> HFTokenizer:
     """BERT's WordPiece pipeline with the checkpoint's own text handling from
@@ -194,3 +233,14 @@ def _vocab_settings(cfg: Path) -> VocabSettings:
         strip_accents=flags["strip_accents"],
         split_cjk=flags["tokenize_chinese_chars"] is not False,
     )
+
+
+@dataclass(frozen=True)
+class TokenizedPairs:
+    ids: list[np.ndarray]  # one int64 array per pair: [CLS] query [SEP] passage [SEP]
+    type_ids: list[np.ndarray]  # 0 for [CLS] query [SEP], 1 for passage [SEP]
+    truncated: np.ndarray  # bool, True where the pair was longer than max_length tokens
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))

@@ -15,6 +15,7 @@ from distilmarco.cli import eval_translation as _eval_translation  # noqa: F401
 from distilmarco.cli import evaluate as _evaluate  # noqa: F401
 from distilmarco.cli import export as _export  # noqa: F401
 from distilmarco.cli import index as _index  # noqa: F401
+from distilmarco.cli import rerank as _rerank  # noqa: F401
 from distilmarco.cli import serve as _serve  # noqa: F401
 from distilmarco.cli import train as _train  # noqa: F401
 from distilmarco.cli.app import app, err, rewrite_aliases, styled

@@ -64,6 +64,12 @@ def ir(
     run_file: Path | None = typer.Option(None, "--run", help="Write the TREC run file here"),
     per_query: bool = typer.Option(False, help="Put per-query values into the JSON report"),
     strict: bool = typer.Option(False, help="Fail on data problems instead of reporting them"),
+    rerank: str | None = typer.Option(
+        None, "--rerank", help="Cross-encoder (Hub id or folder) re-scoring each mode's top hits"
+    ),
+    rerank_depth: int = typer.Option(
+        100, "--rerank-depth", min=1, help="First-stage hits per query the cross-encoder re-scores"
+    ),
     *,
     options: EvalOptions,
 ) -> None:
@@ -100,6 +106,21 @@ def ir(
             relevance_level=relevance_level,
             batch_tokens=options.batch_tokens,
         )
+        if rerank is not None:  # the MS MARCO re-ranking setting: first stage, then re-scored
+            from distilmarco.evaluation.rerank import rerank_results
+            from distilmarco.reranker import Reranker
+
+            cross = Reranker(
+                rerank, backend=options.backend, precision=options.precision, device=options.device
+            )
+            results += rerank_results(
+                cross,
+                dataset,
+                results,
+                depth=rerank_depth,
+                metrics=metrics,
+                relevance_level=relevance_level,
+            )
         tag = f"{encoder.backend.name}-{encoder.backend.precision}"
         for res in results:
             if run_file is not None:

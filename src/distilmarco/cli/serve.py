@@ -100,6 +100,12 @@ def serve(
         help="Seconds an idle connection stays open (longer than clients' pools keep theirs)",
     ),
     log_level: str = typer.Option("info", envvar=_env("LOG_LEVEL"), help="uvicorn log level"),
+    rerank_model: str | None = typer.Option(
+        None,
+        "--rerank-model",
+        envvar=_env("RERANK_MODEL"),
+        help="Cross-encoder (Hub id or folder) to serve POST /rerank and /v1/rerank with",
+    ),
 ) -> None:
     """Serve embeddings (OpenAI and TEI APIs), similarity, search and a search page over HTTP."""
     try:
@@ -144,8 +150,19 @@ def serve(
     # uvicorn stops gracefully on SIGTERM, then raises the signal again to die by it (status 143);
     # a handler of our own receives that second one, so a clean stop exits 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: log.info("stopped by SIGTERM"))
+    reranker = None
+    if rerank_model is not None:  # same engine choices as the embedding model
+        from distilmarco.reranker import Reranker
+
+        reranker = Reranker(
+            rerank_model,
+            backend=backend or "auto",
+            precision=precision or "fp32",
+            device=device,
+            threads=threads,
+        )
     uvicorn.run(
-        create_app(settings, encoder, opened, close_index=True),
+        create_app(settings, encoder, opened, close_index=True, reranker=reranker),
         host=host,
         port=port,
         log_level=log_level,

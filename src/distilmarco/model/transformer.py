@@ -120,12 +120,17 @@ class Embeddings(nn.Module):
             self.token_type_embeddings = nn.Embedding(cfg.type_vocab_size, cfg.hidden_size)
         self.LayerNorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
 
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions)  # (B, T, D)
         if hasattr(self, "token_type_embeddings"):
-            # Single-segment input: every token has type 0.
-            x = x + self.token_type_embeddings.weight[0]
+            if token_type_ids is None:
+                # Single-segment input: every token has type 0.
+                x = x + self.token_type_embeddings.weight[0]
+            else:  # sentence pairs (cross-encoders): 0 for the first segment, 1 for the second
+                x = x + self.token_type_embeddings(token_type_ids)
         return self.LayerNorm(x)
 
 

@@ -68,7 +68,12 @@ def _add_offline_docs(app: FastAPI) -> None:
 
 
 def create_app(
-    settings: ServerSettings, encoder: Encoder, index: Any = None, *, close_index: bool = False
+    settings: ServerSettings,
+    encoder: Encoder,
+    index: Any = None,
+    *,
+    close_index: bool = False,
+    reranker: Any = None,
 ) -> FastAPI:
     """A ready-to-serve app; the inference worker starts and warms up in the app's lifespan.
 
@@ -166,6 +171,10 @@ def create_app(
         from distilmarco.server.routes_index import add_index_routes
 
         add_index_routes(app, service, index, settings)
+    if reranker is not None:  # a cross-encoder: POST /rerank and /v1/rerank
+        from distilmarco.server.routes_rerank import add_rerank_routes
+
+        add_rerank_routes(app, reranker, settings, metrics, display_name(reranker.model_id))
 
     known = {getattr(r, "path", "") for r in app.routes}
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
