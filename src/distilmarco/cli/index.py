@@ -142,6 +142,12 @@ def search(
     device: str = DeviceOption,
     batch_tokens: int | None = BatchTokensOption,
     as_json: bool = JsonOption,
+    rerank: str | None = typer.Option(
+        None, "--rerank", help="Cross-encoder (Hub id or folder) re-scoring the first hits"
+    ),
+    rerank_depth: int = typer.Option(
+        100, "--rerank-depth", min=1, help="First-stage hits the cross-encoder re-scores"
+    ),
 ) -> None:
     """Search the index; prints score, id and the best passage."""
     from distilmarco.index.filters import parse_where_pairs
@@ -150,7 +156,15 @@ def search(
         raise typer.BadParameter("--exact/--ann choose how dense search runs; bm25 has none")
     with _open(db, model, engine(backend, precision, device, batch_tokens)) as index:
         where_ = parse_where_pairs(where) or None
-        hits = index.search(query, k, where=where_, mode=mode, exact=exact)  # type: ignore[arg-type]
+        hits = index.search(
+            query,
+            k,
+            where=where_,
+            mode=mode,  # type: ignore[arg-type]
+            exact=exact,
+            rerank=rerank,
+            rerank_depth=rerank_depth,
+        )
     if as_json:
         out.print_json(json.dumps([asdict(h) for h in hits]))
         return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -19,24 +19,17 @@ import numpy as np
 from distilmarco.errors import InputError, NotFoundError
 from distilmarco.index.ann import AnnConfig, AnnFileStats
 from distilmarco.index.chunking import ChunkConfig
-from distilmarco.index.identity import (
-    Engine,
-    check_same_model,
-)
+from distilmarco.index.identity import Engine, check_same_model
 from distilmarco.index.model import EmbedFn, IndexModel
 from distilmarco.index.searcher import AnnPolicy
 from distilmarco.index.sqlite import SqliteStorage
-from distilmarco.index.storage import (
-    DocumentRow,
-    Hit,
-    Storage,
-    StoredDocument,
-)
+from distilmarco.index.storage import DocumentRow, Hit, Storage, StoredDocument
 from distilmarco.index.validate import check_ids, validate_documents
 from distilmarco.vectors import prepare
 
 if TYPE_CHECKING:
     from distilmarco.encoder import Encoder
+    from distilmarco.reranker import Reranker
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +90,7 @@ class Index:
         ann_config: AnnConfig | None = None,
     ) -> None:
         self.path = Path(path)
+        self._rerankers: dict[str, Reranker] = {}
         self.store: Storage = SqliteStorage(
             self.path,
             lambda: self.model.space(),
@@ -265,18 +259,43 @@ class Index:
         mode: Mode = "dense",
         exact: bool | None = None,
         embed: EmbedFn | None = None,
+        rerank: Reranker | str | os.PathLike[str] | None = None,
+        rerank_depth: int = 100,
     ) -> list[Hit]:
         """The ``k`` best documents for ``query``, each with its best passage.
 
         ``where`` keeps documents whose metadata equals every given value (a list: any of them).
         ``exact`` forces exact (True) or HNSW (False) dense search; None chooses by size.
         ``embed`` embeds the query in place of the encoder (a server's shared queue).
+        ``rerank`` (a ``Reranker`` or a cross-encoder's name or folder) re-scores the passages of
+        the first ``max(k, rerank_depth)`` hits with the cross-encoder; the hits keep their
+        passages and offsets and carry the cross-encoder's score.
         """
         if mode not in MODES:
             raise InputError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         if not isinstance(query, str) or not query.strip():
             raise InputError("query must be a non-empty string")
         k = _check_k(k)
+        if rerank is None:
+            return self._first_stage(query, k, where, mode, exact, embed)
+        if not isinstance(rerank_depth, int) or isinstance(rerank_depth, bool) or rerank_depth < 1:
+            raise InputError(f"rerank_depth must be a positive integer, got {rerank_depth!r}")
+        from distilmarco.reranker import rerank_passages
+
+        reranker = self._reranker(rerank)
+        hits = self._first_stage(query, max(k, rerank_depth), where, mode, exact, embed)
+        ranked = rerank_passages(reranker, query, [h.passage for h in hits], k)
+        return [replace(hits[r.index], score=r.score) for r in ranked]
+
+    def _first_stage(
+        self,
+        query: str,
+        k: int,
+        where: Mapping[str, Any] | None,
+        mode: Mode,
+        exact: bool | None,
+        embed: EmbedFn | None,
+    ) -> list[Hit]:
         if mode == "bm25":
             return self.store.searcher.bm25(query, k, where=where)
         raw = self._embed_query(query) if embed is None else embed([query])[0]
@@ -284,6 +303,18 @@ class Index:
         if mode == "dense":
             return self.store.searcher.dense(vector, k, where=where, exact=exact)
         return self.store.searcher.hybrid(query, vector, k, where=where, exact=exact)
+
+    def _reranker(self, rerank: Reranker | str | os.PathLike[str]) -> Reranker:
+        """``rerank`` as a ``Reranker``; a name or folder is loaded once and kept for reuse."""
+        from distilmarco.reranker import Reranker
+
+        if isinstance(rerank, Reranker):
+            return rerank
+        if not isinstance(rerank, str | os.PathLike):
+            raise InputError(f"rerank must be a Reranker or a model name/folder, got {rerank!r}")
+        if os.fspath(rerank) not in self._rerankers:
+            self._rerankers = {os.fspath(rerank): Reranker(os.fspath(rerank))}
+        return self._rerankers[os.fspath(rerank)]
 
     def _embed_query(self, query: str) -> np.ndarray:
         return self.encoder.encode([query], truncation="count")[0]

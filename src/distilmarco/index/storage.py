@@ -29,7 +29,8 @@ class Hit:
     """One search result: a document and its best passage (``text[start:end]`` of the document).
 
     ``score`` is the model's similarity for dense search (cosine for msmarco-distilbert-base-v4),
-    the BM25 score for ``bm25`` and the reciprocal-rank-fusion score for ``hybrid``.
+    the BM25 score for ``bm25`` and the reciprocal-rank-fusion score for ``hybrid``; the
+    cross-encoder's score when the search was re-ranked.
     """
 
     id: str
