@@ -32,7 +32,7 @@ chromium:
 
 # pytest-xdist processes (0: none). Tests that share a heavy session fixture carry an
 # xdist_group mark; --dist loadgroup keeps each group on one worker.
-WORKERS ?= 0
+WORKERS ?= 2
 PYTEST := $(BIN)/pytest -q -n $(WORKERS) --dist loadgroup
 
 # Everything, slow tests included (real data, full-size models, exports, live servers).
