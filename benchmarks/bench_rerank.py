@@ -172,15 +172,22 @@ def bench_model(name: str, threads: int, count: int, rounds: int) -> dict[str, o
     }
 
 
-def render(results: list[dict[str, object]], cpu: str, threads: int, quick: bool) -> str:
+def render(
+    results: list[dict[str, object]],
+    cpu: str,
+    threads: int,
+    quick: bool,
+    load: tuple[float, float] = (float("nan"), float("nan")),
+) -> str:
     lines = [
         "## Re-ranking (`bench_rerank.py`)",
         "",
         f"One query, {results[0]['pairs']} passages of about {PASSAGE_TOKENS} tokens (STS "
         "Benchmark sentences joined), scored with a full-size random cross-encoder; "
         f"p50 over {results[0]['rounds']} interleaved rounds after a warm-up, {threads} threads. "
-        f"CPU: {cpu}. The machine was shared with other jobs while this ran, so absolute "
-        "figures are noisy; ratios within one run are the comparison."
+        f"CPU: {cpu}. One-minute load average {load[0]:.2f} before the run and {load[1]:.2f} "
+        "after it (above about 2, other jobs shared the cores and absolute figures are noisy); "
+        "ratios within one run are the comparison."
         + (" **Quick run: smoke-test sizes.**" if quick else ""),
         "",
         f"Target: ours (exact fp32) at most {TARGET}x CrossEncoder's p50.",
@@ -210,11 +217,16 @@ def main(out_dir: Path, quick: bool) -> None:
 
     threads = physical_cores()
     count, rounds = (20, 2) if quick else (100, 3)
+    before = os.getloadavg()[0]
     results = [bench_model(name, threads, count, rounds) for name in MODELS]
+    load = (before, os.getloadavg()[0])
     cpu = cpu_description()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "rerank.json").write_text(
-        json.dumps({"cpu": cpu, "threads": threads, "quick": quick, "results": results}, indent=2)
+        json.dumps(
+            {"cpu": cpu, "threads": threads, "quick": quick, "load": load, "results": results},
+            indent=2,
+        )
         + "\n"
     )
-    (out_dir / "rerank.md").write_text(render(results, cpu, threads, quick) + "\n")
+    (out_dir / "rerank.md").write_text(render(results, cpu, threads, quick, load) + "\n")
