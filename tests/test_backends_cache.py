@@ -192,7 +192,7 @@ def test_openvino_buckets_sequence_lengths() -> None:
 
 
 def test_batches_cap_padding_for_mixed_lengths() -> None:
-    from distilmarco.encoder import plan_batches
+    from distilmarco.batching import plan_batches
 
     lengths = np.array([500, 12, 480, 9, 100, 95, 11, 450, 10, 90])
     batches = list(plan_batches(lengths, budget=16384))

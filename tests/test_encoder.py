@@ -12,7 +12,7 @@ import pytest
 from conftest import read_sts
 
 from distilmarco import Encoder
-from distilmarco.encoder import plan_batches
+from distilmarco.batching import plan_batches
 from distilmarco.errors import BackendError, InputError, TruncationError
 
 

@@ -13,9 +13,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from distilmarco.errors import InputError
+
 MAX_BATCH_SIZE = 512
 MAX_PADDING = 0.2
 SMALL_BATCH_TOKENS = 256
+
+
+def check_batch_tokens(budget: int, max_len: int) -> int:
+    """``budget`` if it holds at least one full-length sequence; otherwise a clear error."""
+    if not isinstance(budget, int) or isinstance(budget, bool) or budget < max_len:
+        raise InputError(
+            f"batch_tokens must be an integer >= max_seq_length {max_len}, got {budget}"
+        )
+    return budget
 
 
 def plan_batches(

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from distilmarco.backends import Backend, create_backend
-from distilmarco.batching import non_finite_rows, pad_batch, plan_batches
+from distilmarco.batching import check_batch_tokens, non_finite_rows, pad_batch, plan_batches
 from distilmarco.errors import BackendError, InputError, TruncationError
 from distilmarco.model.hub import DEFAULT_MODEL, resolve
 from distilmarco.model.st_format import SentenceModelSpec, Similarity
@@ -111,7 +111,7 @@ class Encoder:
         )
         # Default budget: the backend's preference (never below one full-length sequence).
         preferred = max(self.backend.batch_tokens, self.max_seq_length)
-        self.batch_tokens = _check_batch_tokens(batch_tokens or preferred, self.max_seq_length)
+        self.batch_tokens = check_batch_tokens(batch_tokens or preferred, self.max_seq_length)
 
     # --- facts about the model -------------------------------------------------------------
 
@@ -185,7 +185,7 @@ class Encoder:
         """Like ``encode``, also returning what the call did (tokens, padding, truncations)."""
         if truncation not in ("warn", "error", "count"):
             raise InputError(f"truncation {truncation!r} is not one of 'warn', 'error', 'count'")
-        budget = _check_batch_tokens(batch_tokens or self.batch_tokens, self.max_seq_length)
+        budget = check_batch_tokens(batch_tokens or self.batch_tokens, self.max_seq_length)
         items = validate_texts(texts)
         start = time.perf_counter()
         out = np.empty((len(items), self.dimension), dtype=np.float32)
@@ -249,14 +249,6 @@ def validate_texts(texts: str | Iterable[str]) -> list[str]:
                 f"{bad.start()}: it is not valid Unicode text"
             )
     return items
-
-
-def _check_batch_tokens(budget: int, max_len: int) -> int:
-    if not isinstance(budget, int) or budget < max_len:
-        raise InputError(
-            f"batch_tokens must be an integer >= max_seq_length {max_len}, got {budget}"
-        )
-    return budget
 
 
 class _progress:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from distilmarco.backends.cross_runtime import PairBackend, create_pair_backend
-from distilmarco.encoder import Truncation, pad_batch, plan_batches, validate_texts
+from distilmarco.batching import check_batch_tokens, pad_batch, plan_batches
+from distilmarco.encoder import Truncation, validate_texts
 from distilmarco.errors import BackendError, InputError, TruncationError
 from distilmarco.model.cross_encoder import CrossEncoderSpec, ScoreActivation
 from distilmarco.model.hub import resolve
@@ -80,13 +81,8 @@ class Reranker:
         self.backend: PairBackend = create_pair_backend(
             self.spec, backend, precision, device, threads=threads, cache_dir=cache_dir
         )
-        budget = batch_tokens or max(self.backend.batch_tokens, self.max_seq_length)
-        if not isinstance(budget, int) or budget < self.max_seq_length:
-            raise InputError(
-                f"batch_tokens must be an integer >= max_seq_length {self.max_seq_length}, "
-                f"got {budget}"
-            )
-        self.batch_tokens = budget
+        preferred = max(self.backend.batch_tokens, self.max_seq_length)
+        self.batch_tokens = check_batch_tokens(batch_tokens or preferred, self.max_seq_length)
 
     @property
     def num_labels(self) -> int:

@@ -38,6 +38,7 @@ from distilmarco.backends.export import (
     fuse_for_onnxruntime,
     is_valid,
     publish,
+    temp_beside,
 )
 from distilmarco.backends.outliers import ffn_output_layer
 from distilmarco.errors import BackendError, MissingExtraError
@@ -73,12 +74,6 @@ def input_names(spec: CrossEncoderSpec) -> tuple[str, ...]:
     return PAIR_INPUTS if spec.token_types else PAIR_INPUTS[:2]
 
 
-def _temp_beside(final: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    return Path(name)
-
-
 def cross_onnx_model(
     spec: CrossEncoderSpec,
     kind: Kind = "fp32",
@@ -94,7 +89,7 @@ def cross_onnx_model(
     fp32 = folder / f"{stem}.onnx"
     if not is_valid(fp32):
         log.info("exporting cross-encoder %s to ONNX, %s (once)", spec.folder, flavour)
-        tmp = _temp_beside(fp32)
+        tmp = temp_beside(fp32)
         try:
             _export_in_subprocess(spec.folder, tmp, flavour)
             publish(tmp, fp32, "fp32")
@@ -104,7 +99,7 @@ def cross_onnx_model(
         return fp32
     int8 = folder / f"{stem}.int8.onnx"
     if not is_valid(int8):
-        tmp = _temp_beside(int8)
+        tmp = temp_beside(int8)
         try:
             quantize_dynamic_int8(fp32, tmp)
             publish(tmp, int8, "int8")
@@ -182,7 +177,7 @@ def _quantize_static(spec: CrossEncoderSpec, src: Path, dst: Path) -> None:
         )
     except ImportError as exc:
         raise MissingExtraError("nncf", "openvino", "OpenVINO static int8") from exc
-    from distilmarco.encoder import pad_batch
+    from distilmarco.batching import pad_batch
 
     tokenizer = Tokenizer.from_folder(spec.folder, spec.max_seq_length, spec.do_lower_case)
     names = input_names(spec)

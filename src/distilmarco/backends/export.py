@@ -173,7 +173,7 @@ def publish(tmp: Path, final: Path, kind: str) -> Path:
     return final
 
 
-def _temp_beside(final: Path) -> Path:
+def temp_beside(final: Path) -> Path:
     fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
     os.close(fd)
     return Path(name)
@@ -200,7 +200,7 @@ def onnx_model(
         if fp32.exists():
             log.warning("cached export %s is missing its manifest or corrupt; rebuilding", fp32)
         log.info("exporting %s to ONNX, %s (once per model and exporter)", spec.folder, flavour)
-        tmp = _temp_beside(fp32)
+        tmp = temp_beside(fp32)
         try:
             _export_in_subprocess(spec.folder, tmp, flavour)
             publish(tmp, fp32, "fp32")
@@ -212,7 +212,7 @@ def onnx_model(
     if not is_valid(int8):
         if int8.exists():
             log.warning("cached export %s is missing its manifest or corrupt; rebuilding", int8)
-        tmp = _temp_beside(int8)
+        tmp = temp_beside(int8)
         try:
             tokenizer = None
             if flavour == "fused":

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from distilmarco.backends.export import _temp_beside, export_dir, is_valid, publish
+from distilmarco.backends.export import export_dir, is_valid, publish, temp_beside
 from distilmarco.errors import BackendError, InputError
 from distilmarco.model.st_format import SentenceModelSpec
 
@@ -98,7 +98,7 @@ def _build(source: Path, final: Path, precision: str) -> None:
     if final.exists():
         log.warning("cached export %s is missing its manifest or corrupt; rebuilding", final)
     log.info("exporting %s to LiteRT %s (once per model and exporter)", source, precision)
-    tmp = _temp_beside(final)
+    tmp = temp_beside(final)
     try:
         _run_child(source, tmp, precision)
         publish(tmp, final, precision)

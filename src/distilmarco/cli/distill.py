@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from distilmarco.cli.app import MODEL_ENV, app, err, out
+from distilmarco.cli.train import step_progress
 from distilmarco.errors import InputError
 
 
@@ -77,27 +78,12 @@ def distill(
 ) -> None:
     """Distill a teacher into a smaller or cross-lingual student (MSE to the teacher's vectors
     of each source sentence, for the source and its translations)."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from distilmarco.model.hub import DEFAULT_MODEL
     from distilmarco.training import distill as run_distill
     from distilmarco.training.parallel import RowRange
 
-    with Progress(
-        TextColumn("distilling"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("distill", total=None, loss="-")
-
-        def progress(step: int, total: int, loss_value: float | None) -> None:
-            shown = "-" if loss_value is None else f"{loss_value:.6f}"
-            bar.update(task, completed=step, total=total, loss=shown)
-
+    with step_progress("distilling", loss_digits=6) as progress:
         result = run_distill(
             data,
             teacher or DEFAULT_MODEL,

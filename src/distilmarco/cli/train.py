@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,6 +12,32 @@ import typer
 
 from distilmarco.cli.app import ModelOption, app, err, out
 from distilmarco.model.hub import DEFAULT_MODEL
+
+StepProgress = Callable[[int, int, float | None], None]
+
+
+@contextmanager
+def step_progress(label: str, *, loss_digits: int) -> Iterator[StepProgress]:
+    """A transient bar on stderr for a training run: steps done of the total, the latest loss
+    and the time left; yields the callback the trainer reports each step to."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TextColumn("loss {task.fields[loss]}"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None, loss="-")
+
+        def progress(step: int, total: int, loss_value: float | None) -> None:
+            shown = "-" if loss_value is None else f"{loss_value:.{loss_digits}f}"
+            bar.update(task, completed=step, total=total, loss=shown)
+
+        yield progress
 
 
 @app.command(
@@ -42,25 +70,10 @@ def train(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable summary on stdout"),
 ) -> None:
     """Fine-tune a model on your own data and save it as a sentence-transformers folder."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from distilmarco.training import train as run_training
 
-    with Progress(
-        TextColumn("training"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total} steps"),
-        TextColumn("loss {task.fields[loss]}"),
-        TimeRemainingColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("train", total=None, loss="-")
-
-        def progress(step: int, total: int, loss_value: float | None) -> None:
-            shown = "-" if loss_value is None else f"{loss_value:.4f}"
-            bar.update(task, completed=step, total=total, loss=shown)
-
+    with step_progress("training", loss_digits=4) as progress:
         result = run_training(
             data,
             model or DEFAULT_MODEL,

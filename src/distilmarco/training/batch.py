@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from distilmarco.encoder import pad_batch
+from distilmarco.batching import pad_batch
 from distilmarco.tokenizer import Tokenizer
 
 

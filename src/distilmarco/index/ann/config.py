@@ -33,7 +33,8 @@ class AnnConfig:
     compact_dead_fraction: float = 0.25
     # vectors per add from which FAISS inserts on every thread
     parallel_add_min: int = 20_000
-    # graphs (in memory, or read from a file) from this size ask Linux for 2 MiB pages
+    # graphs at least this big (built or loaded) move onto huge pages: a random graph walk
+    # misses the TLB on small pages
     huge_pages_min_bytes: int = 32 << 20
     # bytes read (and checksummed while still in the CPU's cache) per step when a file is loaded
     read_chunk_bytes: int = 8 << 20
