@@ -1,0 +1,23 @@
+"""Bulk embedding on Ray Data (the ``distributed`` extra): ``embed_dataset`` composes into a Ray
+pipeline; ``run_job`` embeds a Parquet or JSONL file into an embeddings folder, resumably;
+``verify`` checks such a folder against its input. Ray is imported only when used."""
+
+from distilmarco.distributed.embed import Chunking, EmbedBatchError, FaultPlan, embed_dataset
+from distilmarco.distributed.job import EmbedJobError, JobReport, JobSettings, run_job
+from distilmarco.distributed.manifest import Manifest, Verdict, verify
+from distilmarco.distributed.rows import row_schema
+
+__all__ = [
+    "Chunking",
+    "EmbedBatchError",
+    "EmbedJobError",
+    "FaultPlan",
+    "JobReport",
+    "JobSettings",
+    "Manifest",
+    "Verdict",
+    "embed_dataset",
+    "row_schema",
+    "run_job",
+    "verify",
+]
