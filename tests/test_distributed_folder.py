@@ -131,6 +131,7 @@ def test_resume_keeps_complete_documents_only(tmp_path: Path) -> None:
          "1 id\\(s\\) occur more than once in column 'id': a"),
         ("", "holds no rows"),
         ('{"id": "a", "body": "x"}\n', "no column 'text'"),
+        ('{"id": "a", "text": "x"}\n{"id": "b", "text": null}\n', "have no text in column 'text': b"),
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_before_any_job(
@@ -167,3 +168,18 @@ def test_ray_options_need_ray_and_ray_needs_its_extra(
         require_ray("embedding on Ray")
     assert main(["embed", str(src), "-o", str(tmp_path / "out"), "--ray", "auto"]) == 1
     assert "pip install 'distilmarco[distributed]'" in capsys.readouterr().err
+
+
+def test_checkpoint_and_output_must_differ_and_output_must_be_new(tmp_path: Path) -> None:
+    from distilmarco.distributed import JobSettings, run_job
+
+    pytest.importorskip("ray.data")
+    src = jsonl(tmp_path / "in.jsonl", ["a", "b", "c"])
+    same = JobSettings(input=src, output=tmp_path / "o", model="m", checkpoint=tmp_path / "o")
+    with pytest.raises(InputError, match="must be another folder than -o"):
+        run_job(same, address="192.0.2.1:1")
+    done = folder_with(tmp_path, [[("a", 0, 1), ("b", 0, 1), ("c", 0, 1)]], src)
+    again = JobSettings(input=src, output=done, model="m")
+    with pytest.raises(InputError, match="already holds embeddings"):
+        run_job(again, address="192.0.2.1:1")
+    assert verify(done, src).ok  # nothing of the finished folder was touched

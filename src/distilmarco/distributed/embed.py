@@ -107,10 +107,9 @@ class EmbedActor:
                 error = exc
                 log.warning("batch of %d document(s) failed (try %d of %d): %s",
                             len(ids), attempt, ATTEMPTS, exc)  # fmt: skip
-        shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
-        raise EmbedBatchError(
+        raise EmbedBatchError(  # every id: a batch holds at most batch_documents of them
             f"a batch of {len(ids)} document(s) failed {ATTEMPTS} times, last with "
-            f"{type(error).__name__}: {error}; its ids: {shown}"
+            f"{type(error).__name__}: {error}; its ids: {', '.join(ids)}"
         )
 
 

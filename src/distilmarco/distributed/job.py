@@ -31,7 +31,7 @@ from distilmarco.distributed.manifest import (
 )
 from distilmarco.distributed.ray_import import require_ray
 from distilmarco.distributed.shards import collect
-from distilmarco.distributed.source import check_ids, ray_dataset
+from distilmarco.distributed.source import IO_CPUS, check_ids, ray_dataset
 from distilmarco.errors import DistilmarcoError, InputError
 from distilmarco.index.identity import Engine, model_meta
 
@@ -81,6 +81,8 @@ def run_job(settings: JobSettings, address: str | None = "auto") -> JobReport:
     out = settings.output
     if (out / MANIFEST).exists():
         raise InputError(f"{out} already holds embeddings ({MANIFEST}); choose another folder")
+    if settings.checkpoint is not None and settings.checkpoint.resolve() == out.resolve():
+        raise InputError(f"--checkpoint {settings.checkpoint} must be another folder than -o")
     ids = check_ids(settings.input, settings.id_column, settings.column)
     encoder = settings.engine.encoder(settings.model)
     engine = Engine(encoder.backend.name, encoder.backend.precision, settings.engine.device,
@@ -109,7 +111,7 @@ def run_job(settings: JobSettings, address: str | None = "auto") -> JobReport:
         )  # fmt: skip
         if len(before.documents) < len(ids):
             try:
-                rows.write_parquet(str(shards.resolve()))
+                rows.write_parquet(str(shards.resolve()), ray_remote_args={"num_cpus": IO_CPUS})
             except (DistilmarcoError, KeyboardInterrupt):
                 raise
             except Exception as exc:
@@ -122,8 +124,7 @@ def run_job(settings: JobSettings, address: str | None = "auto") -> JobReport:
             f"{', '.join(missing[:10])}; re-run with the same --checkpoint to embed them"
         )
     manifest = _finish(settings, encoder, meta, chunking, fingerprint, len(ids), after.files)
-    if settings.checkpoint is None or scratch.resolve() != out.resolve():
-        _remove_checkpoint(scratch)
+    _remove_checkpoint(scratch)
     return JobReport(
         documents=len(ids), rows=manifest.rows, resumed_documents=len(before.documents),
         embedded_rows=after.rows - before.rows, files=len(manifest.files),
@@ -171,7 +172,7 @@ def _without(ds: Any, id_column: str, done: list[str]) -> Any:
 
     done_ids = pa.array(done, pa.string())  # Ray moves a large argument to its object store
     return ds.map_batches(_drop_done, fn_kwargs={"id_column": id_column, "done": done_ids},
-                          batch_format="pyarrow", batch_size=None)  # fmt: skip
+                          batch_format="pyarrow", batch_size=None, num_cpus=IO_CPUS)  # fmt: skip
 
 
 def _drop_done(batch: Any, id_column: str, done: Any) -> Any:
@@ -245,7 +246,7 @@ def _ray(address: str | None) -> Iterator[Any]:
         if address != "auto":
             raise
         log.info("no running Ray cluster found: starting a local one")
-        ray.init(log_to_driver=False)
+        ray.init(address="local", log_to_driver=False)
     try:
         yield ray
     finally:

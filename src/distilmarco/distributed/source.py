@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     import ray.data
 
 SUFFIXES = (".parquet", ".jsonl")
+# Read, filter and write tasks reserve no CPU: they are light next to embedding, and an actor pool
+# holding every CPU of the cluster would otherwise starve them (the job would never start).
+IO_CPUS = 0.0
 
 
 def check_suffix(path: Path) -> str:
@@ -76,6 +79,13 @@ def check_ids(path: Path, id_column: str, text_column: str) -> list[str]:
             f"{path}: {len(dupes)} id(s) occur more than once in column {id_column!r}: "
             f"{', '.join(dupes[:10])}; ids must be unique"
         )
+    texts = table.column(text_column)
+    if texts.null_count:
+        bad = [i for i, t in zip(ids, texts.to_pylist(), strict=True) if t is None]
+        raise InputError(
+            f"{path}: {len(bad)} document(s) have no text in column {text_column!r}: "
+            f"{', '.join(bad[:10])}"
+        )
     return ids
 
 
@@ -84,6 +94,14 @@ def ray_dataset(path: Path) -> ray.data.Dataset:
     from distilmarco.distributed.ray_import import require_ray
 
     ray = require_ray("embedding on Ray")
-    if check_suffix(path) == ".parquet":
-        return ray.data.read_parquet(str(path.resolve()))
-    return ray.data.read_json(str(path.resolve()))
+    if check_suffix(path) != ".parquet":
+        return ray.data.read_json(str(path.resolve()), num_cpus=IO_CPUS)
+    # The newer Parquet reader lists files in a task that always takes a whole CPU; the read
+    # operator of the older one takes IO_CPUS like every other step here.
+    context = ray.data.DataContext.get_current()
+    newer = getattr(context, "use_datasource_v2", False)
+    context.use_datasource_v2 = False
+    try:
+        return ray.data.read_parquet(str(path.resolve()), num_cpus=IO_CPUS)
+    finally:
+        context.use_datasource_v2 = newer
