@@ -188,6 +188,16 @@ def render(data: dict[str, Any], fig: dict[str, float], cpu: str, load: tuple[fl
                      f"{loads} |")  # fmt: skip
     lines += [
         "",
+    ]
+    if max(load) > 4:
+        lines += [
+            f"**The machine was oversubscribed (load average up to {max(load):.0f} on 2 vCPUs): "
+            "every run competed with other users' jobs, and when 1 actor x 1 CPU beats 1 x 2 "
+            "CPUs the figures measure that contention, not Ray. Use the quiet re-run below for "
+            "the targets.**",
+            "",
+        ]
+    lines += [
         f"- Fixed cost of a Ray job (16 passages): {fig['fixed_cost_s']:.1f} s.",
         f"- Ray overhead, 1 actor x 2 CPUs / plain: {fig['overhead_ratio']:.2f} end to end, "
         f"{fig['overhead_ratio_without_fixed_cost']:.2f} without the fixed cost "

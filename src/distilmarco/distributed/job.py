@@ -84,9 +84,15 @@ def run_job(settings: JobSettings, address: str | None = "auto") -> JobReport:
     if settings.checkpoint is not None and settings.checkpoint.resolve() == out.resolve():
         raise InputError(f"--checkpoint {settings.checkpoint} must be another folder than -o")
     ids = check_ids(settings.input, settings.id_column, settings.column)
-    encoder = settings.engine.encoder(settings.model)
-    engine = Engine(encoder.backend.name, encoder.backend.precision, settings.engine.device,
-                    settings.engine.batch_tokens)  # fmt: skip
+    asked = settings.engine
+    # The driver only needs the model's identity: it loads it on CPU, whatever the actors use.
+    encoder = Engine(asked.backend, asked.precision, "cpu", asked.batch_tokens).encoder(
+        settings.model
+    )
+    # CPU actors run the backend resolved here (the one the manifest records); GPU actors
+    # resolve the backend asked for on their own device.
+    backend = asked.backend if settings.gpus_per_actor else encoder.backend.name
+    engine = Engine(backend, encoder.backend.precision, asked.device, asked.batch_tokens)
     meta, chunking = _identity(encoder, settings.chunking)
     fingerprint = file_fingerprint(settings.input)
     record = {"input": fingerprint, "model_meta": meta, "chunking": chunking,
