@@ -58,7 +58,8 @@ def cluster() -> Iterator[Any]:
 
     # Nodes inherit this process's environment: the package under test and the test export cache.
     src = str(Path(distilmarco.__file__).resolve().parents[1])
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (src, saved) if p)
     nodes = Cluster(
         initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": STORE}
     )
@@ -72,6 +73,10 @@ def cluster() -> Iterator[Any]:
     finally:
         ray.shutdown()
         nodes.shutdown()  # ends exactly the node processes this fixture started
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
 
 
 def corpus(n: int) -> list[dict[str, Any]]:
