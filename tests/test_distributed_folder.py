@@ -183,3 +183,22 @@ def test_checkpoint_and_output_must_differ_and_output_must_be_new(tmp_path: Path
     with pytest.raises(InputError, match="already holds embeddings"):
         run_job(again, address="192.0.2.1:1")
     assert verify(done, src).ok  # nothing of the finished folder was touched
+
+
+def test_a_checkpoint_of_another_job_is_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from distilmarco.distributed import JobSettings, run_job
+
+    pytest.importorskip("ray.data")
+    ckpt = tmp_path / "ckpt"
+    (ckpt / "shards").mkdir(parents=True)
+    kept = ckpt / "shards" / "part.parquet"
+    pq.write_table(shard([("a", 0, 1)]), kept)
+    record = {"input": "sha256:0", "model_meta": {}, "chunking": None, "id_column": "id",
+              "column": "text"}  # fmt: skip
+    (ckpt / "job.json").write_text(json.dumps(record))
+    src = jsonl(tmp_path / "in.jsonl", ["a", "b"])
+    settings = JobSettings(input=src, output=tmp_path / "out", model=str(tiny_model_dir),
+                           checkpoint=ckpt)  # fmt: skip
+    with pytest.raises(InputError, match="made for another job \\(its input, model_meta differ\\)"):
+        run_job(settings, address="192.0.2.1:1")
+    assert kept.is_file()  # nothing of the other job's checkpoint is removed
