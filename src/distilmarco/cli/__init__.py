@@ -19,6 +19,7 @@ from distilmarco.cli import rerank as _rerank  # noqa: F401
 from distilmarco.cli import serve as _serve  # noqa: F401
 from distilmarco.cli import train as _train  # noqa: F401
 from distilmarco.cli.app import app, err, rewrite_aliases, styled
+from distilmarco.cli.embed_ray import route as route_embed_verify
 from distilmarco.errors import DistilmarcoError
 
 __all__ = ["app", "main"]
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     any other exception is logged with its traceback and exits with ``INTERNAL_ERROR``."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     args, notes = rewrite_aliases(sys.argv[1:] if argv is None else argv)
+    args = route_embed_verify(args)
     for note in notes:
         err.print(note, highlight=False, markup=False)
     try:
