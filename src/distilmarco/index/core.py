@@ -20,6 +20,7 @@ from distilmarco.errors import InputError, NotFoundError
 from distilmarco.index.ann import AnnConfig, AnnFileStats
 from distilmarco.index.chunking import ChunkConfig
 from distilmarco.index.identity import Engine, check_same_model
+from distilmarco.index.milvus.address import is_milvus
 from distilmarco.index.model import EmbedFn, IndexModel
 from distilmarco.index.searcher import AnnPolicy
 from distilmarco.index.sqlite import SqliteStorage
@@ -64,7 +65,8 @@ class IndexStats:
 
 
 class Index:
-    """A persistent semantic search index in one SQLite file.
+    """A persistent semantic search index in one SQLite file, or in a Milvus collection when
+    ``path`` is ``milvus://HOST:PORT/COLLECTION`` (the ``milvus`` extra).
 
     >>> with Index("docs.db", encoder) as index:               # doctest: +SKIP
     ...     index.add(["a"], ["Planes fly because their wings make lift."], [{"lang": "en"}])
@@ -91,15 +93,23 @@ class Index:
     ) -> None:
         self.path = Path(path)
         self._rerankers: dict[str, Reranker] = {}
-        self.store: Storage = SqliteStorage(
-            self.path,
-            lambda: self.model.space(),
-            ann=ann,
-            matrix_dtype=matrix_dtype,
-            busy_timeout=busy_timeout,
-            create=create,
-            ann_config=ann_config,
-        )
+        self.store: Storage
+        if is_milvus(path):  # a collection on a Milvus server; the ANN options are the server's
+            from distilmarco.index.milvus.storage import MilvusStorage
+
+            self.store = MilvusStorage(
+                os.fspath(path), lambda: self.model.space(), create=create, timeout=busy_timeout
+            )
+        else:
+            self.store = SqliteStorage(
+                self.path,
+                lambda: self.model.space(),
+                ann=ann,
+                matrix_dtype=matrix_dtype,
+                busy_timeout=busy_timeout,
+                create=create,
+                ann_config=ann_config,
+            )
         if (
             engine is not None
             and encoder is not None
@@ -206,7 +216,7 @@ class Index:
     def get(self, id: str) -> Document:
         doc = self.store.get(id)
         if doc is None:
-            raise NotFoundError(f"no document with id {id!r} in {self.path}")
+            raise NotFoundError(f"no document with id {id!r} in {self.store.location}")
         return doc
 
     def count(self) -> int:
@@ -364,7 +374,7 @@ class Index:
             return int(meta[key]) if key in meta else None
 
         return IndexStats(
-            path=str(self.path),
+            path=self.store.location,
             documents=counts.documents,
             chunks=counts.chunks,
             vectors=counts.vectors,
