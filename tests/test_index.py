@@ -460,9 +460,9 @@ def test_reindex_refuses_when_the_index_changed_meanwhile(
     assert index.search("written by another process during the reindex", 1)[0].id == "late"
 
 
-def test_passages_keep_character_offsets_beyond_ascii(tmp_path: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+def test_passages_keep_character_offsets_beyond_ascii(store: str, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
     text = "Ünïcödé 漢字 テスト emoji 😀 café naïve " * 20 + " zanzibar"
-    with Index(tmp_path / "u.db", tiny_encoder, chunk_tokens=8, chunk_overlap=2) as ix:
+    with Index(store, tiny_encoder, chunk_tokens=8, chunk_overlap=2) as ix:
         ix.add(["u"], [text])
         hits = ix.search("zanzibar", 3, mode="bm25") + ix.search("漢字 テスト 😀", 3)
         hits += ix.search_vector(ix.vectors(["u"])[0], 1, exact=False)
