@@ -262,6 +262,12 @@ def test_push_then_search_and_serve(
     assert main([*args, "--json", "-w", "lang=en"]) == 0
     assert {h["id"] for h in json.loads(capsys.readouterr().out)} == {"wing", "long"}
 
+    assert main(["index", "stats", "--index", milvus_location, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["documents"], stats["dimension"], stats["path"]) == (4, 32, milvus_location)
+    assert main(["index", "delete", "cat", "nope", "--index", milvus_location]) == 0
+    assert "deleted 1 of 2" in capsys.readouterr().out
+
     import uvicorn
 
     served = {}
