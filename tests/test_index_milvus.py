@@ -140,6 +140,10 @@ def test_replacing_a_document_never_leaves_it_missing(
         assert ix.get("long").chunks == 1 and ix.count() == 2
         assert ix.search("zanzibar marmalade", 5, mode="bm25") == []
         assert [d.id for d in ix.documents()] == ["long", "wing"]  # a replaced one keeps its place
+        with pytest.raises(InputError, match="exact search is not available"):
+            ix.search("lift", 1, exact=True)
+    with pytest.raises(InputError, match="server chooses"):
+        Index(milvus_location, tiny_encoder, ann="never")
 
 
 def test_retried_writes_never_duplicate(milvus_location: str, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
@@ -285,15 +289,20 @@ def test_push_then_search_and_serve(
 
 
 def test_push_refuses_bad_folders_before_writing(
-    milvus_location: str, tmp_path: Path, tiny_encoder, make_model
+    milvus_location: str, tmp_path: Path, tiny_encoder, make_model, capsys
 ) -> None:  # type: ignore[no-untyped-def]
     from distilmarco import Encoder
+    from distilmarco.cli import main
     from distilmarco.index.milvus.push import push
 
     folder = tmp_path / "v"
     write_embeddings(folder, tiny_encoder, DOCS, {})
     with pytest.raises(InputError, match=r"holds no manifest\.json"):
         push(tmp_path, milvus_location)
+    assert main(["index", "push", str(tmp_path), "--to", milvus_location]) == 1
+    assert "holds no manifest.json" in capsys.readouterr().err
+    assert main(["index", "push", str(folder), "--to", "milvus://nowhere/x"]) == 1
+    assert "not a Milvus address" in capsys.readouterr().err
     manifest = json.loads((folder / "manifest.json").read_text())
     for change, error, message in [
         ({"format": "other/9"}, FormatError, "format 'other/9'"),

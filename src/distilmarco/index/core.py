@@ -20,10 +20,9 @@ from distilmarco.errors import InputError, NotFoundError
 from distilmarco.index.ann import AnnConfig, AnnFileStats
 from distilmarco.index.chunking import ChunkConfig
 from distilmarco.index.identity import Engine, check_same_model
-from distilmarco.index.milvus.address import is_milvus
+from distilmarco.index.location import open_storage
 from distilmarco.index.model import EmbedFn, IndexModel
 from distilmarco.index.searcher import AnnPolicy
-from distilmarco.index.sqlite import SqliteStorage
 from distilmarco.index.storage import DocumentRow, Hit, Storage, StoredDocument
 from distilmarco.index.validate import check_ids, validate_documents
 from distilmarco.vectors import prepare
@@ -93,23 +92,15 @@ class Index:
     ) -> None:
         self.path = Path(path)
         self._rerankers: dict[str, Reranker] = {}
-        self.store: Storage
-        if is_milvus(path):  # a collection on a Milvus server; the ANN options are the server's
-            from distilmarco.index.milvus.storage import MilvusStorage
-
-            self.store = MilvusStorage(
-                os.fspath(path), lambda: self.model.space(), create=create, timeout=busy_timeout
-            )
-        else:
-            self.store = SqliteStorage(
-                self.path,
-                lambda: self.model.space(),
-                ann=ann,
-                matrix_dtype=matrix_dtype,
-                busy_timeout=busy_timeout,
-                create=create,
-                ann_config=ann_config,
-            )
+        self.store: Storage = open_storage(
+            path,
+            lambda: self.model.space(),
+            ann=ann,
+            matrix_dtype=matrix_dtype,
+            busy_timeout=busy_timeout,
+            create=create,
+            ann_config=ann_config,
+        )
         if (
             engine is not None
             and encoder is not None

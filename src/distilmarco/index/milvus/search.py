@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from distilmarco.errors import InputError
 from distilmarco.index.milvus.client import Collection, rpc
 from distilmarco.index.milvus.filters import MilvusFilter, compile_where, quote
 from distilmarco.index.scoring import RRF_K, fts_query
@@ -19,8 +20,8 @@ HIT_FIELDS = ["doc_id", "text", "start", "end", "metadata"]
 
 
 class MilvusSearch:
-    """Implements ``Search`` for ``MilvusStorage``. ``exact`` is accepted and left to the server,
-    which chooses how its vector index runs."""
+    """Implements ``Search`` for ``MilvusStorage``. The server chooses how its vector index runs:
+    ``exact=False`` (approximate allowed) and None are accepted, ``exact=True`` is refused."""
 
     def __init__(self, col: Collection) -> None:
         self.col = col
@@ -45,6 +46,7 @@ class MilvusSearch:
         exclude_ids: Sequence[str] = (),
         exact: bool | None = None,
     ) -> list[Hit]:
+        _no_exact(exact)
         filt = self._filter(where, exclude_ids)
         return self._search([vector.tolist()], "vector", "IP", k, filt)
 
@@ -65,6 +67,7 @@ class MilvusSearch:
     ) -> list[Hit]:
         from pymilvus import AnnSearchRequest, RRFRanker
 
+        _no_exact(exact)
         depth = max(k, HYBRID_DEPTH)
         filt = self._filter(where)
         if fts_query(text) is None:  # one ranking fused alone: its order, with RRF scores
@@ -132,3 +135,11 @@ def _hits(found: Sequence[Mapping[str, Any]], metric: str) -> list[Hit]:
 
 def _scored(hit: Hit, score: float) -> Hit:
     return Hit(hit.id, score, hit.passage, hit.start, hit.end, hit.metadata)
+
+
+def _no_exact(exact: bool | None) -> None:
+    if exact:
+        raise InputError(
+            "exact search is not available on a Milvus collection: its server runs its own vector "
+            "index (leave exact unset, or use --ann)"
+        )

@@ -46,7 +46,8 @@ DOC_FIELDS = ("doc_id", "document", "metadata", "content_hash", "passages", "add
 
 class MilvusStorage:
     """One collection on a Milvus server. ``space`` gives the vectors' length and similarity for
-    a new collection (created on the first write); ``index_type`` is its vector index."""
+    a new collection (created on the first write); ``index_type`` is its vector index;
+    ``timeout`` bounds each call (writes: ``set_busy_timeout``)."""
 
     def __init__(
         self,
@@ -56,7 +57,13 @@ class MilvusStorage:
         create: bool = True,
         index_type: str = "AUTOINDEX",
         timeout: float = 30.0,
+        refuse_local_options: bool = False,
     ) -> None:
+        if refuse_local_options:  # the SQLite index's search options were given
+            raise InputError(
+                "ann, matrix_dtype and ann_config set up the SQLite index's own search; a "
+                "Milvus collection's server chooses how its vector index runs"
+            )
         self.address = MilvusAddress.parse(location)
         self._space = space
         self.index_type = index_type
@@ -173,7 +180,7 @@ class MilvusStorage:
 
     def write_passages(self, rows: Sequence[PassageRow]) -> None:
         """Upsert passage rows (a row named twice keeps its last), then delete the surplus
-        passages that longer earlier versions of their documents left, then advance the sequence."""
+        passages that longer previous versions of their documents left, then advance the sequence."""
         unique = list({r.id: r for r in rows}.values())
         batch: list[PassageRow] = []
         size = 0
