@@ -140,6 +140,9 @@ def test_replacing_a_document_never_leaves_it_missing(
         assert ix.get("long").chunks == 1 and ix.count() == 2
         assert ix.search("zanzibar marmalade", 5, mode="bm25") == []
         assert [d.id for d in ix.documents()] == ["long", "wing"]  # a replaced one keeps its place
+        with pytest.raises(InputError, match="holds 66000 bytes of text; a Milvus text field"):
+            ix.add(["huge"], ["é" * 33_000])
+        assert ix.count() == 2 and ix.store.sequence() == 2
         with pytest.raises(InputError, match="exact search is not available"):
             ix.search("lift", 1, exact=True)
     with pytest.raises(InputError, match="server chooses"):

@@ -24,6 +24,7 @@ from distilmarco.index.milvus.schema import (
     META_PROPERTY,
     SEQ_PROPERTY,
     PassageRow,
+    check_sizes,
     create_collection,
     passage_rows,
 )
@@ -135,6 +136,8 @@ class MilvusStorage:
         unique = list({r.id: r for r in rows}.values())
         if not unique:
             return 0
+        for r in unique:  # before anything is created or written
+            check_sizes(r.id, r.text)
         self._prepare(meta, check)
         existing = self._added([r.id for r in unique])
         if existing and not replace:
