@@ -9,6 +9,7 @@ hybrid, model mismatch, bad input) run on both stores in ``test_index.py``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from milvus_fixtures import milvus_location, milvus_server
+from milvus_fixtures import URI_ENV, milvus_location, milvus_server
 
 from distilmarco.errors import (
     FormatError,
@@ -336,3 +337,16 @@ def test_push_refuses_bad_folders_before_writing(
         push(folder, milvus_location)
     with Index(milvus_location) as ix:
         assert ix.ids() == ["x"] and ix.store.counts().chunks == 1
+
+
+def test_filter_values_travel_as_parameters_where_the_server_takes_them(
+    milvus_location: str, tiny_encoder
+) -> None:  # type: ignore[no-untyped-def]
+    """Milvus 2.5+ gets template parameters; Milvus Lite (no templates) escaped literals. With
+    ``DISTILMARCO_MILVUS_URI`` naming a real Milvus this checks the templated path."""
+    with Index(milvus_location, tiny_encoder) as ix:
+        ix.add(["q", "r"], ["quoted", "plain"], [{"k": 'a"b\\'}, {"k": "ab"}])
+        real = bool(os.environ.get(URI_ENV))
+        assert ix.store.col.templates() is real  # type: ignore[attr-defined]
+        assert [h.id for h in ix.search("x", 3, where={"k": 'a"b\\'})] == ["q"]
+        assert [h.id for h in ix.search("x", 3, where={"k": ["ab", "zz"]}, mode="hybrid")] == ["r"]

@@ -88,13 +88,13 @@ class Collection:
         return out
 
     def iterate(self, filt: MilvusFilter, fields: Sequence[str]) -> Iterator[dict[str, Any]]:
-        """Every matching row, in pages."""
+        """Every matching row, in pages (``filt`` on fixed fields only: the iterator takes no
+        template parameters)."""
+        if filt.params:
+            raise ValueError("iterate takes a filter without parameters")
         with rpc(self.address, "reading the collection"):
             it = self.client.query_iterator(
-                self.name,
-                batch_size=1_000,
-                output_fields=list(fields),
-                **filt.search_args(self.templates()),
+                self.name, batch_size=1_000, output_fields=list(fields), filter=filt.literal
             )
             try:
                 while page := it.next():
