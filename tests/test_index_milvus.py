@@ -350,3 +350,20 @@ def test_filter_values_travel_as_parameters_where_the_server_takes_them(
         assert ix.store.col.templates() is real  # type: ignore[attr-defined]
         assert [h.id for h in ix.search("x", 3, where={"k": 'a"b\\'})] == ["q"]
         assert [h.id for h in ix.search("x", 3, where={"k": ["ab", "zz"]}, mode="hybrid")] == ["r"]
+
+
+def test_pushing_a_newer_folder_removes_surplus_passages(
+    milvus_location: str, tmp_path: Path, tiny_encoder
+) -> None:  # type: ignore[no-untyped-def]
+    from distilmarco.index.milvus.push import push
+
+    write_embeddings(
+        tmp_path / "a", tiny_encoder, {"long": LONG, "wing": DOCS["wing"]}, {}, chunk=(16, 4)
+    )
+    write_embeddings(tmp_path / "b", tiny_encoder, {"long": "short now"}, {}, chunk=(16, 4))
+    assert push(tmp_path / "a", milvus_location).documents == 2
+    assert len(rows_of(milvus_location, "long")) > 3
+    assert push(tmp_path / "b", milvus_location).rows == 1
+    assert rows_of(milvus_location, "long") == ["long#0"]
+    with Index(milvus_location, tiny_encoder) as ix:
+        assert ix.get("long").text == "short now" and ix.count() == 2

@@ -137,10 +137,11 @@ def push(
     start = time.perf_counter()
     storage = MilvusStorage(location, lambda: source.space)
     try:
-        storage.record(source.meta, check_same_model)
+        fresh = storage.record(source.meta, check_same_model)
         done = 0
         for rows in source.batches(batch_rows):
-            storage.write_passages(rows)
+            # a collection created by this push holds no older versions' passages to delete
+            storage.write_passages(rows, replaced=set() if fresh else None)
             done += len(rows)
             if progress is not None:
                 progress(done, source.rows)

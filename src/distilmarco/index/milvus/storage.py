@@ -152,11 +152,12 @@ class MilvusStorage:
             for i, r in enumerate(unique)
             for p in passage_rows(r, existing.get(r.id, now + i))  # a replaced one keeps its place
         ]
-        self.write_passages(passages)
+        self.write_passages(passages, replaced=set(existing))
         return len(unique)
 
-    def _prepare(self, meta: Mapping[str, str] | None, check: ModelCheck | None) -> None:
-        """Refuse another model (``check``), create the collection and record ``meta``."""
+    def _prepare(self, meta: Mapping[str, str] | None, check: ModelCheck | None) -> bool:
+        """Refuse another model (``check``), create the collection and record ``meta``; returns
+        whether the collection was created now."""
         self._meta = None
         recorded = self.meta()
         if check is not None and meta is not None:
@@ -171,19 +172,26 @@ class MilvusStorage:
                     space.similarity,
                     self.index_type,
                 )
-            self._exists = True
+            self._exists = created = True
             log.info("created Milvus collection %s (%d-d)", self.address, space.dimension)
+        else:
+            created = False
         if meta and dict(meta) != {k: recorded.get(k) for k in meta}:
             self._set_properties({META_PROPERTY: json.dumps({**recorded, **meta}, sort_keys=True)})
             self._meta = None
+        return created
 
-    def record(self, meta: Mapping[str, str], check: ModelCheck) -> None:
-        """Check and record the model's identity before rows embedded elsewhere are written."""
-        self._prepare(meta, check)
+    def record(self, meta: Mapping[str, str], check: ModelCheck) -> bool:
+        """Check and record the model's identity before rows embedded elsewhere are written;
+        returns whether the collection was created now (then it holds no older rows)."""
+        return self._prepare(meta, check)
 
-    def write_passages(self, rows: Sequence[PassageRow]) -> None:
+    def write_passages(
+        self, rows: Sequence[PassageRow], *, replaced: set[str] | None = None
+    ) -> None:
         """Upsert passage rows (a row named twice keeps its last), then delete the surplus
-        passages that longer previous versions of their documents left, then advance the sequence."""
+        passages that longer previous versions of their documents left (of the documents in
+        ``replaced``; None: any of them may have one), then advance the sequence."""
         unique = list({r.id: r for r in rows}.values())
         batch: list[PassageRow] = []
         size = 0
@@ -197,7 +205,8 @@ class MilvusStorage:
             self._upsert(batch)
         by_count: dict[int, list[str]] = {}
         for row in unique:
-            by_count.setdefault(row.passages, []).append(row.doc_id)
+            if replaced is None or row.doc_id in replaced:
+                by_count.setdefault(row.passages, []).append(row.doc_id)
         for count, docs in by_count.items():
             self._delete_where(sorted(set(docs)), f"passage >= {int(count)}")
         self._bump()
