@@ -367,3 +367,25 @@ def test_pushing_a_newer_folder_removes_surplus_passages(
     assert rows_of(milvus_location, "long") == ["long#0"]
     with Index(milvus_location, tiny_encoder) as ix:
         assert ix.get("long").text == "short now" and ix.count() == 2
+
+
+def test_cli_add_and_sync_into_a_collection(
+    milvus_location: str, tmp_path: Path, tiny_model_dir: Path, capsys
+) -> None:  # type: ignore[no-untyped-def]
+    from distilmarco.cli import main
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text(DOCS["wing"])
+    (folder / "b.txt").write_text(DOCS["boat"])
+    add = ["index", "add", str(folder), "--index", milvus_location, "--json"]
+    assert main([*add, "-m", str(tiny_model_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["added"] == 2
+    (folder / "b.txt").unlink()
+    (folder / "a.txt").write_text(DOCS["wing"] + " Flaps add more lift.")
+    assert main([*add, "--sync"]) == 0  # the recorded model, only changed content embedded
+    report = json.loads(capsys.readouterr().out)
+    assert (report["updated"], report["deleted"], report["added"]) == (1, 1, 0)
+    with Index(milvus_location) as ix:
+        (doc,) = list(ix.documents())
+        assert doc.text.endswith("Flaps add more lift.") and doc.id.endswith("a.txt")

@@ -30,8 +30,11 @@ class MilvusSearch:
         return compile_where(where, self._known, exclude_docs=tuple(exclude))
 
     def _known(self, key: str) -> bool:
+        """Whether some row has ``key`` in its metadata: a misspelt key is an error, as in the
+        SQLite index, not zero hits."""
+        exists = f"exists metadata[{quote(key)}]"
         found = self.col.query(
-            MilvusFilter(f"exists metadata[{quote(key)}]", {}, f"exists metadata[{quote(key)}]"),
+            MilvusFilter(exists, {}, exists),
             ["id"],
             limit=1,
         )
