@@ -350,6 +350,11 @@ def test_filter_values_travel_as_parameters_where_the_server_takes_them(
         assert ix.store.col.templates() is real  # type: ignore[attr-defined]
         assert [h.id for h in ix.search("x", 3, where={"k": 'a"b\\'})] == ["q"]
         assert [h.id for h in ix.search("x", 3, where={"k": ["ab", "zz"]}, mode="hybrid")] == ["r"]
+        odd = 'id "with" \\ quotes, in [brackets]'
+        ix.upsert([odd], ["an awkward id"])
+        assert ix.get(odd).text == "an awkward id" and ix.vectors([odd]).shape == (1, 32)
+        assert ix.search_vector(ix.vectors(["q"])[0], 3, exclude_ids=[odd, "r"])[0].id == "q"
+        assert ix.delete([odd, "nope"]) == 1 and ix.count() == 2
 
 
 def test_pushing_a_newer_folder_removes_surplus_passages(
