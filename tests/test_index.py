@@ -1,4 +1,8 @@
-"""Behaviour of the index with the tiny random model: API, chunking, filters, errors, CLI, ingest."""
+"""Behaviour of the index with the tiny random model: API, chunking, filters, errors, CLI, ingest.
+
+Tests taking ``any_index`` or ``store`` run once on a SQLite file and once on a Milvus collection
+(``milvus_fixtures.py``); the others check the SQLite file itself.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from milvus_fixtures import milvus_location, milvus_server, store
 
 from distilmarco.errors import IndexStoreError, InputError, ModelMismatchError, NotFoundError
 from distilmarco.index import Index
@@ -16,6 +21,12 @@ from distilmarco.index.chunking import ChunkConfig, chunk_spans
 from distilmarco.index.model import IndexModel
 from distilmarco.index.scoring import reciprocal_rank_fusion
 from distilmarco.index.store import APPLICATION_ID, MIGRATIONS
+
+FIXTURES = (
+    milvus_location,
+    milvus_server,
+    store,
+)  # pytest finds fixtures by their names in the module
 
 DOCS = {
     "wing": "The wing of an aircraft generates lift as air flows over it.",
@@ -45,6 +56,19 @@ def index(tmp_path: Path, tiny_encoder) -> Index:  # type: ignore[no-untyped-def
     ix.close()
 
 
+@pytest.fixture
+def any_index(store: str, tiny_encoder) -> Index:  # type: ignore[no-untyped-def]
+    """The same five documents in each kind of storage."""
+    ix = Index(store, tiny_encoder)
+    ix.add(list(DOCS), list(DOCS.values()), META)
+    yield ix
+    ix.close()
+
+
+def on_milvus(ix: Index) -> bool:
+    return ix.store.location.startswith("milvus://")
+
+
 def snapshot(ix: Index) -> tuple[int, ...]:
     c = ix.store.counts()
     return (c.seq, c.documents, c.chunks, c.vectors, c.fts)
@@ -68,9 +92,9 @@ def test_add_get_count_and_file_format(index: Index) -> None:
     assert (stats.dimension, stats.similarity) == (32, "cosine") and stats.seq == 1
 
 
-def test_dense_scores_are_cosine_of_the_model(index: Index, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+def test_dense_scores_are_cosine_of_the_model(any_index: Index, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
     query = "why do planes fly"
-    hits = index.search(query, k=5)
+    hits = any_index.search(query, k=5)
     docs = unit(tiny_encoder.encode(list(DOCS.values())))
     expected = docs @ unit(tiny_encoder.encode([query])[0])
     order = np.argsort(-expected)
@@ -80,86 +104,107 @@ def test_dense_scores_are_cosine_of_the_model(index: Index, tiny_encoder) -> Non
         assert (
             h.passage == DOCS[h.id][h.start : h.end] and h.metadata == META[list(DOCS).index(h.id)]
         )
-    top = index.search(DOCS["cat"], k=1)[0]
+    top = any_index.search(DOCS["cat"], k=1)[0]
     assert top.id == "cat" and top.score == pytest.approx(1.0, abs=1e-5)
 
 
-def test_where_filters(index: Index) -> None:
-    assert {h.id for h in index.search("anything", 10, where={"lang": "en"})} == {
+def test_where_filters(any_index: Index) -> None:
+    assert {h.id for h in any_index.search("anything", 10, where={"lang": "en"})} == {
         "wing",
         "boat",
         "bread",
     }
-    assert {h.id for h in index.search("x", 10, where={"lang": ["fr", "de"]})} == {"cat", "rocket"}
-    assert {h.id for h in index.search("x", 10, where={"year": 2001, "ok": True})} == {
+    assert {h.id for h in any_index.search("x", 10, where={"lang": ["fr", "de"]})} == {
+        "cat",
+        "rocket",
+    }
+    assert {h.id for h in any_index.search("x", 10, where={"year": 2001, "ok": True})} == {
         "wing",
         "cat",
     }
-    assert {h.id for h in index.search("x", 10, where={"ok": False})} == {"boat"}
-    assert {h.id for h in index.search("x", 10, where={"ok": None})} == {"bread"}
-    assert {h.id for h in index.search("the", 10, where={"topic": "air"}, mode="bm25")} == {
+    assert {h.id for h in any_index.search("x", 10, where={"ok": False})} == {"boat"}
+    assert {h.id for h in any_index.search("x", 10, where={"ok": None})} == {"bread"}
+    assert {h.id for h in any_index.search("the", 10, where={"topic": "air"}, mode="bm25")} == {
         "wing",
         "rocket",
     }
-    assert index.search("x", 10, where={"lang": "xx"}) == []
-    with pytest.raises(
-        InputError, match=r"'colour' is not a metadata key.*known keys: lang, ok, topic, year"
-    ):
-        index.search("x", where={"colour": "red"})
+    assert any_index.search("x", 10, where={"lang": "xx"}) == []
+    known = "" if on_milvus(any_index) else ".*known keys: lang, ok, topic, year"
+    with pytest.raises(InputError, match=r"'colour' is not a metadata key" + known):
+        any_index.search("x", where={"colour": "red"})
+    with pytest.raises(InputError, match="'colour' is not a metadata key"):
+        any_index.search("x", where={"colour": "red"}, mode="hybrid")
+    tricky = {'a"b\\c': 'x" or doc_id != "', "it's": "l'eau\n\t", "ünï": "😀"}
+    any_index.upsert(["tricky"], ["a document with awkward metadata"], [tricky])
+    assert [h.id for h in any_index.search("x", 10, where=dict(tricky))] == ["tricky"]
+    for key, value in tricky.items():  # each value matches itself only, never more
+        assert [h.id for h in any_index.search("x", 10, where={key: value})] == ["tricky"]
+        assert any_index.search("x", 10, where={key: value + " "}) == []
     with pytest.raises(InputError, match="dict"):
-        index.search("x", where={"lang": {"$ne": "en"}})
+        any_index.search("x", where={"lang": {"$ne": "en"}})
 
 
-def test_bm25_and_hybrid(index: Index) -> None:
-    hits = index.search("yeast dough", 3, mode="bm25")
+def test_bm25_and_hybrid(any_index: Index) -> None:
+    hits = any_index.search("yeast dough", 3, mode="bm25")
     assert [h.id for h in hits] == ["bread"] and hits[0].score > 0
-    assert index.search("!!! ???", 3, mode="bm25") == []
+    assert any_index.search("!!! ???", 3, mode="bm25") == []
     query = "boat water displaces"
-    dense = [h.id for h in index.search(query, 100)]
-    lexical = [h.id for h in index.search(query, 100, mode="bm25")]
-    fused = index.search(query, 3, mode="hybrid")
+    dense = [h.id for h in any_index.search(query, 100)]
+    lexical = [h.id for h in any_index.search(query, 100, mode="bm25")]
+    fused = any_index.search(query, 3, mode="hybrid")
     expected = sorted(
         {
             i: sum(1 / (60 + r.index(i) + 1) for r in (dense, lexical) if i in r) for i in DOCS
         }.items(),
         key=lambda kv: (-kv[1], kv[0]),
     )[:3]
-    assert [(h.id, round(h.score, 12)) for h in fused] == [(i, round(s, 12)) for i, s in expected]
+    assert [h.id for h in fused] == [i for i, _ in expected]
+    # Milvus reports float32 scores
+    np.testing.assert_allclose([h.score for h in fused], [s for _, s in expected], rtol=1e-6)
+    assert {h.id for h in any_index.search(query, 10, mode="hybrid", where={"lang": "en"})} == {
+        "wing",
+        "boat",
+        "bread",
+    }
     assert reciprocal_rank_fusion([["a", "b"], ["b"]]) == [("b", 1 / 62 + 1 / 61), ("a", 1 / 61)]
 
 
-def test_upsert_delete_and_add_conflict(index: Index) -> None:
-    before = snapshot(index)
+def test_upsert_delete_and_add_conflict(any_index: Index) -> None:
+    before = snapshot(any_index)
     with pytest.raises(InputError, match=r"already exist.*'cat'.*upsert"):
-        index.add(["new", "cat"], ["a new one", "dup"])
-    assert snapshot(index) == before and "new" not in index
-    index.upsert(["cat", "new"], ["Dogs bark at the postman.", "a new one"], [{"lang": "en"}, None])
-    assert index.get("cat").text == "Dogs bark at the postman." and index.get("cat").metadata == {
-        "lang": "en"
-    }
-    assert index.count() == 6 and index.search("Dogs bark at the postman.", 1)[0].id == "cat"
-    assert index.delete(["cat", "nope", "cat"]) == 1
-    assert "cat" not in index and all(h.id != "cat" for h in index.search("cat", 10))
-    c = index.store.counts()
+        any_index.add(["new", "cat"], ["a new one", "dup"])
+    assert snapshot(any_index) == before and "new" not in any_index
+    any_index.upsert(
+        ["cat", "new"], ["Dogs bark at the postman.", "a new one"], [{"lang": "en"}, None]
+    )
+    assert any_index.get("cat").text == "Dogs bark at the postman." and any_index.get(
+        "cat"
+    ).metadata == {"lang": "en"}
+    assert (
+        any_index.count() == 6 and any_index.search("Dogs bark at the postman.", 1)[0].id == "cat"
+    )
+    assert any_index.delete(["cat", "nope", "cat"]) == 1
+    assert "cat" not in any_index and all(h.id != "cat" for h in any_index.search("cat", 10))
+    c = any_index.store.counts()
     assert c.chunks == c.vectors == c.fts == 5 and c.seq == before[0] + 2
 
 
-def test_vectors_and_search_vector(index: Index, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
-    vecs = index.vectors(["rocket", "wing"])
+def test_vectors_and_search_vector(any_index: Index, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    vecs = any_index.vectors(["rocket", "wing"])
     expected = unit(tiny_encoder.encode([DOCS["rocket"], DOCS["wing"]]))
     np.testing.assert_allclose(vecs, expected, atol=1e-6)
-    like = index.search_vector(vecs[0], 3, exclude_ids=["rocket"])
+    like = any_index.search_vector(vecs[0], 3, exclude_ids=["rocket"])
     assert "rocket" not in [h.id for h in like] and len(like) == 3
-    assert index.search_vector(vecs[0], 1)[0].id == "rocket"
+    assert any_index.search_vector(vecs[0], 1)[0].id == "rocket"
     with pytest.raises(NotFoundError):
-        index.vectors(["rocket", "ghost"])
-    ids, everything = index.all_vectors()
+        any_index.vectors(["rocket", "ghost"])
+    ids, everything = any_index.all_vectors()
     assert ids == list(DOCS)
     np.testing.assert_allclose(
         everything, unit(tiny_encoder.encode(list(DOCS.values()))), atol=1e-6
     )
     with pytest.raises(InputError, match="32 finite numbers"):
-        index.search_vector(np.zeros(5), 3)
+        any_index.search_vector(np.zeros(5), 3)
 
 
 def test_long_documents_are_chunked_token_exactly(tmp_path: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
@@ -204,26 +249,26 @@ def test_chunk_spans_pure() -> None:
         ChunkConfig.for_model(128, 40, 30)
 
 
-@pytest.mark.parametrize(
-    ("ids", "texts", "meta", "message"),
-    [
-        (["a"], [""], None, "text 0 .* is empty"),
-        (["a"], ["   \n"], None, "is empty"),
-        (["a", "a"], ["x", "y"], None, "'a' appears more than once"),
-        ([1], ["x"], None, "id 0 is int"),
-        ([("a",)], ["x"], None, "id 0 is tuple"),
-        ([""], ["x"], None, "empty string"),
-        (["a"], [b"x"], None, "text 0 .* is bytes"),
-        (["a", "b"], ["x"], None, "2 ids but 1 texts"),
-        (["a"], ["x"], [{"k": {1, 2}}], "not JSON-serialisable"),
-        (["a"], ["x"], [{"k": float("nan")}], "not JSON-serialisable"),
-        (["a"], ["x"], [{1: "v"}], "key 1 that is not a string"),
-        (["a"], ["x"], ["lang=en"], "must be a dict"),
-        (["a"], ["x"], [{"k": object()}], "not JSON-serialisable"),
-        ("abc", ["x"], None, "ids must be a list"),
-        (["a"], ["x\ud800"], None, "lone surrogate"),
-    ],
-)
+BAD_DOCUMENTS = [
+    (["a"], [""], None, "text 0 .* is empty"),
+    (["a"], ["   \n"], None, "is empty"),
+    (["a", "a"], ["x", "y"], None, "'a' appears more than once"),
+    ([1], ["x"], None, "id 0 is int"),
+    ([("a",)], ["x"], None, "id 0 is tuple"),
+    ([""], ["x"], None, "empty string"),
+    (["a"], [b"x"], None, "text 0 .* is bytes"),
+    (["a", "b"], ["x"], None, "2 ids but 1 texts"),
+    (["a"], ["x"], [{"k": {1, 2}}], "not JSON-serialisable"),
+    (["a"], ["x"], [{"k": float("nan")}], "not JSON-serialisable"),
+    (["a"], ["x"], [{1: "v"}], "key 1 that is not a string"),
+    (["a"], ["x"], ["lang=en"], "must be a dict"),
+    (["a"], ["x"], [{"k": object()}], "not JSON-serialisable"),
+    ("abc", ["x"], None, "ids must be a list"),
+    (["a"], ["x\ud800"], None, "lone surrogate"),
+]
+
+
+@pytest.mark.parametrize(("ids", "texts", "meta", "message"), BAD_DOCUMENTS)
 def test_bad_documents_store_nothing(index: Index, ids, texts, meta, message) -> None:  # type: ignore[no-untyped-def]
     before = snapshot(index)
     with pytest.raises(InputError, match=message):
@@ -231,16 +276,24 @@ def test_bad_documents_store_nothing(index: Index, ids, texts, meta, message) ->
     assert snapshot(index) == before
 
 
-def test_bad_queries(index: Index) -> None:
+def test_bad_documents_store_nothing_in_either_store(any_index: Index) -> None:
+    before = snapshot(any_index)
+    for ids, texts, meta, message in BAD_DOCUMENTS:
+        with pytest.raises(InputError, match=message):
+            any_index.upsert(ids, texts, meta)
+    assert snapshot(any_index) == before
+
+
+def test_bad_queries(any_index: Index) -> None:
     for kwargs, message in [
         ({"k": 0}, "k must be a positive integer"),
         ({"k": "3"}, "k must be"),
         ({"mode": "fuzzy"}, "mode 'fuzzy' is not one of dense, bm25, hybrid"),
     ]:
         with pytest.raises(InputError, match=message):
-            index.search("x", **kwargs)
+            any_index.search("x", **kwargs)
     with pytest.raises(InputError, match="non-empty"):
-        index.search("  ")
+        any_index.search("  ")
 
 
 def test_files_that_are_not_our_index(tmp_path: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
@@ -266,15 +319,22 @@ def test_files_that_are_not_our_index(tmp_path: Path, tiny_encoder) -> None:  # 
         Index(newer)
 
 
-def test_model_mismatch_and_reindex(tmp_path: Path, index: Index, make_model) -> None:  # type: ignore[no-untyped-def]
+def test_model_mismatch_and_reindex(any_index: Index, make_model) -> None:  # type: ignore[no-untyped-def]
     from distilmarco import Encoder
 
     other = Encoder(make_model("tiny-other-48", hidden=48, seed=3))
-    index.close()
+    location = any_index.store.location
+    any_index.close()
     with pytest.raises(ModelMismatchError, match=r"dimension '32' .* '48'"):
-        Index(index.path, other)
-    reopened = Index(index.path)  # no model given: the recorded one is loaded when needed
+        Index(location, other)
+    reopened = Index(location)  # no model given: the recorded one is loaded when needed
     assert reopened.search(DOCS["rocket"], 1)[0].id == "rocket"
+    if on_milvus(reopened):  # a collection's vector field is fixed: no reindex in place
+        with pytest.raises(IndexStoreError, match="cannot be re-embedded in place"):
+            reopened.reindex(other)
+        assert reopened.count() == 5 and reopened.get("cat").metadata == META[2]
+        reopened.close()
+        return
     assert reopened.reindex(other) == 5
     stats = reopened.stats()
     assert (stats.dimension, stats.documents, stats.chunks, stats.vectors) == (48, 5, 5, 5)
@@ -282,7 +342,7 @@ def test_model_mismatch_and_reindex(tmp_path: Path, index: Index, make_model) ->
     assert top.id == "bread" and top.score == pytest.approx(1.0, abs=1e-5)
     assert reopened.get("cat").metadata == META[2]  # metadata survives a reindex
     reopened.close()
-    with Index(index.path, other) as again:
+    with Index(location, other) as again:
         assert again.vectors(["wing"]).shape == (1, 48)
 
 
@@ -400,9 +460,9 @@ def test_reindex_refuses_when_the_index_changed_meanwhile(
     assert index.search("written by another process during the reindex", 1)[0].id == "late"
 
 
-def test_passages_keep_character_offsets_beyond_ascii(tmp_path: Path, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+def test_passages_keep_character_offsets_beyond_ascii(store: str, tiny_encoder) -> None:  # type: ignore[no-untyped-def]
     text = "Ünïcödé 漢字 テスト emoji 😀 café naïve " * 20 + " zanzibar"
-    with Index(tmp_path / "u.db", tiny_encoder, chunk_tokens=8, chunk_overlap=2) as ix:
+    with Index(store, tiny_encoder, chunk_tokens=8, chunk_overlap=2) as ix:
         ix.add(["u"], [text])
         hits = ix.search("zanzibar", 3, mode="bm25") + ix.search("漢字 テスト 😀", 3)
         hits += ix.search_vector(ix.vectors(["u"])[0], 1, exact=False)

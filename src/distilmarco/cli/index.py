@@ -29,13 +29,15 @@ if TYPE_CHECKING:
     from distilmarco.index.identity import Engine
 
 index_app = typer.Typer(
-    help="Build and search a semantic index (one SQLite file).",
+    help="Build and search a semantic index (one SQLite file, or a Milvus collection).",
     epilog='\b\nExample: distilmarco index search "how do planes fly?" --index docs.db',
     no_args_is_help=True,
 )
 app.add_typer(index_app, name="index")
 
-DbOption = typer.Option(Path("distilmarco.db"), "--index", help="Index file")
+DbOption = typer.Option(
+    Path("distilmarco.db"), "--index", help="Index file, or milvus://HOST:PORT/COLLECTION"
+)
 JsonOption = JsonFlag
 
 
@@ -252,3 +254,39 @@ def reindex(
         n = index.reindex(model or index.store.meta().get("model_id") or "")
         index.optimize_if_large()
     out.print(f"re-embedded {n} document(s) with {model or 'the recorded model'}")
+
+
+@index_app.command(
+    "push",
+    epilog="\b\nExample: distilmarco index push vectors/ --to milvus://127.0.0.1:19530/passages",
+)
+def push(
+    folder: Path = typer.Argument(..., help="Embeddings folder written by embed --ray"),
+    to: str = typer.Option(..., "--to", help="Milvus collection: milvus://HOST:PORT/COLLECTION"),
+    batch_rows: int = typer.Option(1000, "--batch-rows", min=1, help="Passages per upsert"),
+    as_json: bool = JsonOption,
+) -> None:
+    """Load precomputed vectors into a Milvus collection (no re-embedding); re-running it
+    overwrites the same rows, never duplicates them."""
+    from rich.progress import Progress
+
+    from distilmarco.index.milvus.push import push as push_folder
+    from distilmarco.index.milvus.push import require_pyarrow
+
+    require_pyarrow()
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("pushing", total=None)
+        report = push_folder(
+            folder,
+            to,
+            batch_rows=batch_rows,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    if as_json:
+        out.print_json(json.dumps(asdict(report)))
+    else:
+        rate = report.rows / report.seconds if report.seconds else 0.0
+        out.print(
+            f"pushed {report.rows} passage(s) to {report.location} ({report.documents} "
+            f"document(s) there) in {report.seconds:.1f} s, {rate:,.0f} rows/s"
+        )

@@ -26,7 +26,9 @@ def serve(
         DEFAULT_MODEL, "--model", "-m", envvar=_env("MODEL"), help="Hub id or local folder"
     ),
     index: Path | None = typer.Option(
-        None, envvar=_env("INDEX"), help="Index file to search and edit (enables /search)"
+        None,
+        envvar=_env("INDEX"),
+        help="Index file or milvus://HOST:PORT/COLLECTION to search and edit (enables /search)",
     ),
     host: str = typer.Option("127.0.0.1", envvar=_env("HOST"), help="Address to bind"),
     port: int = typer.Option(8080, envvar=_env("PORT"), help="TCP port"),

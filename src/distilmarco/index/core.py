@@ -20,9 +20,9 @@ from distilmarco.errors import InputError, NotFoundError
 from distilmarco.index.ann import AnnConfig, AnnFileStats
 from distilmarco.index.chunking import ChunkConfig
 from distilmarco.index.identity import Engine, check_same_model
+from distilmarco.index.location import open_storage
 from distilmarco.index.model import EmbedFn, IndexModel
 from distilmarco.index.searcher import AnnPolicy
-from distilmarco.index.sqlite import SqliteStorage
 from distilmarco.index.storage import DocumentRow, Hit, Storage, StoredDocument
 from distilmarco.index.validate import check_ids, validate_documents
 from distilmarco.vectors import prepare
@@ -64,7 +64,8 @@ class IndexStats:
 
 
 class Index:
-    """A persistent semantic search index in one SQLite file.
+    """A persistent semantic search index in one SQLite file, or in a Milvus collection when
+    ``path`` is ``milvus://HOST:PORT/COLLECTION`` (the ``milvus`` extra).
 
     >>> with Index("docs.db", encoder) as index:               # doctest: +SKIP
     ...     index.add(["a"], ["Planes fly because their wings make lift."], [{"lang": "en"}])
@@ -91,8 +92,8 @@ class Index:
     ) -> None:
         self.path = Path(path)
         self._rerankers: dict[str, Reranker] = {}
-        self.store: Storage = SqliteStorage(
-            self.path,
+        self.store: Storage = open_storage(
+            path,
             lambda: self.model.space(),
             ann=ann,
             matrix_dtype=matrix_dtype,
@@ -206,7 +207,7 @@ class Index:
     def get(self, id: str) -> Document:
         doc = self.store.get(id)
         if doc is None:
-            raise NotFoundError(f"no document with id {id!r} in {self.path}")
+            raise NotFoundError(f"no document with id {id!r} in {self.store.location}")
         return doc
 
     def count(self) -> int:
@@ -364,7 +365,7 @@ class Index:
             return int(meta[key]) if key in meta else None
 
         return IndexStats(
-            path=str(self.path),
+            path=self.store.location,
             documents=counts.documents,
             chunks=counts.chunks,
             vectors=counts.vectors,
