@@ -182,8 +182,8 @@ def main(out_dir: Path, quick: bool) -> None:
         "top10_overlap": agree,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "distributed-milvus.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out_dir / "distributed-milvus.md").write_text(render(result) + "\n")
+    (out_dir / "milvus.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out_dir / "milvus.md").write_text(render(result) + "\n")
 
 
 def render(r: dict[str, Any]) -> str:
