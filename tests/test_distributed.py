@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from milvus_fixtures import milvus_location, milvus_server  # noqa: F401
 
 pytest.importorskip("ray.data")
 pa = pytest.importorskip("pyarrow")
@@ -174,6 +175,46 @@ def test_embed_dataset_composes_into_a_pipeline(cluster: Any, tiny_model_dir: Pa
     vectors = np.array([got[str(i)]["vector"] for i in range(40)], dtype=np.float32)
     np.testing.assert_allclose(vectors, expected, atol=1e-6, rtol=0)
     assert {(r["start"], r["end"]) for r in rows} == {(0, len(t)) for t in texts}
+
+
+@pytest.mark.parametrize("chunk", [True, False], ids=["chunked", "whole"])
+def test_ray_folder_pushed_to_milvus_searches_as_the_sqlite_index(
+    cluster: Any, request: pytest.FixtureRequest, tiny_model_dir: Path, tmp_path: Path, chunk: bool
+) -> None:
+    """The two halves together: a folder written by ``embed --ray`` is pushed into Milvus without
+    embedding again, then opened with the same encoder and searched like the SQLite index."""
+    pytest.importorskip("pymilvus")
+    location = str(request.getfixturevalue("milvus_location"))
+    rows = corpus(30)
+    src = write_jsonl(tmp_path / "docs.jsonl", rows)
+    out = tmp_path / "vectors"
+    windows = ["--chunk", "--chunk-tokens", "16", "--chunk-overlap", "4"] if chunk else []
+    args = ["embed", str(src), "-o", str(out), "--ray", cluster.address, "-m", str(tiny_model_dir)]
+    assert main([*args, "--backend", "torch", *windows]) == 0
+    assert main(["index", "push", str(out), "--to", location]) == 0
+
+    encoder = Encoder(tiny_model_dir, backend="torch")
+    ids, texts = [r["id"] for r in rows], [r["text"] for r in rows]
+    with Index(
+        tmp_path / "ref.db",
+        encoder,
+        chunk_tokens=16 if chunk else None,
+        chunk_overlap=4 if chunk else None,
+    ) as local:
+        local.add(ids, texts, metadata=[{"year": r["year"]} for r in rows])
+        with Index(location, encoder) as remote:
+            assert remote.stats().documents == 30
+            assert remote.get("d7") is not None and remote.get("d7").text == rows[7]["text"]
+            for query in ("wings push air", "planes fly"):
+                want = local.search(query, k=5, exact=True)
+                got = remote.search(query, k=5)
+                assert [h.id for h in got] == [h.id for h in want]
+                np.testing.assert_allclose(
+                    [h.score for h in got], [h.score for h in want], atol=1e-5
+                )
+                assert [(h.start, h.end) for h in got] == [(h.start, h.end) for h in want]
+            filtered = remote.search("planes fly", k=30, where={"year": 1995})
+            assert {h.id for h in filtered} == {r["id"] for r in rows if r["year"] == 1995}
 
 
 def job(src: Path, out: Path, model: Path, **options: Any) -> JobSettings:
