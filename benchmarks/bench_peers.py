@@ -282,8 +282,9 @@ def markdown(res: dict[str, Any]) -> str:
         f"({w['texts']} texts, {w['tokens']} tokens, mean {w['mean_tokens']}, max {w['max_tokens']}); "
         f"best of {res['rounds']} interleaved round(s); single-query latency over {res['queries']} "
         f"short queries. Load average at the end {res['load_average'][0]:.1f} (the machine was "
-        "shared with other jobs: compare ratios within this table only). Peers run in their own "
-        "virtual environment; `ran` is the precision each engine really ran."
+        "shared with other jobs: compare ratios within this table only). Ours and the peers are "
+        "served by the same worker script, each side in its own process and virtual environment, "
+        "timed inside the worker; `ran` is the precision each engine really ran."
         + (" **Quick run: smoke-test sizes, indicative only.**" if res["quick"] else ""),
         "",
         "| engine | ran | useful tok/s (mix) | vs ST torch | p50 ms | p99 ms |",
