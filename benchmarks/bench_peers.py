@@ -79,25 +79,32 @@ def peer_python() -> Path:
     return python
 
 
+def worker_env(threads: int, pythonpath: str | None = None) -> dict[str, str]:
+    """A worker's environment: this process's, with the thread settings every engine shares and
+    the interpreter's own ``PYTHONPATH`` (ours: the project's ``src``)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update({"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"})
+    # Read when torch starts its OpenMP pool, so set before the worker imports anything: idle
+    # OpenMP threads then sleep instead of spinning, and the processes take turns on the cores.
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    return env
+
+
 class Worker:
     """One engine-serving process (``peer_worker.py``); one request, one reply. Ours and the
     peers' run the same worker with the same environment (threads, OpenMP wait policy) and time
     each call inside the worker the same way; only the interpreter differs."""
 
     def __init__(self, python: Path, threads: int, pythonpath: str | None = None) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        env.update({"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"})
-        # Idle OpenMP threads sleep instead of spinning: the two processes take turns on the cores.
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
-        if pythonpath:
-            env["PYTHONPATH"] = pythonpath
         CACHE.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [str(python), str(Path(__file__).with_name("peer_worker.py"))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=env,
+            env=worker_env(threads, pythonpath),
             cwd=CACHE,
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.bench_peers import markdown, targets
+from benchmarks.bench_peers import markdown, targets, worker_env
 
 
 def row(engine: str, library: str, precision: str, tps: float, p50: float) -> dict[str, object]:
@@ -89,3 +89,13 @@ def test_our_engines_are_served_by_the_same_worker_as_the_peers(tiny_model_dir, 
         assert "error" in worker.ask(cmd="run", key="onnx-int8", texts=["not loaded"])
     finally:
         worker.close()
+
+
+def test_both_workers_get_the_same_thread_settings(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Ours and the peers' differ only in PYTHONPATH; OpenMP sleeps when idle in both."""
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    ours, peers = worker_env(2, "/repo/src"), worker_env(2)
+    assert ours.pop("PYTHONPATH") == "/repo/src" and "PYTHONPATH" not in peers
+    assert ours == peers
+    assert peers["OMP_WAIT_POLICY"] == "PASSIVE" and peers["OMP_NUM_THREADS"] == "2"
