@@ -2,12 +2,15 @@
 
 The peers run in their own virtual environment, which this benchmark creates under
 ``benchmarks/.cache/peers-venv`` (sentence-transformers' ONNX / OpenVINO extras pin other
-``transformers`` releases than ours; the project's environment is never touched), and are driven
-over a pipe (``peer_worker.py``), timing inside the worker. Every round runs every engine, ours
-and theirs, in a rotating order on the same mixed workload with the same threads; ratios are
-within one run. Static int8 on both sides is calibrated on the same texts (ours by default).
+``transformers`` releases than ours; the project's environment is never touched). Our engines
+and theirs are served by the same worker (``peer_worker.py``), one process per environment with
+the same environment variables and threads, loaded, warmed up and timed inside the worker the
+same way (tokenisation included, the pipe excluded). Every round runs every engine in a rotating
+order on the same mixed workload, and so does every single query; ratios are within one run.
+Static int8 on both sides is calibrated on the same texts (ours by default).
 
     python -m benchmarks.run --only peers [--quick]
+    python -m benchmarks.bench_peers --engines onnx-int8,st-onnx-int8 --queries 40 --out /tmp/x
 """
 
 from __future__ import annotations
@@ -17,14 +20,11 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from benchmarks.bench_encode import BY_KEY, EXPORTS, load_runner, percentile
+from benchmarks.bench_encode import EXPORTS, percentile
 from benchmarks.common import CACHE, ROOT, cpu_description, msmarco_like_model
 from benchmarks.workloads import standard_workloads
 
@@ -79,20 +79,32 @@ def peer_python() -> Path:
     return python
 
 
-class Peers:
-    """The worker process in the peers' environment; one request, one reply."""
+def worker_env(threads: int, pythonpath: str | None = None) -> dict[str, str]:
+    """A worker's environment: this process's, with the thread settings every engine shares and
+    the interpreter's own ``PYTHONPATH`` (ours: the project's ``src``)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env.update({"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"})
+    # Read when torch starts its OpenMP pool, so set before the worker imports anything: idle
+    # OpenMP threads then sleep instead of spinning, and the processes take turns on the cores.
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    return env
 
-    def __init__(self, python: Path, threads: int) -> None:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        env.update({"OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"})
-        # Idle OpenMP threads sleep instead of spinning: the two processes take turns on the cores.
-        env["OMP_WAIT_POLICY"] = "PASSIVE"
+
+class Worker:
+    """One engine-serving process (``peer_worker.py``); one request, one reply. Ours and the
+    peers' run the same worker with the same environment (threads, OpenMP wait policy) and time
+    each call inside the worker the same way; only the interpreter differs."""
+
+    def __init__(self, python: Path, threads: int, pythonpath: str | None = None) -> None:
+        CACHE.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [str(python), str(Path(__file__).with_name("peer_worker.py"))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=env,
+            env=worker_env(threads, pythonpath),
             cwd=CACHE,
         )
 
@@ -102,7 +114,7 @@ class Peers:
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            return {"error": f"peer worker exited ({self.proc.poll()})"}
+            return {"error": f"worker exited ({self.proc.poll()})"}
         return dict(json.loads(line))
 
     def close(self) -> None:
@@ -111,59 +123,62 @@ class Peers:
         self.proc.wait(timeout=60)
 
 
-def main(out_dir: Path, quick: bool, rounds: int | None = None) -> None:
+def main(
+    out_dir: Path,
+    quick: bool,
+    rounds: int | None = None,
+    engines: tuple[str, ...] = OURS + PEERS,
+    queries: int | None = None,
+) -> None:
+    """``engines``: the subset to run (ours and peers' keys); ``queries``: single-query calls
+    timed per engine (default 60; quick 10)."""
+    unknown = set(engines) - set(OURS + PEERS)
+    if unknown:
+        raise SystemExit(f"unknown engines {sorted(unknown)}; choose from {OURS + PEERS}")
     os.environ.setdefault("DISTILMARCO_CACHE", str(EXPORTS))
     from distilmarco.backends.cpu import physical_cores
     from distilmarco.backends.static_int8 import default_calibration_texts
 
     threads = physical_cores()
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch starts its OpenMP pool
-    import torch
-
-    torch.set_num_threads(threads)
     folder = msmarco_like_model()
     workloads = {w.name: w for w in standard_workloads(folder / "tokenizer.json", quick)}
     mix, short = workloads["mix"], workloads["short"]
     rounds = rounds or (1 if quick else 3)
+    calibration = default_calibration_texts()
+    work = CACHE / "peers-work"
+    work.mkdir(parents=True, exist_ok=True)
     runs: dict[str, Callable[[list[str]], float]] = {}
     ran: dict[str, str] = {}
     skipped: dict[str, str] = {}
-    for key in OURS:
-        try:
-            runner = load_runner(BY_KEY[key], folder, threads)
-        except Exception as exc:  # report, keep benchmarking the others
-            skipped[key] = f"{type(exc).__name__}: {str(exc).strip()[:200]}"
+    workers: list[Worker] = []
+    for group in (OURS, PEERS):
+        wanted = [k for k in group if k in engines]
+        if not wanted:
             continue
-        runner.encode(list(short.texts[:8]))
-
-        def timed(
-            texts: list[str], encode: Callable[[list[str]], np.ndarray] = runner.encode
-        ) -> float:
-            start = time.perf_counter()
-            encode(texts)
-            return time.perf_counter() - start
-
-        runs[key], ran[key] = timed, runner.precision
-    peers: Peers | None = None
-    try:
-        peers = Peers(peer_python(), threads)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        skipped.update({k: f"no peers environment: {exc}" for k in PEERS})
-    if peers is not None:
-        work = CACHE / "peers-work"
-        work.mkdir(parents=True, exist_ok=True)
-        calibration = default_calibration_texts()
-        for key in PEERS:
-            reply = peers.ask(
-                cmd="load", key=key, folder=str(folder), work=str(work), calibration=calibration
+        try:
+            python = Path(sys.executable) if group is OURS else peer_python()
+            path = str(ROOT / "src") if group is OURS else None
+            worker = Worker(python, threads, path)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            skipped.update({k: f"no environment: {exc}" for k in wanted})
+            continue
+        workers.append(worker)
+        for key in wanted:
+            reply = worker.ask(
+                cmd="load",
+                key=key,
+                folder=str(folder),
+                work=str(work),
+                calibration=calibration,
+                threads=threads,
             )
             if "error" in reply:
                 skipped[key] = reply["error"]
-                log.warning("peer %s: %s", key, reply["error"])
+                log.warning("%s: %s", key, reply["error"])
                 continue
 
-            def remote(texts: list[str], key: str = key, p: Peers = peers) -> float:
-                reply = p.ask(cmd="run", key=key, texts=texts)
+            def remote(texts: list[str], key: str = key, w: Worker = worker) -> float:
+                reply = w.ask(cmd="run", key=key, texts=texts)
                 return float(reply.get("seconds", float("nan")))
 
             runs[key], ran[key] = remote, reply["precision"]
@@ -173,13 +188,13 @@ def main(out_dir: Path, quick: bool, rounds: int | None = None) -> None:
         for key in keys[r % len(keys) :] + keys[: r % len(keys)]:
             times[key].append(runs[key](list(mix.texts)))
         log.info("round %d/%d done", r + 1, rounds)
-    queries = list(short.texts[: 10 if quick else 60])
+    queries_run = list(short.texts[: queries or (10 if quick else 60)])
     latency: dict[str, list[float]] = {k: [] for k in runs}
-    for q in queries:
-        for key in keys:
+    for i, q in enumerate(queries_run):
+        for key in keys[i % len(keys) :] + keys[: i % len(keys)]:
             latency[key].append(1000 * runs[key]([q]))
-    if peers is not None:
-        peers.close()
+    for worker in workers:
+        worker.close()
     st = min(times["st-torch"]) if times.get("st-torch") else None
     rows = [
         {
@@ -202,7 +217,7 @@ def main(out_dir: Path, quick: bool, rounds: int | None = None) -> None:
         "rounds": rounds,
         "load_average": os.getloadavg(),
         "workload": mix.summary(),
-        "queries": len(queries),
+        "queries": len(queries_run),
         "rows": rows,
         "skipped": skipped,
         "targets": targets(rows),
@@ -274,8 +289,9 @@ def markdown(res: dict[str, Any]) -> str:
         f"({w['texts']} texts, {w['tokens']} tokens, mean {w['mean_tokens']}, max {w['max_tokens']}); "
         f"best of {res['rounds']} interleaved round(s); single-query latency over {res['queries']} "
         f"short queries. Load average at the end {res['load_average'][0]:.1f} (the machine was "
-        "shared with other jobs: compare ratios within this table only). Peers run in their own "
-        "virtual environment; `ran` is the precision each engine really ran."
+        "shared with other jobs: compare ratios within this table only). Ours and the peers are "
+        "served by the same worker script, each side in its own process and virtual environment, "
+        "timed inside the worker; `ran` is the precision each engine really ran."
         + (" **Quick run: smoke-test sizes, indicative only.**" if res["quick"] else ""),
         "",
         "| engine | ran | useful tok/s (mix) | vs ST torch | p50 ms | p99 ms |",
@@ -305,8 +321,13 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_peers")
     parser.add_argument("--quick", action="store_true", help="the small workloads")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds (3; quick 1)")
+    parser.add_argument(
+        "--engines", default=",".join(OURS + PEERS), help="comma-separated subset (default: all)"
+    )
+    parser.add_argument("--queries", type=int, default=None, help="single queries (60; quick 10)")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    main(out, args.quick, args.rounds)
+    args.out.mkdir(parents=True, exist_ok=True)
+    engines = tuple(e.strip() for e in args.engines.split(",") if e.strip())
+    main(args.out, args.quick, args.rounds, engines, args.queries)

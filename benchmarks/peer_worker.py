@@ -1,9 +1,13 @@
-"""Runs inside the peers' own virtual environment (made by ``bench_peers``), never the project's:
-sentence-transformers' engines and fastembed, driven by JSON lines on stdin, one reply per line.
+"""The engine server of ``bench_peers``, driven by JSON lines on stdin, one reply per line.
 
-    {"cmd": "load", "key": "st-onnx-int8", "folder": "...", "work": "...", "calibration": [...]}
+One copy runs in the peers' own virtual environment (sentence-transformers' engines and
+fastembed; it imports nothing from distilmarco there), another in the project's (our engines,
+keys ``<backend>-<precision>``), so both sides are loaded, warmed up and timed the same way.
+
+    {"cmd": "load", "key": "st-onnx-int8", "folder": "...", "work": "...", "calibration": [...],
+     "threads": 2}
     {"cmd": "run", "key": "...", "texts": [...]}       -> {"seconds": s}
-Every reply carries "error" instead when the command failed. Imports nothing from distilmarco.
+Every reply carries "error" instead when the command failed.
 """
 
 from __future__ import annotations
@@ -69,8 +73,21 @@ def _st(folder: Path, **kwargs: Any) -> Any:
     return SentenceTransformer(str(folder), device="cpu", **kwargs)
 
 
-def load(key: str, folder: Path, work: Path, calibration: list[str]) -> tuple[Encode, str]:
+def _ours(key: str, folder: Path, threads: int | None) -> tuple[Encode, str]:
+    """Our engine ``<backend>-<precision>`` with its default calibration and batch budget."""
+    from distilmarco import Encoder
+
+    backend, precision = key.split("-")
+    enc = Encoder(folder, backend=backend, precision=precision, threads=threads)
+    return (lambda t: enc.encode(t, truncation="count")), enc.info.precision
+
+
+def load(
+    key: str, folder: Path, work: Path, calibration: list[str], threads: int | None = None
+) -> tuple[Encode, str]:
     """``key``'s encode function and the precision it runs."""
+    if not key.startswith(("st-", "fastembed")):
+        return _ours(key, folder, threads)
     if key == "fastembed":
         return _fastembed(folder, work)
     copy = work / "model"
@@ -162,7 +179,11 @@ def main() -> int:
             if req["cmd"] == "load":
                 start = time.perf_counter()
                 encode, precision = load(
-                    req["key"], Path(req["folder"]), Path(req["work"]), req.get("calibration", [])
+                    req["key"],
+                    Path(req["folder"]),
+                    Path(req["work"]),
+                    req.get("calibration", []),
+                    req.get("threads"),
                 )
                 encode(["warm up"])
                 engines[req["key"]] = encode

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from benchmarks.bench_peers import markdown, targets
+from pathlib import Path
+
+from benchmarks.bench_peers import markdown, targets, worker_env
 
 
 def row(engine: str, library: str, precision: str, tps: float, p50: float) -> dict[str, object]:
@@ -68,3 +70,32 @@ def test_markdown_names_the_precision_each_engine_ran() -> None:
     text = markdown(res)
     assert "| st-openvino | bf16 | 4000 |" in text and "| openvino-int8 | int8 | 6000 |" in text
     assert "`fastembed` (ImportError: x)" in text and "| NO |" in text
+
+
+def test_our_engines_are_served_by_the_same_worker_as_the_peers(tiny_model_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Ours run in a worker process like the peers (same protocol, same timing inside it)."""
+    import sys
+
+    from benchmarks.bench_peers import Worker
+    from benchmarks.common import ROOT
+
+    worker = Worker(Path(sys.executable), 1, str(ROOT / "src"))
+    try:
+        common = {"folder": str(tiny_model_dir), "work": str(tmp_path), "calibration": []}
+        loaded = worker.ask(cmd="load", key="torch-fp32", threads=1, **common)
+        assert loaded.get("precision") == "fp32", loaded
+        ran = worker.ask(cmd="run", key="torch-fp32", texts=["a query", "another one"])
+        assert 0 < ran["seconds"] < 60
+        assert "error" in worker.ask(cmd="run", key="onnx-int8", texts=["not loaded"])
+    finally:
+        worker.close()
+
+
+def test_both_workers_get_the_same_thread_settings(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Ours and the peers' differ only in PYTHONPATH; OpenMP sleeps when idle in both."""
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    ours, peers = worker_env(2, "/repo/src"), worker_env(2)
+    assert ours.pop("PYTHONPATH") == "/repo/src" and "PYTHONPATH" not in peers
+    assert ours == peers
+    assert peers["OMP_WAIT_POLICY"] == "PASSIVE" and peers["OMP_NUM_THREADS"] == "2"
