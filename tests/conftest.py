@@ -153,6 +153,28 @@ def _to_st2(folder: Path, max_seq_length: int) -> None:
     (folder / "config_sentence_transformers.json").unlink(missing_ok=True)
 
 
+def _xdist_groups(item: pytest.Item) -> list[str]:
+    marks = item.iter_markers("xdist_group")
+    return sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks})
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give grouped tests the ``nodeid@group`` id that ``--dist loadgroup`` schedules by, when
+    xdist could not: it writes ``item._nodeid``, which pytest 9.2 no longer reads (it keeps the
+    id in ``item._id``), so every group was silently split across the workers."""
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers only
+        return
+    for item in items:
+        groups = _xdist_groups(item)
+        suffix = "@" + "_".join(groups)
+        if not groups or item.nodeid.endswith(suffix):
+            continue
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(item.nodeid + suffix)  # type: ignore[attr-defined]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One export cache for the session, set as $DISTILMARCO_CACHE: an ONNX, OpenVINO or LiteRT
