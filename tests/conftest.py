@@ -153,26 +153,26 @@ def _to_st2(folder: Path, max_seq_length: int) -> None:
     (folder / "config_sentence_transformers.json").unlink(missing_ok=True)
 
 
-def _xdist_groups(item: pytest.Item) -> list[str]:
-    marks = item.iter_markers("xdist_group")
-    return sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default")) for m in marks})
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Give grouped tests the ``nodeid@group`` id that ``--dist loadgroup`` schedules by, when
-    xdist could not: it writes ``item._nodeid``, which pytest 9.2 no longer reads (it keeps the
-    id in ``item._id``), so every group was silently split across the workers."""
+    """On xdist workers under ``--dist loadgroup``: group ids that xdist could not set, and the
+    heaviest units of work first (tests/xdist_units.py)."""
     if not getattr(config.option, "loadgroup", False):  # set on xdist workers only
         return
-    for item in items:
-        groups = _xdist_groups(item)
-        suffix = "@" + "_".join(groups)
-        if not groups or item.nodeid.endswith(suffix):
-            continue
-        from _pytest.nodeid import NodeId
+    from xdist_units import heaviest_units_first, mark_groups
 
-        item._id = NodeId.parse(item.nodeid + suffix)  # type: ignore[attr-defined]
+    mark_groups(items)
+    heaviest_units_first(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``--dist loadgroup`` hands out groups and whole modules (tests/xdist_units.py)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist_units import GroupOrModuleScheduling
+
+    return GroupOrModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
