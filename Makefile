@@ -30,8 +30,9 @@ chromium:
 		echo "installing Debian's chromium for the browser tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-# pytest-xdist processes (0: none). Tests that share a heavy session fixture carry an
-# xdist_group mark; --dist loadgroup keeps each group on one worker.
+# pytest-xdist processes (0: none). Under --dist loadgroup a worker takes a whole xdist_group
+# (tests sharing a heavy session fixture or export) or a whole module, heaviest first
+# (tests/xdist_units.py).
 WORKERS ?= 2
 PYTEST := $(BIN)/pytest -q -n $(WORKERS) --dist loadgroup
 

@@ -153,6 +153,28 @@ def _to_st2(folder: Path, max_seq_length: int) -> None:
     (folder / "config_sentence_transformers.json").unlink(missing_ok=True)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On xdist workers under ``--dist loadgroup``: group ids that xdist could not set, and the
+    heaviest units of work first (tests/xdist_units.py)."""
+    if not getattr(config.option, "loadgroup", False):  # set on xdist workers only
+        return
+    from xdist_units import heaviest_units_first, mark_groups
+
+    mark_groups(items)
+    heaviest_units_first(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``--dist loadgroup`` hands out groups and whole modules (tests/xdist_units.py)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist_units import GroupOrModuleScheduling
+
+    return GroupOrModuleScheduling(config, log)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One export cache for the session, set as $DISTILMARCO_CACHE: an ONNX, OpenVINO or LiteRT

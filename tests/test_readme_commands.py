@@ -140,6 +140,7 @@ def _curl(client, command: str) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("minilm_litert")  # its tflite export is test_tensorflow_litert.py's
 def test_every_readme_command_runs_as_written(
     minilm_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:  # type: ignore[no-untyped-def]

@@ -23,6 +23,9 @@ from distilmarco.backends.litert_export import litert_model, signatures
 from distilmarco.model.st_format import SentenceModelSpec
 
 STS_PAIRS = 300
+# One worker runs every test that converts all-MiniLM-L6-v2 (these and the README's `export
+# --format tflite`) with one export cache, so its fp32 and int8 conversions are each made once.
+MINILM_LITERT = pytest.mark.xdist_group("minilm_litert")
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -60,6 +63,7 @@ def sts_score(encoder: Encoder, pairs: list[tuple[str, str, float]]) -> float:
 
 
 @pytest.mark.slow
+@MINILM_LITERT
 def test_litert_fp32_and_int8_on_sts(
     minilm_dir: Path,
     minilm_encoder: Encoder,
@@ -115,6 +119,7 @@ def test_signatures_cover_every_length_up_to_the_limit() -> None:
 
 
 @pytest.mark.slow
+@MINILM_LITERT
 def test_litert_cache_reused_and_batches_split_and_padded(
     minilm_dir: Path, minilm_encoder: Encoder, litert_cache: Path
 ) -> None:
@@ -153,6 +158,7 @@ def test_damaged_litert_export_is_not_valid(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@MINILM_LITERT
 def test_cli_export_tflite(minilm_dir: Path, litert_cache: Path, tmp_path: Path) -> None:
     from distilmarco.cli import main
 
