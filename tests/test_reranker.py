@@ -81,6 +81,50 @@ def test_scores_equal_cross_encoder_predict(
     assert stats.pairs == len(PASSAGES) and stats.tokens <= stats.padded_tokens
 
 
+@pytest.mark.parametrize("arch", ["bert", "distilbert"])
+@pytest.mark.parametrize("packed_min_padding", [0.0, 1.0])
+def test_packed_and_padded_batches_equal_cross_encoder_predict(
+    cross_dir: Callable[..., Path],
+    monkeypatch: pytest.MonkeyPatch,
+    arch: str,
+    packed_min_padding: float,
+) -> None:
+    """Both torch paths (packed: padding skipped; plain: padding computed and masked), with the
+    last layer run for [CLS] only, on one batch of very different lengths."""
+    from sentence_transformers import CrossEncoder
+
+    import distilmarco.backends.cross_runtime as runtime
+
+    monkeypatch.setattr(runtime, "PACKED_MIN_PADDING", packed_min_padding)
+    folder = cross_dir(arch, 1, "plain")
+    passages = PASSAGES[:4]  # one batch: at most 256 padded tokens take any lengths
+    reference = CrossEncoder(str(folder), device="cpu").predict([(QUERY, p) for p in passages])
+    scores, stats = Reranker(folder).score_with_stats(QUERY, passages, truncation="count")
+    assert stats.batches == 1 and stats.padded_tokens > 1.5 * stats.tokens  # much padding
+    np.testing.assert_allclose(scores, reference, atol=1e-5, rtol=0)
+
+
+def test_first_token_states_equal_the_full_last_layer(cross_dir: Callable[..., Path]) -> None:
+    import torch
+
+    from distilmarco.model.cross_encoder import first_token_states, load_cross_encoder
+    from distilmarco.model.transformer import run_layers
+
+    for arch in ("bert", "distilbert"):
+        spec = CrossEncoderSpec.from_folder(cross_dir(arch, 1, "plain"))
+        module = load_cross_encoder(spec)
+        layers = module.backbone.layer if arch == "bert" else module.backbone.transformer.layer
+        torch.manual_seed(0)
+        x = torch.randn(3, 9, spec.transformer.hidden_size)
+        mask = torch.tensor([[1] * 9, [1] * 5 + [0] * 4, [1] * 2 + [0] * 7])
+        with torch.inference_mode():
+            full = run_layers(layers, x, mask, packed=False)[:, 0]
+            for packed in (False, True):
+                first = first_token_states(layers, x, mask, packed)
+                assert first.shape == full.shape
+                torch.testing.assert_close(first, full, atol=1e-5, rtol=1e-5)
+
+
 def test_long_query_and_passage_are_cut_as_the_reference_cuts_them(
     cross_dir: Callable[..., Path],
 ) -> None:

@@ -54,6 +54,8 @@ CALIBRATION_PAIRS = 256
 CALIBRATION_BATCH = 16
 SMOOTH_QUANT = 0.7
 Kind = Literal["fp32", "int8"]
+# Bump when the cross-encoder graph changes (on top of ``EXPORTER_VERSION``): old entries are ignored.
+CROSS_EXPORTER_VERSION = 2
 
 
 def cross_export_dir(spec: CrossEncoderSpec, cache_dir: str | os.PathLike[str] | None) -> Path:
@@ -64,6 +66,7 @@ def cross_export_dir(spec: CrossEncoderSpec, cache_dir: str | os.PathLike[str] |
         "exporter": EXPORTER_VERSION,
         "opset": OPSET,
         "kind": "cross-encoder",
+        "cross_exporter": CROSS_EXPORTER_VERSION,
     }
     key = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", spec.folder.name)[:60] or "model"

@@ -94,8 +94,14 @@ def _import(module: str, extra: str) -> None:
         raise MissingExtraError(module, extra, f"the {module} re-ranking backend")
 
 
+# Padding share of a batch above which the torch module runs packed: below it, the per-layer
+# scatter and gather of packing cost more than the padded tokens' compute.
+PACKED_MIN_PADDING = 0.25
+
+
 class TorchPairBackend:
-    """Our module in PyTorch; packed (per-token layers skip padding) when a batch has padding."""
+    """Our module in PyTorch; packed (per-token layers skip padding) when a batch has much
+    padding (``PACKED_MIN_PADDING``)."""
 
     name = "torch"
 
@@ -133,8 +139,9 @@ class TorchPairBackend:
         ids = torch.from_numpy(input_ids).to(self.device)
         mask = torch.from_numpy(attention_mask).to(self.device)
         types = torch.from_numpy(token_type_ids).to(self.device) if self.token_types else None
+        packed = 1.0 - float(attention_mask.mean()) > PACKED_MIN_PADDING
         with torch.inference_mode():
-            out = self.module(ids, mask, types, packed=not attention_mask.all())
+            out = self.module(ids, mask, types, packed=packed)
         return out.float().cpu().numpy()
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +25,14 @@ from distilmarco.errors import CheckpointError, ModelFormatError
 from distilmarco.model.checkpoint import read_state_dict
 from distilmarco.model.config import Architecture, TransformerConfig
 from distilmarco.model.st_format import _sentence_bert_config
-from distilmarco.model.transformer import BertEncoder, DistilBertEncoder, run_layers
+from distilmarco.model.transformer import (
+    BertEncoder,
+    BertLayer,
+    DistilBertEncoder,
+    DistilLayer,
+    attention_mask_4d,
+    run_layers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -236,8 +244,8 @@ class BertCrossEncoder(nn.Module):
         packed: bool = False,
     ) -> torch.Tensor:
         x = self.bert.embeddings(input_ids, token_type_ids)  # (B, T, D)
-        states = run_layers(self.bert.encoder.layer, x, attention_mask, packed)
-        first = states[:, 0].float()  # (B, D); the heads run in float32
+        first = first_token_states(self.bert.encoder.layer, x, attention_mask, packed)
+        first = first.float()  # (B, D); the heads run in float32
         return self.classifier(self.bert.pooler(first))
 
 
@@ -261,12 +269,59 @@ class DistilBertCrossEncoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,  # DistilBERT has no token types
         packed: bool = False,
     ) -> torch.Tensor:
-        states = self.distilbert(input_ids, attention_mask, packed)  # (B, T, D)
-        first = states[:, 0].float()
+        x = self.distilbert.embeddings(input_ids)  # (B, T, D)
+        first = first_token_states(self.distilbert.transformer.layer, x, attention_mask, packed)
+        first = first.float()
         return self.classifier(torch.relu(self.pre_classifier(first)))
 
 
 CrossEncoderModule = BertCrossEncoder | DistilBertCrossEncoder
+
+
+def first_token_states(
+    layers: nn.ModuleList, x: torch.Tensor, attention_mask: torch.Tensor, packed: bool
+) -> torch.Tensor:
+    """(B, T, D) embeddings through every layer -> (B, D) states of the first ([CLS]) token.
+
+    The heads read only that token, so the last layer computes its attention query, output
+    projection and FFN for it alone; its keys and values still come from every token.
+    """
+    states = run_layers(layers[:-1], x, attention_mask, packed)  # (B, T, D)
+    last = layers[-1]
+    first = states[:, :1]  # (B, 1, D)
+    mask = attention_mask_4d(attention_mask)
+    if isinstance(last, DistilLayer):
+        att = last.attention
+        ctx = _attend_from_first(
+            att.q_lin(first), att.k_lin(states), att.v_lin(states), mask, att.num_heads
+        )
+        h = last.sa_layer_norm(first + att.out_lin(ctx))
+        out = last.output_layer_norm(h + last.ffn(h))
+    elif isinstance(last, BertLayer):
+        s = last.attention.self
+        ctx = _attend_from_first(
+            s.query(first), s.key(states), s.value(states), mask, last.attention.num_heads
+        )
+        h = last.attention.output(ctx, first)
+        out = last.output(last.intermediate(h), h)
+    else:
+        raise TypeError(f"unexpected layer type {type(last).__name__}")
+    return out[:, 0]
+
+
+def _attend_from_first(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, num_heads: int
+) -> torch.Tensor:
+    """Attention for one query position: q (B, 1, D), k and v (B, T, D), mask (B, 1, 1, T) ->
+    (B, 1, D). Written out (matmul, additive mask, softmax, matmul) so it exports to plain ONNX."""
+    b, t, d = k.shape
+    dh = d // num_heads
+    qh = q.view(b, 1, num_heads, dh).transpose(1, 2)  # (B, H, 1, Dh)
+    kh, vh = (x.view(b, t, num_heads, dh).transpose(1, 2) for x in (k, v))  # (B, H, T, Dh)
+    bias = (1.0 - mask.to(q.dtype)) * torch.finfo(q.dtype).min  # (B, 1, 1, T)
+    scores = torch.matmul(qh, kh.transpose(-1, -2)) / math.sqrt(dh) + bias  # (B, H, 1, T)
+    out = torch.matmul(torch.softmax(scores, dim=-1), vh)  # (B, H, 1, Dh)
+    return out.transpose(1, 2).reshape(b, 1, d)
 
 
 def build_cross_encoder(spec: CrossEncoderSpec) -> CrossEncoderModule:
