@@ -55,21 +55,25 @@ UNLOADED = {"loaded": False, "by": []}
 def test_importing_the_package_leaves_torch_unloaded() -> None:
     result = run_python(
         f"""
-        import json, sys
+        import json, os, sys
         import distilmarco
         from distilmarco import DEFAULT_MODEL, Encoder, Hit, Index, Ranked, Reranker
         from distilmarco.model import SentenceModelSpec, TransformerConfig, resolve
         import distilmarco.cli.app, distilmarco.server.app
         before = {TORCH_MODULES}
+        os.environ["OMP_NUM_THREADS"] = "1"  # set after our import: torch still sees it
         # The PyTorch module stays importable from the package; asking for it loads torch.
         from distilmarco.model import SentenceModule, load_sentence_module
+        import torch
         print(json.dumps({{"before": before, "after": "torch" in sys.modules,
-                           "module": SentenceModule.__module__}}))
+                           "module": SentenceModule.__module__,
+                           "threads": torch.get_num_threads()}}))
         """
     )
     assert result["before"] == UNLOADED
     assert result["after"] is True
     assert result["module"] == "distilmarco.model.sentence"
+    assert result["threads"] == 1
 
 
 def test_onnx_runtime_encodes_an_export_without_torch_and_matches_torch(
