@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,9 +21,11 @@ from distilmarco.backends.cross_runtime import PairBackend, create_pair_backend
 from distilmarco.batching import check_batch_tokens, pad_batch, plan_batches
 from distilmarco.encoder import Truncation, validate_texts
 from distilmarco.errors import BackendError, InputError, TruncationError
-from distilmarco.model.cross_encoder import CrossEncoderSpec, ScoreActivation
 from distilmarco.model.hub import resolve
 from distilmarco.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    from distilmarco.model.cross_encoder import ScoreActivation
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ class Reranker:
     ) -> None:
         resolved = resolve(model, revision=revision, cache_dir=cache_dir)
         self.model_id = resolved.model_id
+        from distilmarco.model.cross_encoder import CrossEncoderSpec  # its module loads torch
+
         self.spec = CrossEncoderSpec.from_folder(resolved.folder)
         limit = self.spec.max_seq_length
         if max_seq_length is not None and not 4 <= max_seq_length <= limit:

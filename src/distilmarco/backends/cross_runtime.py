@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from distilmarco.backends.cpu import default_threads
 from distilmarco.errors import BackendError, InputError, MissingExtraError
-from distilmarco.model.cross_encoder import CrossEncoderSpec
+
+if TYPE_CHECKING:
+    from distilmarco.model.cross_encoder import CrossEncoderSpec
 
 log = logging.getLogger(__name__)
 

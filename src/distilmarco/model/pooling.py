@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Literal, get_args
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 PoolingMode = Literal["cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken"]
 POOLING_MODES: tuple[str, ...] = get_args(PoolingMode)
@@ -17,6 +18,8 @@ def pool(states: torch.Tensor, mask: torch.Tensor, modes: tuple[PoolingMode, ...
     float32 for half-precision ``states`` (float64 stays float64, for exact gradient checks); the
     result is (B, D * len(modes)).
     """
+    import torch  # here, not at the top: the mode names are read without torch
+
     if states.dtype != torch.float64:
         states = states.float()
     m = mask.unsqueeze(-1).to(states.dtype)  # (B, T, 1)
@@ -24,6 +27,8 @@ def pool(states: torch.Tensor, mask: torch.Tensor, modes: tuple[PoolingMode, ...
 
 
 def _pool_one(states: torch.Tensor, m: torch.Tensor, mode: PoolingMode) -> torch.Tensor:
+    import torch
+
     if mode == "cls":
         return states[:, 0]  # right padding: the first token is always [CLS]
     if mode == "max":
