@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distilmarco.embeddings_format import FORMAT, MANIFEST
 from distilmarco.errors import FormatError, InputError
 
-FORMAT = "distilmarco-embeddings/1"
-MANIFEST = "manifest.json"
+__all__ = ["FORMAT", "MANIFEST", "Manifest", "Verdict", "verify"]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from distilmarco.embeddings_format import FORMAT, MANIFEST
 from distilmarco.errors import FormatError, InputError, MissingExtraError
 from distilmarco.index.identity import check_same_model
 from distilmarco.index.milvus.schema import PassageRow, check_sizes
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT = "distilmarco-embeddings/1"
-MANIFEST = "manifest.json"
 REQUIRED = ("format", "model_meta", "dimension", "similarity", "files", "rows")
 COLUMNS = ("id", "doc_id", "passage", "passages", "start", "end", "text", "document", "metadata",
            "vector")  # fmt: skip
