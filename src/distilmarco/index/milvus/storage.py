@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 ALL = MilvusFilter("passage >= 0", {}, "passage >= 0")
 FIRST = MilvusFilter("passage == 0", {}, "passage == 0")  # one row per document
-BATCH_BYTES = 8 << 20  # per upsert request (Milvus refuses gRPC messages past 64 MiB)
+BATCH_BYTES = 8 << 20  # per upsert request, well under the gRPC message size Milvus accepts
 DOC_FIELDS = ("doc_id", "document", "metadata", "content_hash", "passages", "added")
 
 
